@@ -1,0 +1,79 @@
+"""The command line: ``python -m precode COMMAND ...``.
+
+Each command lives in its own module (``precode/cli_<command>.py``) that provides
+``add_parser(subparsers)`` and ``run(args) -> int``. User errors (unknown names, bad numbers,
+missing data) are raised as :class:`UserError` or ``ValueError`` and printed as one line
+on stderr with exit status 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import warnings
+from typing import Any, Sequence
+
+__all__ = ["main", "UserError", "write_json"]
+
+COMMANDS = ("attack", "train", "evaluate")
+
+
+class UserError(Exception):
+    """An error in what the user asked for; printed as one line, exit status 2."""
+
+
+def write_json(payload: dict[str, Any], target: str | None) -> None:
+    """Write ``payload`` as JSON to the path ``target``, or to stdout when ``target`` is ``-``."""
+    if target is None:
+        return
+    text = json.dumps(payload, indent=2, allow_nan=False)
+    if target == "-":
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+        return
+    try:
+        with open(target, "w") as f:
+            f.write(text + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write JSON to {target}: {e.strerror}") from None
+
+
+def _available_commands() -> dict[str, Any]:
+    modules = {}
+    for name in COMMANDS:
+        try:
+            modules[name] = importlib.import_module(f"precode.cli_{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"precode.cli_{name}":
+                raise
+    return modules
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    commands = _available_commands()
+    parser = argparse.ArgumentParser(
+        prog="python -m precode",
+        description="Gradient leakage attacks, defenses and PRECODE, from the executable book.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in commands.values():
+        module.add_parser(sub)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    # Warnings (for example "using the embedded sample") go to stderr as one line each.
+    warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
+    try:
+        return int(commands[args.command].run(args) or 0)
+    except (UserError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # data errors and the like: still one line, no traceback
+        from .data import DataUnavailableError
+
+        if isinstance(e, DataUnavailableError):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise

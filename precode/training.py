@@ -1,0 +1,138 @@
+"""Training and evaluation: the loss every client minimises, with progress bars and a history.
+
+The loss is ``cross_entropy + bottleneck_loss(model)``: for a PRECODE model it includes
+``beta * KL`` of every bottleneck (in bits), for a plain model it is the cross-entropy alone. The
+same loss defines the gradient a client shares (:mod:`precode.federated`).
+
+Used in chapters 3, 4 and 5 (accuracy and convergence under defenses and PRECODE).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .bottleneck import bottleneck_loss
+from .data import ImageData
+
+__all__ = ["loss_fn", "train", "evaluate", "GradientTransform"]
+
+GradientTransform = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def loss_fn(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy plus the KL term of every PRECODE bottleneck in ``model``.
+
+    Call it right after the forward pass that produced ``logits``.
+    """
+    return F.cross_entropy(logits, labels) + bottleneck_loss(model)
+
+
+def _as_dataset(data: ImageData | Dataset) -> Dataset:
+    return data.dataset() if isinstance(data, ImageData) else data
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageData | Dataset, batch_size: int = 500) -> tuple[float, float]:
+    """Mean loss (cross-entropy + KL) and accuracy of ``model`` on ``data``, in eval mode."""
+    dataset = _as_dataset(data)
+    if len(dataset) == 0:
+        raise ValueError("cannot evaluate on an empty data set")
+    device = _device_of(model)
+    was_training = model.training
+    model.eval()
+    total_loss, correct, n = 0.0, 0, 0
+    try:
+        for x, y in DataLoader(dataset, batch_size=batch_size):
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            total_loss += float(loss_fn(model, logits, y)) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+    finally:
+        model.train(was_training)
+    return total_loss / n, correct / n
+
+
+def train(
+    model: nn.Module,
+    train_data: ImageData | Dataset,
+    test_data: ImageData | Dataset | None = None,
+    epochs: int = 3,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    gradient_transform: GradientTransform | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Train ``model`` with Adam (the paper's optimiser) and return the per-epoch history.
+
+    Args:
+        model: the model, trained in place on its current device.
+        train_data, test_data: the data (an :class:`~precode.data.ImageData` or a dataset of
+            ``(image, label)`` pairs); ``test_data`` is optional.
+        epochs: passes over ``train_data``.
+        lr: Adam's learning rate (``1e-3`` in the paper).
+        batch_size: images per step (64 in the paper).
+        seed: seeds the shuffling and any sampling, so equal seeds give equal histories.
+        gradient_transform: applied to the gradients (a dict ``parameter name -> gradient``)
+            before every step, to train under a defense (chapter 3).
+        progress: show tqdm progress bars (on stderr).
+
+    Returns:
+        One dict per epoch: ``epoch, train_loss, train_accuracy, test_loss, test_accuracy``
+        (the test entries are ``None`` without ``test_data``) and ``seconds`` since the start.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    dataset = _as_dataset(train_data)
+    if len(dataset) == 0:
+        raise ValueError("cannot train on an empty data set")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    device = _device_of(model)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
+    history: list[dict] = []
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total_loss, correct, n = 0.0, 0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = loss_fn(model, logits, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {float(loss)} in epoch {epoch}; lower the learning rate")
+            loss.backward()
+            if gradient_transform is not None:
+                grads = gradient_transform({k: p.grad for k, p in zip(names, params)})
+                for p, k in zip(params, names):
+                    p.grad = grads[k]
+            optimizer.step()
+            total_loss += float(loss) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+        entry = {"epoch": epoch, "train_loss": total_loss / n, "train_accuracy": correct / n,
+                 "test_loss": None, "test_accuracy": None}
+        if test_data is not None:
+            entry["test_loss"], entry["test_accuracy"] = evaluate(model, test_data)
+        entry["seconds"] = time.perf_counter() - start
+        history.append(entry)
+    return history
