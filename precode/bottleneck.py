@@ -136,6 +136,7 @@ def add_precode(
     beta: float = 1e-3,
     eval_mode: str = "sample",
     input_shape: Sequence[int] | None = None,
+    seed: int | None = None,
 ) -> nn.Module:
     """Extend ``model`` in place with a PRECODE bottleneck inserted before the layer ``before``.
 
@@ -155,6 +156,8 @@ def add_precode(
             :class:`VariationalBottleneck`.
         input_shape: ``(channels, height, width)`` of the inputs; taken from
             ``model.input_shape`` when omitted.
+        seed: if given, the bottleneck's weights are initialised from ``torch.manual_seed(seed)``
+            (the global random state is left as it was), so runs are reproducible.
 
     Returns:
         The same model, with ``model.precode_before`` set to ``before``.
@@ -189,7 +192,10 @@ def add_precode(
     if not captured:
         raise ValueError(f"layer {before!r} is never called in the model's forward pass; choose another layer")
     in_features = math.prod(captured[0][1:])
-    vb = VariationalBottleneck(in_features, size=size, beta=beta, eval_mode=eval_mode).to(device)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        vb = VariationalBottleneck(in_features, size=size, beta=beta, eval_mode=eval_mode).to(device)
 
     parent_name, _, child = before.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model

@@ -126,8 +126,8 @@ def train(
                 for p, k in zip(params, names):
                     p.grad = grads[k]
             optimizer.step()
-            total_loss += float(loss) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            total_loss += float(loss.detach()) * len(y)
+            correct += int((logits.detach().argmax(1) == y).sum())
             n += len(y)
         entry = {"epoch": epoch, "train_loss": total_loss / n, "train_accuracy": correct / n,
                  "test_loss": None, "test_accuracy": None}

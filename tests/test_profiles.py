@@ -1,0 +1,22 @@
+import pytest
+
+from precode.profiles import get_profile
+
+
+def test_default_is_quick(monkeypatch):
+    monkeypatch.delenv("PRECODE_PROFILE", raising=False)
+    assert get_profile().name == "quick"
+
+
+def test_env_selects_full(monkeypatch):
+    monkeypatch.setenv("PRECODE_PROFILE", "FULL")
+    p = get_profile()
+    assert p.name == "full" and p.victims >= get_profile("quick").victims
+    assert p.ig_iterations > get_profile("quick").ig_iterations
+    assert "full" in str(p)
+
+
+def test_unknown_profile(monkeypatch):
+    monkeypatch.setenv("PRECODE_PROFILE", "medium")
+    with pytest.raises(ValueError, match="unknown profile 'medium'"):
+        get_profile()

@@ -1,0 +1,95 @@
+import pytest
+import torch
+
+from precode.bottleneck import add_precode
+from precode.federated import (
+    Client, compute_shared_gradients, compute_victim_gradients, fedavg_round, fedsgd_round,
+    split_among_clients, validate_gradients,
+)
+from precode.models import build_model
+from precode.training import evaluate, loss_fn, train
+
+
+def test_train_history_and_learning(sample):
+    data = sample.subset(300, seed=0)
+    model = build_model("mlp", data.input_shape, data.num_classes, seed=0, width=64)
+    _, before = evaluate(model, data)
+    history = train(model, data, data, epochs=3, seed=0, progress=False)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert set(history[0]) >= {"train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds"}
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["test_accuracy"] > before + 0.2
+
+
+def test_train_is_reproducible(sample):
+    data = sample.subset(128, seed=0)
+    runs = []
+    for _ in range(2):
+        model = add_precode(build_model("mlp", data.input_shape, 10, seed=0, width=32), size=8, seed=0)
+        runs.append(train(model, data, epochs=1, seed=5, progress=False)[0]["train_loss"])
+    assert runs[0] == runs[1]
+
+
+def test_train_bad_arguments(sample):
+    model = build_model("mlp", sample.input_shape, 10, width=8)
+    with pytest.raises(ValueError, match="epochs"):
+        train(model, sample, epochs=0)
+
+
+def test_shared_gradient_is_the_loss_gradient_including_kl():
+    torch.manual_seed(0)
+    model = add_precode(build_model("mlp", (1, 8, 8), 10, width=16), size=4, beta=1.0)
+    x, y = torch.rand(3, 1, 8, 8), torch.tensor([1, 2, 3])
+    torch.manual_seed(1)
+    shared = compute_shared_gradients(model, x, y)
+    torch.manual_seed(1)
+    loss_fn(model, model(x), y).backward()
+    for name, p in model.named_parameters():
+        assert torch.allclose(shared[name], p.grad), name
+    assert list(shared) == [n for n, _ in model.named_parameters()]
+
+
+def test_victim_gradients_stack_in_order():
+    model = build_model("lenet", (1, 8, 8), 10, seed=0)
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    stacked = compute_victim_gradients(model, x, y, batch_size=2)
+    second = compute_shared_gradients(model, x[2:], y[2:])
+    assert stacked["classifier.weight"].shape == (2, 10, 12 * 2 * 2)
+    assert torch.allclose(stacked["conv1.weight"][1], second["conv1.weight"])
+    assert validate_gradients(model, stacked, stacked=True) == 2
+    with pytest.raises(ValueError, match="multiple"):
+        compute_victim_gradients(model, x[:3], y[:3], batch_size=2)
+
+
+def test_validate_gradients_errors():
+    model = build_model("mlp", (1, 8, 8), 10, width=4)
+    good = compute_shared_gradients(model, torch.rand(1, 1, 8, 8), torch.tensor([0]))
+    assert validate_gradients(model, good) == 1
+    with pytest.raises(ValueError, match="missing"):
+        validate_gradients(model, {k: v for k, v in good.items() if k != "fc1.bias"})
+    with pytest.raises(ValueError, match="shape"):
+        validate_gradients(model, {**good, "fc1.bias": torch.zeros(5)})
+    with pytest.raises(ValueError, match="NaN"):
+        validate_gradients(model, {**good, "fc1.bias": torch.full((4,), float("nan"))})
+
+
+def test_fedsgd_and_fedavg_learn(sample):
+    data = sample.subset(400, seed=0)
+    clients = split_among_clients(data, 4, batch_size=32)
+    assert sum(len(c) for c in clients) == 400
+    model = build_model("mlp", data.input_shape, 10, seed=0, width=32)
+    loss0, _ = evaluate(model, data)
+    for _ in range(15):
+        fedsgd_round(model, clients, lr=0.5)
+    loss1, _ = evaluate(model, data)
+    assert loss1 < loss0
+    fedavg_round(model, clients, local_epochs=1, lr=1e-2)
+    loss2, acc2 = evaluate(model, data)
+    assert loss2 < loss1 and acc2 > 0.35
+
+
+def test_client_errors():
+    with pytest.raises(ValueError, match="at least one image"):
+        Client(torch.zeros(0, 1, 4, 4), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="at least one client"):
+        fedsgd_round(build_model("mlp", (1, 4, 4), 2), [])
