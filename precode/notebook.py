@@ -1,0 +1,55 @@
+"""Helpers for the book's chapters: one set-up call, glue that also works outside Jupyter Book.
+
+Used in the setup cell of every chapter.
+"""
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from .profiles import Profile, get_profile
+
+__all__ = ["setup_chapter", "glue"]
+
+
+def setup_chapter(seed: int = 0, threads: int | None = None) -> Profile:
+    """Seed every random generator, fix the number of CPU threads, print and return the profile.
+
+    Args:
+        seed: seed for Python, NumPy and torch.
+        threads: torch CPU threads (default: ``$PRECODE_THREADS``, else torch's default).
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if threads is None and os.environ.get("PRECODE_THREADS"):
+        threads = int(os.environ["PRECODE_THREADS"])
+    if threads:
+        torch.set_num_threads(threads)
+    profile = get_profile()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"{profile}\ntorch {torch.__version__} on {device}, {torch.get_num_threads()} CPU threads, seed {seed}")
+    try:
+        import matplotlib.pyplot as plt
+
+        plt.rcParams.update({"figure.dpi": 100, "axes.spines.top": False, "axes.spines.right": False})
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        pass
+    return profile
+
+
+def glue(name: str, value: Any, display: bool = False) -> Any:
+    """Store ``value`` for the prose (myst-nb's ``glue``), so quoted numbers come from the run.
+
+    Outside Jupyter Book (for example in Colab without myst-nb) the value is just returned.
+    """
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:
+        return value
+    _glue(name, value, display=display)
+    return value
