@@ -1,0 +1,115 @@
+"""Defense specs: one short string names a defense and its parameters.
+
+The command line (``python -m precode train --defense SPEC``) and chapter 3 name defenses as:
+
+=========================  ==================================================================
+``none``                   no defense
+``gaussian:S``             Gaussian noise of standard deviation ``S >= 0`` on every entry
+``laplacian:S``            Laplacian noise of scale ``b = S >= 0`` on every entry
+``prune:P``                zero the fraction ``0 <= P < 1`` of smallest entries of each tensor
+``dp:clip=C,noise=Z``      DP-SGD: per-sample clipping to norm ``C > 0``, noise std ``Z * C``
+=========================  ==================================================================
+
+Used in chapter 3 (``book/03_defenses.ipynb``) and by ``python -m precode train``.
+"""
+from __future__ import annotations
+
+import math
+
+from .base import Defense, NoDefense
+from .dp import DPSGD
+from .noise import GaussianNoise, LaplacianNoise
+from .pruning import GradientPruning
+
+__all__ = ["parse_defense", "DEFENSE_FORMS", "DEFENSE_NAMES"]
+
+DEFENSE_NAMES = ("none", "gaussian", "laplacian", "prune", "dp")
+DEFENSE_FORMS = (
+    "none, gaussian:S or laplacian:S (noise scale S >= 0), prune:P (fraction 0 <= P < 1) "
+    "or dp:clip=C,noise=Z (C > 0, Z >= 0)"
+)
+
+
+def _fail(spec: str, problem: str) -> ValueError:
+    return ValueError(f"invalid defense {spec!r}: {problem}; valid forms are {DEFENSE_FORMS}")
+
+
+def _number(spec: str, text: str, what: str) -> float:
+    text = text.strip()
+    if not text:
+        raise _fail(spec, f"{what} is missing")
+    try:
+        value = float(text)
+    except ValueError:
+        raise _fail(spec, f"{what} {text!r} is not a number") from None
+    if math.isnan(value):
+        raise _fail(spec, f"{what} is NaN")
+    if math.isinf(value):
+        raise _fail(spec, f"{what} is infinite")
+    return value
+
+
+def parse_defense(spec: str | Defense, seed: int = 0) -> Defense:
+    """Turn a spec such as ``"gaussian:0.01"`` or ``"dp:clip=1.0,noise=1.0"`` into a :class:`Defense`.
+
+    Names are case-insensitive and spaces around the parts are ignored; ``dp``'s two keys may come
+    in either order. A :class:`Defense` passed in is returned as it is.
+
+    Args:
+        spec: the spec (forms in the module docstring).
+        seed: seeds the defense's random generator (its noise).
+
+    Raises:
+        ValueError: one sentence naming the problem (unknown name, a missing, malformed,
+            NaN or infinite number, a negative scale, a fraction outside ``[0, 1)``, a
+            non-positive clipping norm, unknown or repeated ``dp`` keys) and the valid forms.
+
+    Used in chapter 3 and by ``python -m precode train``.
+    """
+    if isinstance(spec, Defense):
+        return spec
+    if not isinstance(spec, str):
+        raise ValueError(f"a defense spec must be a string, got {type(spec).__name__}; valid forms are {DEFENSE_FORMS}")
+    name, colon, arg = spec.strip().partition(":")
+    name = name.strip().lower()
+    if not name:
+        raise _fail(spec, "the defense name is missing")
+    if name not in DEFENSE_NAMES:
+        raise _fail(spec, f"unknown defense {name!r}")
+    if name == "none":
+        if colon:
+            raise _fail(spec, "'none' takes no parameter")
+        return NoDefense(seed=seed)
+    if not colon:
+        raise _fail(spec, f"{name!r} needs its parameter after a colon")
+    if name in ("gaussian", "laplacian"):
+        scale = _number(spec, arg, "the noise scale S")
+        if scale < 0:
+            raise _fail(spec, f"the noise scale S must be >= 0, got {scale}")
+        return GaussianNoise(scale, seed=seed) if name == "gaussian" else LaplacianNoise(scale, seed=seed)
+    if name == "prune":
+        fraction = _number(spec, arg, "the pruning fraction P")
+        if not 0 <= fraction < 1:
+            raise _fail(spec, f"the pruning fraction P must be in [0, 1), got {fraction}")
+        return GradientPruning(fraction, seed=seed)
+    # dp:clip=C,noise=Z
+    values: dict[str, float] = {}
+    for part in arg.split(","):
+        key, eq, text = part.partition("=")
+        key = key.strip().lower()
+        if not eq or not key:
+            raise _fail(spec, f"{part.strip()!r} is not of the form key=value")
+        if key not in ("clip", "noise"):
+            raise _fail(spec, f"unknown DP-SGD key {key!r} (use clip and noise)")
+        if key in values:
+            raise _fail(spec, f"the DP-SGD key {key!r} is given twice")
+        what = "the clipping norm C" if key == "clip" else "the noise multiplier Z"
+        values[key] = _number(spec, text, what)
+    missing = [k for k in ("clip", "noise") if k not in values]
+    if missing:
+        raise _fail(spec, f"DP-SGD needs {' and '.join(missing)}")
+    if values["clip"] <= 0:
+        raise _fail(spec, f"the clipping norm C must be > 0, got {values['clip']}")
+    if values["noise"] < 0:
+        raise _fail(spec, f"the noise multiplier Z must be >= 0, got {values['noise']}")
+    return DPSGD(values["clip"], values["noise"], seed=seed)
