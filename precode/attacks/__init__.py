@@ -1,0 +1,101 @@
+"""Gradient inversion attacks: what an honest-but-curious server recovers from shared gradients.
+
+One threat model for every attack (:mod:`precode.attacks.base`): the server knows the model's
+weights and receives the shared gradients of ``N`` victims (batches of ``B`` images each); the
+labels are known or read off the gradients. :func:`reconstruct` runs an attack by name and
+returns an :class:`AttackResult` (reconstructions, labels, loss history, seconds).
+
+========== ===================================================================================
+name       attack
+========== ===================================================================================
+``dlg``    Deep Leakage from Gradients: image and soft label, L2 distance, L-BFGS (:mod:`.dlg`)
+``idlg``   iDLG: label from the last layer's gradient (:mod:`.labels`), then the image (:mod:`.dlg`)
+``ig``     Inverting Gradients: cosine distance, TV prior, signed Adam, pixel box (:mod:`.ig`)
+``analytic`` exact division of the first linear layer's gradients (:mod:`.analytic`)
+========== ===================================================================================
+
+Example (chapter 2)::
+
+    from precode import attacks, build_model, compute_victim_gradients, load_data
+    data = load_data("fashion-mnist").first(8)
+    model = build_model("mlp", data.input_shape, data.num_classes, seed=0)
+    shared = compute_victim_gradients(model, data.images, data.labels)
+    result = attacks.reconstruct("ig", model, shared, input_shape=data.input_shape)
+
+Used in chapter 2 (``book/02_attacks.ipynb``) and in chapters 3, 4 and 6.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .analytic import analytic_attack, first_linear_layer
+from .base import AttackResult, prepare_gradients
+from .dlg import dlg, idlg
+from .ig import inverting_gradients, total_variation
+from .labels import infer_labels, last_layer
+from .lbfgs import batched_lbfgs
+from .matching import GradientMatcher, select_layers
+
+__all__ = [
+    "ATTACK_NAMES", "ATTACKS", "AttackResult", "reconstruct", "dlg", "idlg", "inverting_gradients",
+    "analytic_attack", "infer_labels", "last_layer", "first_linear_layer", "GradientMatcher", "select_layers",
+    "total_variation", "batched_lbfgs", "prepare_gradients",
+]
+
+ATTACKS: dict[str, Callable[..., AttackResult]] = {
+    "dlg": dlg,
+    "idlg": idlg,
+    "ig": inverting_gradients,
+    "analytic": analytic_attack,
+}
+ATTACK_NAMES = tuple(ATTACKS)
+
+
+def reconstruct(
+    name: str,
+    model: nn.Module,
+    shared_gradients: dict[str, torch.Tensor],
+    input_shape: Sequence[int],
+    batch_size: int = 1,
+    labels: torch.Tensor | Sequence[int] | None = None,
+    iterations: int | None = None,
+    restarts: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    **options,
+) -> AttackResult:
+    """Run the attack called ``name`` on the shared gradients of one or many victims.
+
+    Args:
+        name: one of :data:`ATTACK_NAMES` (``dlg``, ``idlg``, ``ig``, ``analytic``).
+        model: the global model (the server knows its weights); the attack runs on the
+            device of its parameters.
+        shared_gradients: ``{parameter name: gradient}`` of one victim, or stacked ``(N, ...)``
+            for ``N`` victims (:func:`precode.federated.compute_victim_gradients`).
+        input_shape: ``(C, H, W)`` of one image.
+        batch_size: images per victim ``B``.
+        labels: known labels ``(N * B,)``; ``None``: inferred (``idlg``, ``ig``, ``analytic``)
+            or optimised (``dlg``).
+        iterations, restarts: default to the profile's values (:func:`precode.profiles.get_profile`).
+        seed: seeds the starting points and PRECODE's noise; the same seed gives the same result.
+        progress: tqdm progress bar on stderr.
+        **options: the attack's keyword arguments (``lr``, ``tv``, ``layers`` ... see each attack).
+
+    Returns:
+        :class:`AttackResult` with ``reconstructions (N * B, C, H, W)``, ``labels (N * B,)``,
+        ``loss_history`` and ``seconds``.
+
+    Raises:
+        ValueError: unknown attack, gradients that do not fit the model or are not finite,
+        or an attack the model does not allow (``analytic`` without a leading linear layer).
+    """
+    key = str(name).lower()
+    if key not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose one of {list(ATTACK_NAMES)}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return ATTACKS[key](model, shared_gradients, input_shape, int(batch_size), labels, iterations, restarts, seed,
+                        progress, **options)

@@ -1,0 +1,272 @@
+"""``python -m precode attack``: reconstruct victims' images from their shared gradients.
+
+::
+
+    python -m precode attack --attack {dlg,idlg,ig,analytic} --model {mlp,cnn,lenet} [--precode]
+        --data {fashion-mnist,mnist,cifar10,cifar100,photos,PATH.npz} --images N
+        [--batch-size B] [--iterations K] [--restarts R] [--trained-epochs E] [--seed S]
+        [--json PATH|-] [--figure PATH]
+
+The victims are the first ``N`` images of the test split (of an ``.npz``: its first ``N``), cut
+in order into ``N / B`` client batches. Each client shares the gradient of its batch; the
+server runs the attack on all of them at once and the command reports, per victim image and
+on average, MSE, PSNR and SSIM against the original and whether the label was recovered (for
+batches of ``B > 1``, reconstructions are matched to the batch's originals by least MSE and
+labels are compared as a set per batch, since an attacker cannot know the client's order).
+
+On the CPU the command computes with one thread unless ``OMP_NUM_THREADS`` says otherwise: the
+batched attacks consist of many small operations, which a second thread barely speeds up and,
+when other jobs share the CPU, slows down many times over (measured on a busy 2-core machine:
+DLG on 8 victims took 20 s with one thread and 590 s with two).
+
+Used in chapter 2 (``book/02_attacks.ipynb``) and by the scripts that reproduce its tables.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from typing import Any, Callable
+
+import torch
+
+from .cli import UserError, write_json
+
+__all__ = ["add_parser", "run"]
+
+DATA_CHOICES = "{fashion-mnist,mnist,cifar10,cifar100,photos,PATH.npz}"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from .attacks import ATTACK_NAMES
+    from .models import MODEL_NAMES
+
+    p = subparsers.add_parser(
+        "attack",
+        help="reconstruct victims' images from their shared gradients",
+        description="Reconstruct the first N test images from the gradients their clients share "
+        "(the server knows the model's weights) and report how much was recovered.",
+        epilog="On the CPU one thread is used unless OMP_NUM_THREADS is set. Iterations and restarts "
+        "default to the profile's values (PRECODE_PROFILE=quick|full).",
+    )
+    p.add_argument("--attack", required=True, metavar="{" + ",".join(ATTACK_NAMES) + "}", help="the attack")
+    p.add_argument("--model", required=True, metavar="{" + ",".join(MODEL_NAMES) + "}", help="the victim model")
+    p.add_argument("--precode", action="store_true", help="insert a PRECODE bottleneck before the classifier")
+    p.add_argument("--data", required=True, metavar=DATA_CHOICES, help="where the victims come from (test split)")
+    p.add_argument("--images", required=True, type=int, metavar="N", help="number of victim images (the first N)")
+    p.add_argument("--batch-size", type=int, default=1, metavar="B", help="images per client batch (N/B clients)")
+    p.add_argument("--iterations", type=int, metavar="K", help="attack iterations (default: the profile's)")
+    p.add_argument("--restarts", type=int, metavar="R", help="random restarts (default: the profile's)")
+    p.add_argument("--trained-epochs", type=int, default=0, metavar="E",
+                   help="train the model for E epochs on the train split first (default 0: untrained)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the model and the attack")
+    p.add_argument("--json", metavar="PATH|-", help="write the results as JSON to PATH, or to stdout with '-'")
+    p.add_argument("--figure", metavar="PATH", help="save originals above reconstructions as a PNG")
+
+    def one_line_error(message: str) -> None:
+        print(f"error: {message} (see 'python -m precode attack --help')", file=sys.stderr)
+        sys.exit(2)
+
+    p.error = one_line_error  # type: ignore[method-assign]
+    return p
+
+
+def gradient_transform(args: argparse.Namespace) -> Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None:
+    """The transform each client applies to its gradients before sharing them (a defense), or ``None``.
+
+    The single place where the command changes what the server receives.
+    """
+    return None
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    from .attacks import ATTACK_NAMES
+    from .models import MODEL_NAMES
+
+    if args.attack.lower() not in ATTACK_NAMES:
+        raise UserError(f"unknown attack {args.attack!r}; choose one of {', '.join(ATTACK_NAMES)}")
+    if args.model.lower() not in MODEL_NAMES:
+        raise UserError(f"unknown model {args.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+    for name, value, least in (("--images", args.images, 1), ("--batch-size", args.batch_size, 1),
+                               ("--iterations", args.iterations, 1), ("--restarts", args.restarts, 1),
+                               ("--trained-epochs", args.trained_epochs, 0)):
+        if value is not None and value < least:
+            raise UserError(f"{name} must be at least {least}, got {value}")
+    if args.images % args.batch_size:
+        raise UserError(
+            f"--images {args.images} cannot be cut into client batches of --batch-size {args.batch_size}; "
+            f"give a multiple of {args.batch_size}"
+        )
+
+
+def _resolved_budget(attack: str, args: argparse.Namespace, profile) -> tuple[int | None, int | None]:
+    if attack == "analytic":
+        return None, None
+    if attack == "ig":
+        return (args.iterations or profile.ig_iterations), (args.restarts or profile.ig_restarts)
+    return (args.iterations or profile.dlg_iterations), (args.restarts or 1)
+
+
+def _match_batches(recon: torch.Tensor, originals: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Order of reconstructions that pairs each original with its least-MSE reconstruction, per batch."""
+    from scipy.optimize import linear_sum_assignment
+
+    order = torch.arange(len(recon))
+    if batch_size == 1:
+        return order
+    r, o = recon.clamp(0, 1).flatten(1), originals.flatten(1)
+    for start in range(0, len(recon), batch_size):
+        cost = torch.cdist(o[start : start + batch_size].double(), r[start : start + batch_size].double()).square()
+        rows, cols = linear_sum_assignment(cost.numpy())
+        order[start + rows] = start + torch.as_tensor(cols)
+    return order
+
+
+def _match_labels(predicted: torch.Tensor, true: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Per image: the true label when the batch's predicted labels contain it (as a multiset), else a leftover."""
+    out = predicted.clone()
+    for start in range(0, len(true), batch_size):
+        pool = predicted[start : start + batch_size].tolist()
+        missing = []
+        for i in range(start, start + len(pool)):
+            if int(true[i]) in pool:
+                pool.remove(int(true[i]))
+                out[i] = true[i]
+            else:
+                missing.append(i)
+        for i, label in zip(missing, pool):
+            out[i] = label
+    return out
+
+
+def _save_figure(path: str, originals: torch.Tensor, recon: torch.Tensor, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(originals)
+    cols = min(n, 16)
+    blocks = math.ceil(n / cols)
+    fig, axes = plt.subplots(2 * blocks, cols, figsize=(1.1 * cols, 2.3 * blocks + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        block, col = divmod(i, cols)
+        for row, img in ((2 * block, originals[i]), (2 * block + 1, recon[i])):
+            pic = img.clamp(0, 1).permute(1, 2, 0).numpy()
+            axes[row, col].imshow(pic[..., 0] if pic.shape[2] == 1 else pic, cmap="gray", vmin=0, vmax=1)
+    for block in range(blocks):
+        axes[2 * block, 0].set_title("original", fontsize=7, loc="left")
+        axes[2 * block + 1, 0].set_title("reconstruction", fontsize=7, loc="left")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as e:
+        raise UserError(f"cannot write the figure to {path}: {e.strerror}") from None
+    finally:
+        plt.close(fig)
+
+
+def _table(config: dict[str, Any], results: list[dict], summary: dict[str, Any]) -> str:
+    def fmt(v, spec):
+        return "n/a" if v is None else format(v, spec)
+
+    budget = ""
+    if config["iterations"] is not None:
+        budget = f", {config['iterations']} iterations x {config['restarts']} restart(s)"
+    lines = [
+        f"{config['attack']} on {config['model']}{' + PRECODE' if config['precode'] else ''}"
+        f" ({config['trained_epochs']} training epochs), victims: first {config['images']} of {config['data']}"
+        f" in batches of {config['batch_size']}{budget}, seed {config['seed']}, profile {config['profile']}",
+        f"{'index':>6} {'label':>6} {'pred':>6} {'mse':>10} {'psnr':>8} {'ssim':>7}",
+    ]
+    for r in results:
+        lines.append(f"{r['index']:>6} {r['label']:>6} {r['label_pred']:>6} {r['mse']:>10.3g} "
+                     f"{r['psnr']:>8.2f} {fmt(r['ssim'], '7.4f'):>7}")
+    lines.append(f"{'mean':>6} {'':>6} {'':>6} {summary['mse']:>10.3g} {summary['psnr']:>8.2f} "
+                 f"{fmt(summary['ssim'], '7.4f'):>7}   label accuracy {summary['label_accuracy']:.3f}, "
+                 f"attack {summary['seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command for parsed ``args``; returns the exit status (user errors raise ``UserError``)."""
+    threads = torch.get_num_threads()
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import metrics
+    from .attacks import first_linear_layer, reconstruct
+    from .bottleneck import add_precode
+    from .data import load_data
+    from .federated import compute_victim_gradients
+    from .models import build_model
+    from .profiles import get_profile
+    from .training import train
+
+    _check_args(args)
+    attack, model_name = args.attack.lower(), args.model.lower()
+    profile = get_profile()
+    progress = True
+    if args.trained_epochs and (args.data.lower() == "photos" or args.data.lower().endswith(".npz")):
+        raise UserError(f"--trained-epochs needs a training split, and {args.data!r} has none; "
+                        "train on fashion-mnist, mnist, cifar10 or cifar100")
+    victims = load_data(args.data, "test").first(args.images)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)  # many small operations: see the module docstring (run() restores it)
+    model = build_model(model_name, victims.input_shape, victims.num_classes, seed=args.seed)
+    if args.precode:
+        add_precode(model)
+    model.to(device)
+    if attack == "analytic":
+        first_linear_layer(model, victims.input_shape)  # fail before any training
+    if args.trained_epochs:
+        train_data = load_data(args.data, "train").subset(profile.train_subset, seed=args.seed)
+        train(model, train_data, epochs=args.trained_epochs, seed=args.seed, progress=progress)
+
+    # what the clients share: one gradient per client batch, after any transform they apply
+    images, labels = victims.images.to(device), victims.labels.to(device)
+    shared = compute_victim_gradients(model, images, labels, batch_size=args.batch_size,
+                                      defense=gradient_transform(args))
+    iterations, restarts = _resolved_budget(attack, args, profile)
+    result = reconstruct(attack, model, shared, input_shape=victims.input_shape, batch_size=args.batch_size,
+                         iterations=iterations, restarts=restarts, seed=args.seed, progress=progress)
+
+    order = _match_batches(result.reconstructions, victims.images, args.batch_size)
+    recon = result.reconstructions[order]
+    predicted = _match_labels(result.labels, victims.labels, args.batch_size)
+    mse, psnr = metrics.mse(recon, victims.images), metrics.psnr(recon, victims.images)
+    ssim = metrics.ssim(recon, victims.images).tolist() if min(victims.input_shape[1:]) >= 7 else None
+
+    config = {
+        "attack": attack, "model": model_name, "precode": bool(args.precode), "data": str(args.data),
+        "data_source": victims.source, "images": args.images, "batch_size": args.batch_size,
+        "iterations": iterations, "restarts": restarts, "trained_epochs": args.trained_epochs, "seed": args.seed,
+        "profile": profile.name, "device": str(device),
+    }
+    results = [
+        {"index": i, "label": int(victims.labels[i]), "label_pred": int(predicted[i]), "mse": float(mse[i]),
+         "psnr": float(psnr[i]), "ssim": None if ssim is None else float(ssim[i])}
+        for i in range(len(victims))
+    ]
+    summary = {
+        "mse": float(mse.mean()), "psnr": float(psnr.mean()),
+        "ssim": None if ssim is None else float(sum(ssim) / len(ssim)),
+        "label_accuracy": metrics.label_accuracy(predicted, victims.labels), "seconds": float(result.seconds),
+    }
+    table = _table(config, results, summary)
+    print(table, file=sys.stderr if args.json == "-" else sys.stdout)
+    write_json({"config": config, "results": results, "summary": summary}, args.json)
+    if args.figure:
+        title = (f"{attack} on {model_name}{' + PRECODE' if args.precode else ''}: mean PSNR "
+                 f"{summary['psnr']:.1f} dB" + ("" if ssim is None else f", SSIM {summary['ssim']:.3f}"))
+        _save_figure(args.figure, victims.images, recon, title)
+    return 0

@@ -1,0 +1,116 @@
+"""``python -m precode attack``: its JSON contract, its figure and its one-line user errors."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PRECODE_PROFILE": "quick", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "precode", "attack", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=120)
+    return process.returncode, out, err
+
+
+def test_json_to_stdout_holds_only_the_results():
+    code, out, err = finish(start("--attack", "ig", "--model", "lenet", "--data", "fashion-mnist-sample",
+                                  "--images", "2", "--iterations", "5", "--json", "-"))
+    assert code == 0, err
+    payload = json.loads(out)  # nothing else on stdout
+    assert set(payload) == {"config", "results", "summary"}
+    assert payload["config"]["attack"] == "ig" and payload["config"]["iterations"] == 5
+    assert [r["index"] for r in payload["results"]] == [0, 1]
+    for r in payload["results"]:
+        assert set(r) >= {"index", "label", "label_pred", "mse", "psnr", "ssim"}
+    assert set(payload["summary"]) >= {"mse", "psnr", "ssim", "label_accuracy", "seconds"}
+    assert "label accuracy" in err  # the readable table moved to stderr
+
+
+def test_table_figure_and_exact_analytic_batches(tmp_path):
+    figure = tmp_path / "attack.png"
+    result = tmp_path / "result.json"
+    code, out, err = finish(start("--attack", "analytic", "--model", "mlp", "--data", "fashion-mnist-sample",
+                                  "--images", "4", "--batch-size", "2", "--json", str(result),
+                                  "--figure", str(figure)))
+    assert code == 0, err
+    assert "index" in out and "mean" in out
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    payload = json.loads(result.read_text())
+    assert payload["config"]["batch_size"] == 2
+    assert min(r["psnr"] for r in payload["results"]) > 60  # batches of two are separated exactly
+    first, second = payload["results"][:2], payload["results"][2:]
+    assert all(r["label_pred"] == r["label"] for r in first)  # two distinct labels: both read off
+    assert [r["label"] for r in second] == [1, 1]  # a repeated label: the rule finds it once only
+    assert payload["summary"]["label_accuracy"] == 0.75
+
+
+def check_one_line(code: int, out: str, err: str, name: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, name
+    assert "Traceback" not in err, name
+    assert len(lines) == 1 and lines[0].startswith("error:"), (name, err)
+    assert out == "", name
+
+
+def bad_npz(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.npz"
+    np.savez(path, pictures=np.zeros((2, 8, 8), np.uint8))
+    return path
+
+
+def good_npz(tmp_path: Path) -> Path:
+    path = tmp_path / "good.npz"
+    np.savez(path, images=np.zeros((2, 8, 8), np.uint8), labels=np.array([0, 1]))
+    return path
+
+
+COMMON = ["--data", "fashion-mnist-sample", "--images", "2"]
+SUBPROCESS_CASES = {
+    "unknown attack": ["--attack", "magic", "--model", "mlp", *COMMON],
+    "too many images": ["--attack", "ig", "--model", "mlp", "--data", "fashion-mnist-sample", "--images", "999999"],
+    "npz without arrays": ["--attack", "ig", "--model", "mlp", "--data", "BAD_NPZ", "--images", "1"],
+    "analytic on a cnn": ["--attack", "analytic", "--model", "cnn", *COMMON],
+}
+IN_PROCESS_CASES = {
+    "unknown model": ["--attack", "ig", "--model", "resnet", *COMMON],
+    "unknown data": ["--attack", "ig", "--model", "mlp", "--data", "imagenet", "--images", "2"],
+    "batch does not divide": ["--attack", "ig", "--model", "mlp", *COMMON, "--batch-size", "3"],
+    "photos cannot train": ["--attack", "ig", "--model", "cnn", "--data", "photos", "--images", "1",
+                            "--trained-epochs", "1"],
+    "npz cannot train": ["--attack", "ig", "--model", "mlp", "--data", "GOOD_NPZ", "--images", "1",
+                         "--trained-epochs", "2"],
+    "not a number": ["--attack", "ig", "--model", "mlp", "--data", "photos", "--images", "two"],
+    "missing argument": ["--attack", "ig", "--model", "mlp", "--images", "2"],
+    "zero iterations": ["--attack", "ig", "--model", "mlp", *COMMON, "--iterations", "0"],
+}
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path):
+    npz = str(bad_npz(tmp_path))
+    running = {name: start(*[npz if a == "BAD_NPZ" else a for a in args]) for name, args in SUBPROCESS_CASES.items()}
+    for name, process in running.items():
+        check_one_line(*finish(process), name)
+
+
+@pytest.mark.parametrize("name", sorted(IN_PROCESS_CASES))
+def test_more_user_errors_in_process(name, tmp_path, capsys):
+    from precode.cli import main
+
+    files = {"BAD_NPZ": str(bad_npz(tmp_path)), "GOOD_NPZ": str(good_npz(tmp_path))}
+    args = [files.get(a, a) for a in IN_PROCESS_CASES[name]]
+    try:
+        code = main(["attack", *args])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    captured = capsys.readouterr()
+    check_one_line(code, captured.out, captured.err, name)
