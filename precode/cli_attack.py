@@ -214,7 +214,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_args(args)
     attack, model_name = args.attack.lower(), args.model.lower()
     profile = get_profile()
-    progress = True
+    progress = sys.stderr.isatty()  # bars on an interactive stderr only, not in logs and pipes
     if args.trained_epochs and (args.data.lower() == "photos" or args.data.lower().endswith(".npz")):
         raise UserError(f"--trained-epochs needs a training split, and {args.data!r} has none; "
                         "train on fashion-mnist, mnist, cifar10 or cifar100")
@@ -224,7 +224,7 @@ def _run(args: argparse.Namespace) -> int:
         torch.set_num_threads(1)  # many small operations: see the module docstring (run() restores it)
     model = build_model(model_name, victims.input_shape, victims.num_classes, seed=args.seed)
     if args.precode:
-        add_precode(model)
+        add_precode(model, seed=args.seed)  # the bottleneck's weights come from the seed too
     model.to(device)
     if attack == "analytic":
         first_linear_layer(model, victims.input_shape)  # fail before any training
@@ -232,10 +232,13 @@ def _run(args: argparse.Namespace) -> int:
         train_data = load_data(args.data, "train").subset(profile.train_subset, seed=args.seed)
         train(model, train_data, epochs=args.trained_epochs, seed=args.seed, progress=progress)
 
-    # what the clients share: one gradient per client batch, after any transform they apply
+    # what the clients share: one gradient per client batch, after any transform they apply;
+    # PRECODE's sampling noise comes from the global generator, seeded here
     images, labels = victims.images.to(device), victims.labels.to(device)
-    shared = compute_victim_gradients(model, images, labels, batch_size=args.batch_size,
-                                      defense=gradient_transform(args))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(args.seed)
+        shared = compute_victim_gradients(model, images, labels, batch_size=args.batch_size,
+                                          defense=gradient_transform(args))
     iterations, restarts = _resolved_budget(attack, args, profile)
     result = reconstruct(attack, model, shared, input_shape=victims.input_shape, batch_size=args.batch_size,
                          iterations=iterations, restarts=restarts, seed=args.seed, progress=progress)

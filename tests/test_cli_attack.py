@@ -114,3 +114,15 @@ def test_more_user_errors_in_process(name, tmp_path, capsys):
         code = e.code
     captured = capsys.readouterr()
     check_one_line(code, captured.out, captured.err, name)
+
+
+def test_the_seed_fixes_precode_runs(capsys):
+    from precode.cli import main
+
+    args = ["attack", "--attack", "ig", "--model", "mlp", "--precode", "--data", "fashion-mnist-sample",
+            "--images", "2", "--iterations", "2", "--seed", "3", "--json", "-"]
+    runs = []
+    for _ in range(2):
+        assert main(args) == 0
+        runs.append([r["mse"] for r in json.loads(capsys.readouterr().out)["results"]])
+    assert runs[0] == runs[1]  # the bottleneck's weights, the client's noise and the attack's all come from --seed

@@ -142,7 +142,7 @@ def inverting_gradients(
                     x.clamp_(0, 1)
             history[i] = distance.detach()
             if progress and (i % 50 == 0 or i == iterations - 1):
-                bar.set_postfix(distance=f"{float(distance.mean()):.4f}")
+                bar.set_postfix(distance=f"{float(distance.detach().mean()):.4f}")
         final = matcher.distances(x.detach(), y_trials).detach()
 
     best = final.argmin(dim=0)  # by gradient distance only

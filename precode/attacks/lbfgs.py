@@ -87,6 +87,12 @@ def batched_lbfgs(
     stopped = torch.zeros(p_count, dtype=torch.bool, device=device)
 
     for it in range(iterations):
+        if bool(stopped.all()):  # nothing left to do: the remaining iterations repeat the last loss
+            history[it:] = f.cpu()
+            if on_iteration is not None:
+                for rest in range(it, iterations):
+                    on_iteration(rest, f)
+            break
         f_start = f.clone()
         running = ~stopped & (g.abs().amax(1) > tolerance_grad)  # problems that iterate in this step
         n_iter = torch.zeros(p_count, dtype=torch.long, device=device)
