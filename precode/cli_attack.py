@@ -53,6 +53,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--attack", required=True, metavar="{" + ",".join(ATTACK_NAMES) + "}", help="the attack")
     p.add_argument("--model", required=True, metavar="{" + ",".join(MODEL_NAMES) + "}", help="the victim model")
     p.add_argument("--precode", action="store_true", help="insert a PRECODE bottleneck before the classifier")
+    p.add_argument("--precode-at", metavar="LAYER",
+                   help="insert the PRECODE bottleneck before the layer LAYER instead (implies --precode)")
+    p.add_argument("--defense", default="none", metavar="SPEC",
+                   help="what each client applies to its gradients before sharing them: none, gaussian:S, "
+                        "laplacian:S, prune:P or dp:clip=C,noise=Z (default: none)")
     p.add_argument("--data", required=True, metavar=DATA_CHOICES, help="where the victims come from (test split)")
     p.add_argument("--images", required=True, type=int, metavar="N", help="number of victim images (the first N)")
     p.add_argument("--batch-size", type=int, default=1, metavar="B", help="images per client batch (N/B clients)")
@@ -72,12 +77,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def gradient_transform(args: argparse.Namespace) -> Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None:
-    """The transform each client applies to its gradients before sharing them (a defense), or ``None``.
+def gradient_transform(args: argparse.Namespace):
+    """The defense each client applies to its gradients before sharing them, or ``None``.
 
-    The single place where the command changes what the server receives.
+    The single place where the command changes what the server receives: ``--defense SPEC``
+    parsed by :func:`precode.defenses.parse_defense`, seeded with ``--seed``.
     """
-    return None
+    from .defenses import parse_defense
+
+    defense = parse_defense(args.defense, seed=args.seed)
+    return None if defense.name == "none" else defense
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -93,6 +102,9 @@ def _check_args(args: argparse.Namespace) -> None:
                                ("--trained-epochs", args.trained_epochs, 0)):
         if value is not None and value < least:
             raise UserError(f"{name} must be at least {least}, got {value}")
+    from .defenses import parse_defense
+
+    parse_defense(args.defense)  # an invalid spec fails here, with one line, before any work
     if args.images % args.batch_size:
         raise UserError(
             f"--images {args.images} cannot be cut into client batches of --batch-size {args.batch_size}; "
@@ -223,8 +235,9 @@ def _run(args: argparse.Namespace) -> int:
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)  # many small operations: see the module docstring (run() restores it)
     model = build_model(model_name, victims.input_shape, victims.num_classes, seed=args.seed)
-    if args.precode:
-        add_precode(model, seed=args.seed)  # the bottleneck's weights come from the seed too
+    if args.precode or args.precode_at:
+        # the bottleneck's weights come from the seed too
+        add_precode(model, before=args.precode_at or "classifier", seed=args.seed)
     model.to(device)
     if attack == "analytic":
         first_linear_layer(model, victims.input_shape)  # fail before any training
@@ -250,7 +263,9 @@ def _run(args: argparse.Namespace) -> int:
     ssim = metrics.ssim(recon, victims.images).tolist() if min(victims.input_shape[1:]) >= 7 else None
 
     config = {
-        "attack": attack, "model": model_name, "precode": bool(args.precode), "data": str(args.data),
+        "attack": attack, "model": model_name, "precode": bool(args.precode or args.precode_at),
+        "precode_at": (args.precode_at or "classifier") if (args.precode or args.precode_at) else None,
+        "defense": args.defense, "data": str(args.data),
         "data_source": victims.source, "images": args.images, "batch_size": args.batch_size,
         "iterations": iterations, "restarts": restarts, "trained_epochs": args.trained_epochs, "seed": args.seed,
         "profile": profile.name, "device": str(device),

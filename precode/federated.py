@@ -77,6 +77,9 @@ def compute_victim_gradients(
 
     The ``N * batch_size`` images are cut, in order, into ``N`` client batches of ``batch_size``
     images; each batch's shared gradient is computed as by :func:`compute_shared_gradients`.
+    A ``defense`` with a ``shared_gradients(model, images, labels)`` method (a
+    :class:`precode.defenses.Defense`, such as DP-SGD, which clips every sample's gradient before
+    averaging) computes each batch's gradient itself; any other callable transforms it.
 
     Returns:
         ``{parameter name: tensor (N, *parameter shape)}``.
@@ -87,8 +90,14 @@ def compute_victim_gradients(
         raise ValueError(
             f"{images.shape[0]} images cannot be cut into client batches of {batch_size}; give a positive multiple"
         )
+    if defense is not None and hasattr(defense, "shared_gradients"):
+        def one_batch(x, y):
+            return defense.shared_gradients(model, x, y)
+    else:
+        def one_batch(x, y):
+            return compute_shared_gradients(model, x, y, defense)
     per_victim = [
-        compute_shared_gradients(model, images[i : i + batch_size], labels[i : i + batch_size], defense)
+        one_batch(images[i : i + batch_size], labels[i : i + batch_size])
         for i in range(0, images.shape[0], batch_size)
     ]
     return {name: torch.stack([g[name] for g in per_victim]) for name in per_victim[0]}
