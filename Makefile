@@ -8,6 +8,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Tests and chapters run two at a time (pytest-xdist), one torch thread each: the small models of
+# the attacks are overhead-bound, so two single-threaded processes beat one two-threaded one.
+JOBS   ?= 2
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: book test unit chapters venv clean
 
@@ -25,7 +29,7 @@ book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 
 test: $(STAMP)
-	$(PY) -m pytest tests --nbmake book --nbmake-timeout=1800 -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest tests --nbmake book --nbmake-timeout=1800 -p no:cacheprovider -n $(JOBS) $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -p no:cacheprovider $(PYTEST_ARGS)
