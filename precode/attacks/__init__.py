@@ -12,6 +12,8 @@ name       attack
 ``idlg``   iDLG: label from the last layer's gradient (:mod:`.labels`), then the image (:mod:`.dlg`)
 ``ig``     Inverting Gradients: cosine distance, TV prior, signed Adam, pixel box (:mod:`.ig`)
 ``analytic`` exact division of the first linear layer's gradients (:mod:`.analytic`)
+``ig-omit``  IG on the gradients before PRECODE's sampling only (:mod:`.adaptive`, chapter 6)
+``ig-joint`` IG that optimises PRECODE's noise jointly with the images (:mod:`.adaptive`, chapter 6)
 ========== ===================================================================================
 
 Example (chapter 2)::
@@ -31,6 +33,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .adaptive import ig_joint, ig_omit, layers_before_sampling
 from .analytic import analytic_attack, first_linear_layer
 from .base import AttackResult, prepare_gradients
 from .dlg import dlg, idlg
@@ -42,7 +45,7 @@ from .matching import GradientMatcher, select_layers
 __all__ = [
     "ATTACK_NAMES", "ATTACKS", "AttackResult", "reconstruct", "dlg", "idlg", "inverting_gradients",
     "analytic_attack", "infer_labels", "last_layer", "first_linear_layer", "GradientMatcher", "select_layers",
-    "total_variation", "batched_lbfgs", "prepare_gradients",
+    "total_variation", "batched_lbfgs", "prepare_gradients", "ig_omit", "ig_joint", "layers_before_sampling",
 ]
 
 ATTACKS: dict[str, Callable[..., AttackResult]] = {
@@ -50,6 +53,8 @@ ATTACKS: dict[str, Callable[..., AttackResult]] = {
     "idlg": idlg,
     "ig": inverting_gradients,
     "analytic": analytic_attack,
+    "ig-omit": ig_omit,
+    "ig-joint": ig_joint,
 }
 ATTACK_NAMES = tuple(ATTACKS)
 
@@ -70,7 +75,8 @@ def reconstruct(
     """Run the attack called ``name`` on the shared gradients of one or many victims.
 
     Args:
-        name: one of :data:`ATTACK_NAMES` (``dlg``, ``idlg``, ``ig``, ``analytic``).
+        name: one of :data:`ATTACK_NAMES` (``dlg``, ``idlg``, ``ig``, ``analytic``, ``ig-omit``,
+            ``ig-joint``).
         model: the global model (the server knows its weights); the attack runs on the
             device of its parameters.
         shared_gradients: ``{parameter name: gradient}`` of one victim, or stacked ``(N, ...)``

@@ -9,6 +9,7 @@ how much an attacker still recovers and what the defense costs in accuracy and c
 * :mod:`~precode.defenses.noise`: Gaussian and Laplacian noise on every gradient entry;
 * :mod:`~precode.defenses.pruning`: zeroing the smallest entries of every gradient tensor;
 * :mod:`~precode.defenses.dp`: DP-SGD (per-sample clipping and noise, Opacus, ``epsilon``);
+* :mod:`~precode.defenses.partial`: Gaussian noise only before PRECODE's sampling (chapter 6);
 * :mod:`~precode.defenses.spec`: the spec strings (``gaussian:0.01``, ``dp:clip=1,noise=1``, ...).
 
 PRECODE itself is not here: it changes the model, not the gradient (:mod:`precode.bottleneck`).
@@ -26,11 +27,13 @@ from .dp import (
     DELTA, DPSGD, clip_per_sample, compute_dp_shared_gradients, dp_epsilon, per_sample_gradients, train_dp,
 )
 from .noise import GaussianNoise, LaplacianNoise, add_gaussian_noise, add_laplacian_noise
+from .partial import PartialGaussianNoise, gradients_before_sampling
 from .pruning import GradientPruning, prune_gradients
 from .spec import DEFENSE_FORMS, DEFENSE_NAMES, parse_defense
 
 __all__ = [
     "Defense", "NoDefense", "GaussianNoise", "LaplacianNoise", "GradientPruning", "DPSGD", "TrainingResult",
+    "PartialGaussianNoise", "gradients_before_sampling",
     "parse_defense", "train_with_defense", "DEFENSE_FORMS", "DEFENSE_NAMES", "DELTA",
     "add_gaussian_noise", "add_laplacian_noise", "prune_gradients",
     "per_sample_gradients", "clip_per_sample", "compute_dp_shared_gradients", "train_dp", "dp_epsilon",

@@ -8,6 +8,7 @@ The command line (``python -m precode train --defense SPEC``) and chapter 3 name
 ``laplacian:S``            Laplacian noise of scale ``b = S >= 0`` on every entry
 ``prune:P``                zero the fraction ``0 <= P < 1`` of smallest entries of each tensor
 ``dp:clip=C,noise=Z``      DP-SGD: per-sample clipping to norm ``C > 0``, noise std ``Z * C``
+``partial-gaussian:S``     Gaussian noise ``S >= 0`` only before PRECODE's sampling (chapter 6)
 =========================  ==================================================================
 
 Used in chapter 3 (``book/03_defenses.ipynb``) and by ``python -m precode train``.
@@ -19,14 +20,15 @@ import math
 from .base import Defense, NoDefense
 from .dp import DPSGD
 from .noise import GaussianNoise, LaplacianNoise
+from .partial import PartialGaussianNoise
 from .pruning import GradientPruning
 
 __all__ = ["parse_defense", "DEFENSE_FORMS", "DEFENSE_NAMES"]
 
-DEFENSE_NAMES = ("none", "gaussian", "laplacian", "prune", "dp")
+DEFENSE_NAMES = ("none", "gaussian", "laplacian", "prune", "dp", "partial-gaussian")
 DEFENSE_FORMS = (
-    "none, gaussian:S or laplacian:S (noise scale S >= 0), prune:P (fraction 0 <= P < 1) "
-    "or dp:clip=C,noise=Z (C > 0, Z >= 0)"
+    "none, gaussian:S or laplacian:S (noise scale S >= 0), prune:P (fraction 0 <= P < 1), "
+    "dp:clip=C,noise=Z (C > 0, Z >= 0) or partial-gaussian:S (S >= 0, PRECODE models only)"
 )
 
 
@@ -82,10 +84,12 @@ def parse_defense(spec: str | Defense, seed: int = 0) -> Defense:
         return NoDefense(seed=seed)
     if not colon:
         raise _fail(spec, f"{name!r} needs its parameter after a colon")
-    if name in ("gaussian", "laplacian"):
+    if name in ("gaussian", "laplacian", "partial-gaussian"):
         scale = _number(spec, arg, "the noise scale S")
         if scale < 0:
             raise _fail(spec, f"the noise scale S must be >= 0, got {scale}")
+        if name == "partial-gaussian":
+            return PartialGaussianNoise(scale, seed=seed)
         return GaussianNoise(scale, seed=seed) if name == "gaussian" else LaplacianNoise(scale, seed=seed)
     if name == "prune":
         fraction = _number(spec, arg, "the pruning fraction P")

@@ -1,0 +1,208 @@
+"""Attacks that know PRECODE: leave the noisy gradients out, or optimise the noise too.
+
+PRECODE (:mod:`precode.bottleneck`) stops plain Inverting Gradients because the gradients of
+the bottleneck's decoder and of every later layer depend on the sampling noise ``eps`` that the
+server never sees. The authors' own follow-ups (Scheliga et al. 2022, 2023; see
+``shared/FACTS.md``) show two ways round it, both implemented here on top of
+:func:`~precode.attacks.ig.inverting_gradients` and
+:class:`~precode.attacks.matching.GradientMatcher`:
+
+* ``ig-omit`` (:func:`ig_omit`): match only the gradients of the layers *before the sampling*:
+  every trainable parameter registered before the bottleneck's decoder, the bottleneck's
+  encoder included (:func:`layers_before_sampling`). The decoder and every later layer are left
+  out of the cosine distance.
+* ``ig-joint`` (:func:`ig_joint`): keep every gradient but treat the unknown ``eps`` of each
+  victim's images as a variable, optimised jointly with the images (Adam on ``eps``, signed
+  Adam on the pixels, a ``N(0, I)`` prior on ``eps``).
+
+Both need a model with exactly one PRECODE bottleneck and raise ``ValueError`` otherwise.
+
+Used in chapter 6 (``book/06_adaptive_attacks.ipynb``).
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..bottleneck import VariationalBottleneck
+from ..profiles import get_profile
+from .base import (
+    AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels, seeded,
+)
+from .ig import inverting_gradients, total_variation
+from .labels import infer_labels, last_layer
+from .matching import GradientMatcher
+
+__all__ = ["ig_omit", "ig_joint", "layers_before_sampling", "precode_bottleneck"]
+
+
+def precode_bottleneck(model: nn.Module, attack: str = "this attack") -> tuple[str, VariationalBottleneck]:
+    """``(module name, bottleneck)`` of the model's single PRECODE bottleneck.
+
+    Raises:
+        ValueError: the model has no bottleneck (``attack`` is named in the message) or several.
+    """
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, VariationalBottleneck)]
+    if not found:
+        raise ValueError(f"{attack} attacks PRECODE, but the model has no PRECODE bottleneck; "
+                         "add one (add_precode, or --precode on the command line) or use another attack")
+    if len(found) > 1:
+        raise ValueError(f"{attack} needs exactly one PRECODE bottleneck, the model has {len(found)}")
+    return found[0]
+
+
+def layers_before_sampling(model: nn.Module) -> list[str]:
+    """Trainable parameter names computed before PRECODE's sampling: everything registered before
+    the bottleneck's decoder, the bottleneck's encoder included (the gradients ``ig-omit`` matches).
+
+    With the bottleneck inserted into a ``Sequential`` (:func:`~precode.bottleneck.add_precode`)
+    registration order is execution order. Raises ``ValueError`` without a bottleneck.
+
+    Used in chapter 6.
+    """
+    name, _vb = precode_bottleneck(model, "ig-omit")
+    decoder = f"{name}.decoder."
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    cut = next(i for i, n in enumerate(names) if n.startswith(decoder))
+    return names[:cut]
+
+
+def ig_omit(
+    model: nn.Module,
+    shared_gradients: dict[str, torch.Tensor],
+    input_shape: Sequence[int],
+    batch_size: int = 1,
+    labels: torch.Tensor | Sequence[int] | None = None,
+    iterations: int | None = None,
+    restarts: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    **options,
+) -> AttackResult:
+    """Inverting Gradients on the gradients before PRECODE's sampling only (``ig-omit``).
+
+    Same arguments and result as :func:`~precode.attacks.ig.inverting_gradients` (``lr``, ``tv``,
+    ``init``, ``signed``, ``boxed``), except that ``layers`` is fixed to
+    :func:`layers_before_sampling`. Labels are still read off the last layer's gradient.
+
+    Raises:
+        ValueError: the model has no (or more than one) PRECODE bottleneck.
+
+    Used in chapter 6.
+    """
+    if "layers" in options:
+        raise TypeError("ig-omit chooses the layers itself (those before PRECODE's sampling); use 'ig' for others")
+    prepare_gradients(model, shared_gradients)  # gradients that do not fit fail first, as for every attack
+    layers = layers_before_sampling(model)
+    result = inverting_gradients(model, shared_gradients, input_shape, batch_size, labels, iterations, restarts,
+                                 seed, progress, layers=layers, **options)
+    result.attack = "ig-omit"
+    return result
+
+
+def ig_joint(
+    model: nn.Module,
+    shared_gradients: dict[str, torch.Tensor],
+    input_shape: Sequence[int],
+    batch_size: int = 1,
+    labels: torch.Tensor | Sequence[int] | None = None,
+    iterations: int | None = None,
+    restarts: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    *,
+    lr: float = 0.1,
+    noise_lr: float = 0.1,
+    tv: float = 1e-4,
+    noise_prior: float = 1e-4,
+    layers: Sequence[str] | None = None,
+    init: str = "rand",
+    boxed: bool = True,
+) -> AttackResult:
+    """Inverting Gradients that optimises PRECODE's unknown noise jointly with the images (``ig-joint``).
+
+    Minimises ``1 - cos(grad L(x, y; eps), shared) + tv * TV(x) + noise_prior * mean(eps^2) / 2``
+    over the images ``x`` (signed Adam, pixel box, as Inverting Gradients) and the bottleneck's
+    noise ``eps`` of shape ``(B, K)`` per victim (plain Adam), both from the seed. Learning
+    rates drop tenfold at 3/8, 5/8 and 7/8 of the iterations.
+
+    Args:
+        model, shared_gradients, input_shape, batch_size, labels, iterations, restarts, seed,
+            progress: as :func:`~precode.attacks.ig.inverting_gradients`.
+        lr: Adam's step for the pixels (pixel units, pixels in ``[0, 1]``).
+        noise_lr: Adam's step for ``eps`` (units of the noise's standard deviation, 1).
+        tv: weight of the total-variation prior (dimensionless).
+        noise_prior: weight of the ``N(0, I)`` prior on ``eps`` (dimensionless; mean over entries).
+        layers: parameter names to match (``None``: all, the noisy ones included).
+        init: the images' starting point (``"rand"``, ``"randn"``, ``"gray"``); ``eps`` starts
+            from a standard normal draw.
+        boxed: clip pixels to ``[0, 1]`` after each step.
+
+    Returns:
+        An :class:`~precode.attacks.base.AttackResult`.
+
+    Raises:
+        ValueError: the model has no (or more than one) PRECODE bottleneck; bad settings.
+
+    Used in chapter 6.
+    """
+    start = time.perf_counter()
+    targets, n = prepare_gradients(model, shared_gradients)
+    _name, vb = precode_bottleneck(model, "ig-joint")
+    shape = check_input_shape(input_shape)
+    profile = get_profile()
+    iterations = profile.ig_iterations if iterations is None else int(iterations)
+    restarts = profile.ig_restarts if restarts is None else int(restarts)
+    if iterations < 1 or restarts < 1:
+        raise ValueError(f"iterations and restarts must be at least 1, got {iterations} and {restarts}")
+    if not (lr > 0 and noise_lr > 0 and tv >= 0 and noise_prior >= 0):
+        raise ValueError(f"lr and noise_lr must be positive, tv and noise_prior non-negative; got lr={lr}, "
+                         f"noise_lr={noise_lr}, tv={tv}, noise_prior={noise_prior}")
+    device = model_device(model)
+    if labels is None:
+        labels = infer_labels(model, targets, batch_size)
+    num_classes = targets[last_layer(model)[0]].shape[1]
+    y = prepare_labels(labels, n, batch_size, num_classes).to(device)
+
+    matcher = GradientMatcher(model, targets, batch_size, shape, layers=layers, distance="cosine")
+    x0 = initial_tensor((restarts, 1, batch_size, *shape), seed, init, device)
+    x = x0.expand(restarts, n, *x0.shape[2:]).clone().requires_grad_(True)
+    e0 = initial_tensor((restarts, 1, batch_size, vb.size), seed + 1, "randn", device)
+    eps = e0.expand(restarts, n, batch_size, vb.size).clone().requires_grad_(True)
+    y_trials = y.expand(restarts, n, batch_size)
+    optimizer = torch.optim.Adam([{"params": [x], "lr": lr}, {"params": [eps], "lr": noise_lr}])
+    milestones = sorted({max(1, int(iterations * f)) for f in (3 / 8, 5 / 8, 7 / 8)})
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    history = torch.empty(iterations, restarts, n, device=device)
+
+    with seeded(seed, device):
+        bar = tqdm(range(iterations), desc=f"IG-joint: {n} victim(s) x {restarts} restart(s)",
+                   disable=not progress, leave=False)
+        for i in bar:
+            distance = matcher.distances(x, y_trials, noise=eps)
+            loss = distance + tv * total_variation(x) + noise_prior * 0.5 * eps.square().flatten(2).mean(-1)
+            gx, ge = torch.autograd.grad(loss.sum(), (x, eps))
+            x.grad, eps.grad = gx.sign(), ge
+            optimizer.step()
+            scheduler.step()
+            if boxed:
+                with torch.no_grad():
+                    x.clamp_(0, 1)
+            history[i] = distance.detach()
+        final = matcher.distances(x.detach(), y_trials, noise=eps.detach()).detach()
+
+    best = final.argmin(dim=0)
+    victims = torch.arange(n, device=device)
+    images = x.detach()[best, victims].reshape(n * batch_size, *shape)
+    return AttackResult(
+        reconstructions=images.clamp(0, 1).cpu(),
+        labels=y.reshape(-1).cpu(),
+        loss_history=history[:, best, victims].cpu(),
+        seconds=time.perf_counter() - start,
+        restart_losses=final.cpu(),
+        attack="ig-joint",
+    )

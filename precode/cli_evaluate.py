@@ -1,0 +1,199 @@
+"""``python -m precode evaluate``: the paper's experiment grid, resumable, with honest statistics.
+
+::
+
+    python -m precode evaluate --profile {quick,full} --out DIR [--resume | --overwrite]
+        [--threshold T] [--seed S]
+        [--models M,..] [--defenses D,..] [--attacks A,..] [--victims N] [--iterations K]
+        [--epochs E] [--train-images N] [--test-images N] [--pool P]
+
+Runs every cell of the profile's grid (:mod:`precode.evaluation.grid`): models {MLP, CNN} x
+defenses {none, Gaussian and Laplacian noise 1e-3, 1e-2, 1e-1, pruning 0.5, 0.9, 0.99, DP-SGD
+(clip 1, noise 1), PRECODE (K 256, beta 1e-3)} x attacks {Inverting Gradients, iDLG, analytic
+where it applies}, each over the first N test images as victims (one per client), on the
+untrained model; and trains each model under each defense for its test accuracy. Writes
+
+* ``DIR/results.csv``: a row per victim and cell (``mse, psnr, ssim, identified, success`` ...);
+* ``DIR/summary.csv``: a row per cell (``model, data, defense, attack, n, attack_success_rate``
+  with its Wilson 95% interval, ``identification_rate, psnr_mean, psnr_ci95, ssim_mean,
+  ssim_ci95, test_accuracy, seconds`` and what the accuracy was measured on);
+* ``DIR/training.csv``: test accuracy per epoch of every trained model (convergence);
+* ``DIR/config.json`` and ``DIR/figures/*.png``.
+
+Attack success: a victim's reconstruction has SSIM >= ``--threshold`` (default 0.5). The
+identification rate needs no threshold. A cell is the same computation as
+``python -m precode attack`` with the same seed, so its numbers agree.
+
+``--resume`` skips cells (and trained models) already in DIR, so an interrupted run finishes
+without recomputing them; without it, a DIR that holds results is refused unless
+``--overwrite`` is given. The restricting options make a smaller grid (tests, quick looks).
+On the CPU the run uses one thread unless ``OMP_NUM_THREADS`` is set, as ``precode attack`` does.
+The command behind chapter 5 (``book/05_evaluation.ipynb``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from .cli import UserError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="run the paper's grid of models x defenses x attacks; write CSV files and figures",
+        description=(
+            "Run the PRECODE paper's experiment grid (models x defenses x attacks, each over N victims) "
+            "and write results.csv, summary.csv, training.csv and figures/ into --out."
+        ),
+    )
+    # Values are checked in run(), so that every mistake is reported as one line.
+    p.add_argument("--profile", help="quick (a 2-core CPU, minutes) or full (the paper's scale, a GPU); "
+                                     "default: $PRECODE_PROFILE, else quick")
+    p.add_argument("--out", metavar="DIR", help="output folder (created)")
+    p.add_argument("--resume", action="store_true", help="keep the finished cells in DIR and run the rest")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in DIR")
+    p.add_argument("--threshold", default="0.5", metavar="T",
+                   help="attack success: SSIM of the reconstruction >= T (default 0.5)")
+    p.add_argument("--seed", default="0", metavar="S", help="seeds every model, defense, attack and subset (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("restricting the grid (tests and quick looks)")
+    g.add_argument("--models", metavar="M,..", help="only these models (mlp, cnn)")
+    g.add_argument("--defenses", metavar="D,..",
+                   help="only these defenses, e.g. none,precode,prune:0.9,dp:clip=1.0,noise=1.0")
+    g.add_argument("--attacks", metavar="A,..", help="only these attacks (ig, idlg, analytic)")
+    g.add_argument("--victims", metavar="N", help="victims per cell (default: the profile's)")
+    g.add_argument("--iterations", metavar="K", help="iterations of Inverting Gradients and of iDLG")
+    g.add_argument("--epochs", metavar="E", help="training epochs")
+    g.add_argument("--train-images", metavar="N", help="training images per model")
+    g.add_argument("--test-images", metavar="N", help="test images for the test accuracy")
+    g.add_argument("--pool", metavar="P", help="further real images searched by the identification rate")
+    return p
+
+
+def _integer(text: str, option: str, minimum: int) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise UserError(f"{option} must be an integer, got {text!r}") from None
+    if value < minimum:
+        raise UserError(f"{option} must be at least {minimum}, got {value}")
+    return value
+
+
+def _list(text: str) -> list[str]:
+    """Comma-separated names; ``dp:clip=C,noise=Z`` keeps its comma (or separate with ';')."""
+    sep = ";" if ";" in text else ","
+    out: list[str] = []
+    for part in (p.strip() for p in text.split(sep)):
+        if not part:
+            continue
+        if out and sep == "," and part.split("=")[0].strip().lower() in ("clip", "noise"):
+            out[-1] += "," + part
+        else:
+            out.append(part)
+    return out
+
+
+def _check_writable(out: str) -> None:
+    from pathlib import Path
+
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok\n")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to --out {out}: {e.strerror or e}") from None
+
+
+def build_grid(args: argparse.Namespace):
+    """The grid the options ask for: the profile's, restricted and rescaled."""
+    from .evaluation import get_grid
+
+    try:
+        grid = get_grid(args.profile)
+    except ValueError as e:
+        raise UserError(str(e).replace("unknown profile", "unknown --profile")) from None
+    try:
+        threshold = float(args.threshold)
+    except ValueError:
+        raise UserError(f"--threshold must be a number, got {args.threshold!r}") from None
+    if not -1 <= threshold <= 1:
+        raise UserError(f"--threshold must lie in [-1, 1] (an SSIM), got {threshold}")
+    changes: dict[str, Any] = {"threshold": threshold, "seed": _integer(args.seed, "--seed", 0)}
+    if args.victims is not None:
+        changes["victims"] = _integer(args.victims, "--victims", 1)
+    if args.iterations is not None:
+        changes["ig_iterations"] = changes["dlg_iterations"] = _integer(args.iterations, "--iterations", 1)
+    if args.epochs is not None:
+        changes["epochs"] = _integer(args.epochs, "--epochs", 1)
+    if args.train_images is not None:
+        changes["train_images"] = _integer(args.train_images, "--train-images", 1)
+    if args.test_images is not None:
+        changes["test_images"] = _integer(args.test_images, "--test-images", 1)
+    if args.pool is not None:
+        changes["pool"] = _integer(args.pool, "--pool", 0)
+    restricted = any(v is not None for v in (args.models, args.defenses, args.attacks)) or len(changes) > 2
+    try:
+        grid = grid.restrict(
+            models=None if args.models is None else _list(args.models),
+            defenses=None if args.defenses is None else _list(args.defenses),
+            attacks=None if args.attacks is None else _list(args.attacks),
+        ).replace(**changes)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if restricted:
+        grid = grid.replace(name=f"{grid.name} (restricted)")
+    if not grid.cells():
+        raise UserError("the restricted grid has no cells (the analytic attack applies to the MLP only)")
+    return grid
+
+
+def _table(summary: list[dict[str, Any]]) -> str:
+    def pct(v):
+        return "     -" if v is None else f"{100 * v:5.1f}%"
+
+    lines = [f"{'model':5s} {'data':14s} {'defense':22s} {'attack':8s} {'n':>4s} {'success':>8s} "
+             f"{'ident.':>7s} {'SSIM mean ± CI':>15s} {'PSNR':>6s} {'test acc':>8s} {'seconds':>7s}"]
+    for r in summary:
+        lines.append(
+            f"{r['model']:5s} {r['data']:14s} {r['defense']:22s} {r['attack']:8s} {r['n']:4d} "
+            f"{pct(r['attack_success_rate']):>8s} {pct(r['identification_rate']):>7s} "
+            f"{r['ssim_mean']:7.3f} ± {r['ssim_ci95']:5.3f} {r['psnr_mean']:6.1f} {pct(r['test_accuracy']):>8s} "
+            f"{r['seconds']:7.1f}"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.out is None:
+        raise UserError("--out DIR is required: the folder for results.csv, summary.csv and figures/")
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+    grid = build_grid(args)
+    _check_writable(args.out)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .evaluation import read_csv, run_evaluation
+
+    start = time.perf_counter()
+    progress = not args.no_progress
+    if progress:
+        print(f"grid {grid.name!r}: {len(grid.cells())} cells, {grid.victims} victims each; "
+              f"success: SSIM >= {grid.threshold:g}", file=sys.stderr)
+        for note in grid.notes:
+            print(f"note: {note}", file=sys.stderr)
+    out = run_evaluation(grid, args.out, resume=args.resume, overwrite=args.overwrite, progress=progress)
+    summary = read_csv(out / "summary.csv")
+    print(_table(summary))
+    print(f"\n{len(summary)} cells in {out} (results.csv, summary.csv, training.csv, figures/); "
+          f"{time.perf_counter() - start:.0f} s")
+    return 0

@@ -1,0 +1,42 @@
+"""The paper's evaluation: every model, defense and attack, over many victims, with honest statistics.
+
+The PRECODE paper's claim is a table: attack success 0% with PRECODE and almost no cost in
+accuracy, against gradient noise and pruning that cost accuracy. This package reruns that table.
+
+* :mod:`~precode.evaluation.grid`: what is run: the models and data (:class:`Setting`), the
+  defenses and their levels, the attacks, the budgets of the ``quick`` and ``full`` profiles
+  (:func:`get_grid`);
+* :mod:`~precode.evaluation.cells`: one cell (an attack on a model under a defense), step by step
+  as ``python -m precode attack`` does it, and training a model under a defense;
+* :mod:`~precode.evaluation.report`: per-cell statistics (success rate at an SSIM threshold with
+  its Wilson interval, identification rate, means with 95% CIs), the comparison table, the figures;
+* :mod:`~precode.evaluation.store`: the output folder, written cell by cell so a run resumes;
+* :mod:`~precode.evaluation.runner`: :func:`run_evaluation`, the loop with a progress bar.
+
+Example (chapter 5)::
+
+    from precode.evaluation import get_grid, run_evaluation, read_csv, comparison_table
+    out = run_evaluation(get_grid("quick"), "results/evaluation-quick", overwrite=True)
+    print(comparison_table(read_csv(out / "summary.csv")))
+
+The command line: ``python -m precode evaluate --profile quick --out DIR [--resume]``.
+Used in chapter 5 (``book/05_evaluation.ipynb``).
+"""
+from __future__ import annotations
+
+from .cells import defended_gradients, run_cell, train_model, victim_model
+from .grid import ATTACKS, DEFENSES, GRIDS, PRECODE, Cell, Grid, Setting, canonical_defense, get_grid
+from .report import (
+    SUMMARY_FIELDS, comparison_table, draw_figures, family, plot_convergence, plot_privacy_utility,
+    plot_ssim_distributions, plot_success_vs_threshold, summarize_cell, wilson_interval,
+)
+from .runner import run_evaluation
+from .store import RESULT_FIELDS, TRAINING_CSV_FIELDS, RunFolder, read_csv
+
+__all__ = [
+    "ATTACKS", "DEFENSES", "GRIDS", "PRECODE", "Cell", "Grid", "Setting", "canonical_defense", "get_grid",
+    "defended_gradients", "run_cell", "train_model", "victim_model",
+    "SUMMARY_FIELDS", "comparison_table", "draw_figures", "family", "plot_convergence", "plot_privacy_utility",
+    "plot_ssim_distributions", "plot_success_vs_threshold", "summarize_cell", "wilson_interval",
+    "run_evaluation", "RESULT_FIELDS", "TRAINING_CSV_FIELDS", "RunFolder", "read_csv",
+]

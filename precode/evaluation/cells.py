@@ -1,0 +1,134 @@
+"""Running one cell of the grid, and training a model under a defense for its test accuracy.
+
+A cell follows ``python -m precode attack`` step by step with the same seed, so that a cell of
+the summary and the same attack run alone give the same numbers:
+
+1. the victims are the first ``N`` test images of the setting's data set;
+2. the model is built from the seed, untrained (PRECODE: a bottleneck with weights from the
+   seed is inserted before the classifier);
+3. every victim's client shares the gradient of its own image, after the defense (seeded);
+4. the attack runs on all victims at once (:func:`precode.attacks.reconstruct`, labels inferred
+   from the gradients, the grid's budget, the seed);
+5. each reconstruction is compared with its victim: MSE, PSNR, SSIM, whether the label was
+   recovered, and whether its nearest real image (by MSE, among the victims and the ``pool``
+   following test images) is the victim itself (identification).
+
+Training (:func:`train_model`) follows ``python -m precode train``: the model built from the same
+seed, trained with Adam under the defense (DP-SGD through Opacus) on a seeded subset of the
+training split, tested after every epoch.
+
+Used by ``python -m precode evaluate`` and chapter 5.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from .grid import PRECODE, Cell, Grid, Setting
+
+__all__ = ["victim_model", "defended_gradients", "run_cell", "train_model", "TRAINING_FIELDS"]
+
+TRAINING_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds", "epsilon")
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def victim_model(model: str, input_shape, num_classes: int, defense: str, seed: int) -> nn.Module:
+    """The model a cell attacks: built from ``seed``; PRECODE inserts its bottleneck (seeded too)."""
+    from ..bottleneck import add_precode
+    from ..models import build_model
+
+    net = build_model(model, input_shape, num_classes, seed=seed)
+    if defense == PRECODE:
+        add_precode(net, seed=seed)
+    return net
+
+
+def defended_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, defense: str,
+                       seed: int) -> dict[str, torch.Tensor]:
+    """What the victims' clients share: one gradient per image, after the defense.
+
+    The defense's noise comes from its own generator, seeded with ``seed`` and drawn victim by
+    victim in order; PRECODE's sampling noise from the global generator, seeded with ``seed``
+    for this call (the caller's random state is restored afterwards).
+    """
+    from ..defenses import parse_defense
+    from ..federated import compute_victim_gradients
+
+    transform = None if defense in ("none", PRECODE) else parse_defense(defense, seed=seed)
+    device = images.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return compute_victim_gradients(model, images, labels, batch_size=1, defense=transform)
+
+
+def run_cell(cell: Cell, grid: Grid, victims, pool: torch.Tensor) -> tuple[list[dict[str, Any]], float]:
+    """Attack the victims of one cell and measure every reconstruction.
+
+    Args:
+        cell: the cell (setting, defense, attack).
+        grid: budgets, seed and threshold.
+        victims: the setting's victims (:class:`~precode.data.ImageData`, the first ``N`` test images).
+        pool: further real test images, ``(P, C, H, W)``, for the identification rate.
+
+    Returns:
+        ``(rows, seconds)``: one dict per victim (``victim, label, label_pred, mse, psnr, ssim,
+        identified, success``) and the attack's wall-clock seconds (as ``precode attack`` reports).
+    """
+    from .. import metrics
+    from ..attacks import reconstruct
+
+    device = _device()
+    model = victim_model(cell.setting.model, victims.input_shape, victims.num_classes, cell.defense, grid.seed)
+    model.to(device)
+    images, labels = victims.images.to(device), victims.labels.to(device)
+    shared = defended_gradients(model, images, labels, cell.defense, grid.seed)
+    iterations, restarts = grid.budget(cell.attack)
+    result = reconstruct(cell.attack, model, shared, input_shape=victims.input_shape, batch_size=1,
+                         iterations=iterations, restarts=restarts, seed=grid.seed, progress=False)
+    recon, originals = result.reconstructions, victims.images
+    mse, psnr = metrics.mse(recon, originals), metrics.psnr(recon, originals)
+    ssim = metrics.ssim(recon, originals)
+    candidates = torch.cat([originals, pool]) if len(pool) else originals
+    nearest = metrics.nearest_neighbours(recon, candidates)
+    rows = [
+        {"victim": i, "label": int(victims.labels[i]), "label_pred": int(result.labels[i]),
+         "mse": float(mse[i]), "psnr": float(psnr[i]), "ssim": float(ssim[i]),
+         "identified": int(nearest[i] == i), "success": int(float(ssim[i]) >= grid.threshold)}
+        for i in range(len(victims))
+    ]
+    return rows, float(result.seconds)
+
+
+def train_model(setting: Setting, defense: str, grid: Grid, train_full, test_full) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train the setting's model under ``defense`` and return its history and a description.
+
+    Args:
+        setting: which model; trained on ``setting.train_data``.
+        defense: a defense spec of the grid (``precode``: the bottleneck, trained without other defense).
+        grid: epochs, learning rate, batch size, subset sizes and seed.
+        train_full, test_full: the train and test splits of ``setting.train_data``.
+
+    Returns:
+        ``(history, info)``: one dict per epoch with :data:`TRAINING_FIELDS` (``epsilon`` only for
+        DP-SGD), and ``{"train_images", "test_images", "epsilon"}``.
+    """
+    from ..defenses import parse_defense
+
+    train = train_full.subset(grid.train_images, seed=grid.seed)
+    test = test_full.subset(grid.test_images, seed=grid.seed)
+    model = victim_model(setting.model, train.input_shape, train.num_classes, defense, grid.seed)
+    model.to(_device())
+    mechanism = parse_defense("none" if defense == PRECODE else defense, seed=grid.seed)
+    start = time.perf_counter()
+    result = mechanism.train(model, train, test, epochs=grid.epochs, lr=grid.lr, batch_size=grid.batch_size,
+                             seed=grid.seed, progress=False)
+    history = [{k: h.get(k) for k in TRAINING_FIELDS} for h in result.history]
+    info = {"train_images": len(train), "test_images": len(test), "epsilon": result.epsilon,
+            "train_seconds": time.perf_counter() - start}
+    return history, info

@@ -1,0 +1,352 @@
+"""From victims to the paper's table: per-cell statistics, the comparison table and the figures.
+
+Per cell (:func:`summarize_cell`), over its ``n`` victims:
+
+* ``attack_success_rate``: the fraction of victims whose reconstruction has SSIM at least the
+  grid's ``threshold`` (a documented parameter, 0.5 by default), with a Wilson 95% interval
+  (``success_ci95_low``, ``success_ci95_high``): 0 successes out of 8 is compatible with a true
+  rate up to about 32%;
+* ``identification_rate``: the fraction of reconstructions whose nearest real image (MSE, among
+  the victims and a pool of further test images) is their victim; no threshold;
+* ``psnr_mean``, ``ssim_mean`` with the half-widths of their 95% confidence intervals
+  (``psnr_ci95``, ``ssim_ci95``: normal approximation, :func:`precode.metrics.mean_ci95`), and
+  ``ssim_median``; ``label_accuracy`` of the labels the attacker inferred;
+* ``test_accuracy`` of the model trained under the cell's defense (``test_accuracy_ci95``: the
+  half-width of its 95% interval from the finite test set alone, not from training noise), with what it was trained on
+  (``train_data``, ``train_images``, ``epochs``, ``test_images``) and, for DP-SGD, ``epsilon``;
+* ``seconds``: the attack's wall-clock time (as ``python -m precode attack`` reports it).
+
+Figures (:func:`draw_figures`, also used by chapter 5): the privacy-utility scatter, the SSIM
+distributions, the success rate against the threshold and the convergence curves.
+
+Used by ``python -m precode evaluate`` and chapter 5.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = [
+    "SUMMARY_FIELDS", "wilson_interval", "summarize_cell", "family", "comparison_table",
+    "plot_privacy_utility", "plot_ssim_distributions", "plot_success_vs_threshold", "plot_convergence",
+    "draw_figures",
+]
+
+SUMMARY_FIELDS = (
+    "model", "data", "defense", "attack", "n", "threshold", "attack_success_rate", "success_ci95_low",
+    "success_ci95_high", "identification_rate", "pool", "psnr_mean", "psnr_ci95", "ssim_mean", "ssim_ci95",
+    "ssim_median", "label_accuracy", "test_accuracy", "test_accuracy_ci95", "train_data", "train_images", "epochs", "test_images",
+    "epsilon", "iterations", "restarts", "seed", "seconds",
+)
+
+FAMILY_STYLE = {  # colour and marker of each defense family in every figure
+    "none": ("black", "*"), "gaussian": ("C0", "o"), "laplacian": ("C1", "s"), "prune": ("C2", "^"),
+    "dp": ("C3", "D"), "precode": ("C4", "P"),
+}
+FAMILY_NAMES = {"none": "no defense", "gaussian": "Gaussian noise", "laplacian": "Laplacian noise",
+                "prune": "pruning", "dp": "DP-SGD", "precode": "PRECODE"}
+ATTACK_TITLES = {"ig": "Inverting Gradients", "idlg": "iDLG", "analytic": "analytic", "dlg": "DLG"}
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% for ``z = 1.96``); sound for 0 or n successes."""
+    if n <= 0:
+        raise ValueError("a proportion needs at least one trial")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds: float, training: dict[str, Any],
+                   pool: int) -> dict[str, Any]:
+    """One summary row from a cell's victim rows (see the module docstring for the columns).
+
+    Args:
+        key: ``(model, data, defense, attack)``.
+        rows: the cell's victim rows (:func:`precode.evaluation.cells.run_cell`).
+        grid: the grid (threshold, budgets, seed, epochs).
+        seconds: the attack's seconds.
+        training: ``{"test_accuracy", "train_data", "train_images", "test_images", "epsilon"}``.
+        pool: the number of further real images searched by the identification rate.
+    """
+    from ..metrics import mean_ci95
+
+    n = len(rows)
+    ssim = np.array([r["ssim"] for r in rows], dtype=float)
+    psnr = np.array([r["psnr"] for r in rows], dtype=float)
+    successes = int((ssim >= grid.threshold).sum())
+    low, high = wilson_interval(successes, n)
+    psnr_mean, psnr_ci = mean_ci95(psnr)
+    ssim_mean, ssim_ci = mean_ci95(ssim)
+    iterations, restarts = grid.budget(key[3])
+    epsilon = training.get("epsilon")
+    accuracy, n_test = training.get("test_accuracy"), training.get("test_images")
+    accuracy_ci = None if accuracy is None or not n_test else 1.96 * math.sqrt(accuracy * (1 - accuracy) / n_test)
+    return {
+        "model": key[0], "data": key[1], "defense": key[2], "attack": key[3], "n": n, "threshold": grid.threshold,
+        "attack_success_rate": successes / n, "success_ci95_low": low, "success_ci95_high": high,
+        "identification_rate": float(np.mean([r["identified"] for r in rows])), "pool": pool,
+        "psnr_mean": psnr_mean, "psnr_ci95": psnr_ci, "ssim_mean": ssim_mean, "ssim_ci95": ssim_ci,
+        "ssim_median": float(np.median(ssim)),
+        "label_accuracy": float(np.mean([r["label_pred"] == r["label"] for r in rows])),
+        "test_accuracy": accuracy, "test_accuracy_ci95": accuracy_ci, "train_data": training.get("train_data"),
+        "train_images": training.get("train_images"), "epochs": grid.epochs,
+        "test_images": training.get("test_images"),
+        "epsilon": None if epsilon is None or not math.isfinite(epsilon) else epsilon,
+        "iterations": iterations, "restarts": restarts, "seed": grid.seed, "seconds": seconds,
+    }
+
+
+def family(defense: str) -> str:
+    """The defense's family: ``none``, ``gaussian``, ``laplacian``, ``prune``, ``dp`` or ``precode``."""
+    return str(defense).split(":")[0]
+
+
+def _short(defense: str) -> str:
+    name, _, arg = str(defense).partition(":")
+    if name == "dp":
+        return "DP-SGD"
+    if name == "precode":
+        return "PRECODE"
+    return name if not arg else f"{name} {float(arg):g}"
+
+
+def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | None = None, html: bool = False) -> str:
+    """The paper's comparison as a table: a row per model and defense, the attacks side by side.
+
+    Each attack column shows the attack success rate with its Wilson 95% interval and the mean
+    SSIM; the last column is the test accuracy after training under the defense.
+
+    Args:
+        summary: rows of ``summary.csv``.
+        attacks: the attack columns, in order (default: every attack in ``summary``).
+        html: an HTML table (for a rendered page) instead of Markdown.
+
+    Used in chapter 5.
+    """
+    if not summary:
+        return "(no results)"
+    attacks = list(attacks) if attacks is not None else list(dict.fromkeys(r["attack"] for r in summary))
+    cells = {(r["model"], r["data"], r["defense"], r["attack"]): r for r in summary}
+    groups = list(dict.fromkeys((r["model"], r["data"], r["defense"]) for r in summary))
+    head = ["model (victims)", "defense"] + [
+        f"{ATTACK_TITLES.get(a, a)}: success (95% CI), mean SSIM" for a in attacks] + ["test accuracy"]
+    body = []
+    for model, data, defense in groups:
+        out = [f"{model} ({data})", _short(defense)]
+        accuracy = None
+        for a in attacks:
+            r = cells.get((model, data, defense, a))
+            if r is None:
+                out.append("-")
+                continue
+            accuracy = r["test_accuracy"]
+            out.append(f"{100 * r['attack_success_rate']:.0f}% ({100 * r['success_ci95_low']:.0f}-"
+                       f"{100 * r['success_ci95_high']:.0f}%), {r['ssim_mean']:.2f}")
+        out.append("-" if accuracy is None else f"{100 * accuracy:.1f}%")
+        body.append(out)
+    first = summary[0]
+    note = (f"Success: SSIM >= {first['threshold']:g}; {first['n']} victims per cell; Wilson 95% intervals; "
+            "-: not run (the analytic attack needs a first fully connected layer).")
+    if html:
+        import html as html_lib
+
+        def row(values, tag):
+            return "<tr>" + "".join(f"<{tag}>{html_lib.escape(str(v))}</{tag}>" for v in values) + "</tr>"
+
+        return ("<table>\n<thead>" + row(head, "th") + "</thead>\n<tbody>\n"
+                + "\n".join(row(r, "td") for r in body) + "\n</tbody>\n</table>\n<p><small>"
+                + html_lib.escape(note) + "</small></p>")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines + ["", note])
+
+
+# -- figures ---------------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _settings(summary):
+    return list(dict.fromkeys((r["model"], r["data"]) for r in summary))
+
+
+def plot_privacy_utility(summary: list[dict[str, Any]], attack: str = "ig", metric: str = "attack_success_rate"):
+    """Privacy against utility: per model, each defense at (test accuracy, attack success or mean SSIM).
+
+    Args:
+        summary: rows of ``summary.csv``.
+        attack: whose success is plotted (Inverting Gradients, the paper's attack, by default).
+        metric: ``attack_success_rate`` (with its Wilson interval) or ``ssim_mean`` (with its CI).
+
+    Returns:
+        The matplotlib figure. Used in chapter 5.
+    """
+    plt = _plt()
+    settings = _settings([r for r in summary if r["attack"] == attack])
+    fig, axes = plt.subplots(1, max(1, len(settings)), figsize=(5.2 * len(settings), 4.2), squeeze=False)
+    for ax, (model, data) in zip(axes[0], settings):
+        rows = [r for r in summary if (r["model"], r["data"], r["attack"]) == (model, data, attack)]
+        seen = set()
+        for r in rows:
+            if r["test_accuracy"] is None:
+                continue
+            fam = family(r["defense"])
+            colour, marker = FAMILY_STYLE.get(fam, ("0.5", "o"))
+            y = r[metric]
+            if metric == "attack_success_rate":
+                err = [[y - r["success_ci95_low"]], [r["success_ci95_high"] - y]]
+            else:
+                err = [[r["ssim_ci95"]], [r["ssim_ci95"]]]
+            ax.errorbar(r["test_accuracy"], y, yerr=err, fmt=marker, color=colour, capsize=3,
+                        markersize=11 if fam in ("none", "precode") else 6, alpha=0.9,
+                        label=None if fam in seen else FAMILY_NAMES.get(fam, fam))
+            seen.add(fam)
+            if fam not in ("none", "precode", "dp"):
+                ax.annotate(r["defense"].partition(":")[2], (r["test_accuracy"], y), textcoords="offset points",
+                            xytext=(5, 3), fontsize=7, color=colour)
+        ax.set_xlabel(f"test accuracy after training ({rows[0]['train_data'] if rows else ''})")
+        ax.set_ylabel("attack success rate" if metric == "attack_success_rate" else "mean SSIM")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title(f"{model} on {data}: {ATTACK_TITLES.get(attack, attack)}", fontsize=10)
+        if seen:
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle("Privacy (lower is better) against utility (right is better); bars: 95% intervals", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ssim_distributions(results: list[dict[str, Any]], summary: list[dict[str, Any]], threshold: float):
+    """Every victim's SSIM per defense (dots), the mean with its 95% CI, and the success threshold.
+
+    One panel per model and attack. Returns the figure. Used in chapter 5.
+    """
+    from ..metrics import mean_ci95
+
+    plt = _plt()
+    panels = list(dict.fromkeys((r["model"], r["data"], r["attack"]) for r in summary))
+    defenses = list(dict.fromkeys(r["defense"] for r in summary))
+    cols = min(3, len(panels))
+    rows_n = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(5.6 * cols, 3.4 * rows_n), squeeze=False, sharey=True)
+    rng = np.random.default_rng(0)
+    for ax, (model, data, attack) in zip(axes.flat, panels):
+        for x, defense in enumerate(defenses):
+            values = np.array([r["ssim"] for r in results
+                               if (r["model"], r["data"], r["attack"], r["defense"]) == (model, data, attack, defense)])
+            if len(values) == 0:
+                continue
+            colour, marker = FAMILY_STYLE.get(family(defense), ("0.5", "o"))
+            ax.scatter(x + rng.uniform(-0.15, 0.15, len(values)), values, s=8, color="0.6", zorder=1)
+            m, h = mean_ci95(values)
+            ax.errorbar(x, m, yerr=h, fmt=marker, color=colour, capsize=3, markersize=6, zorder=3)
+        ax.axhline(threshold, color="red", lw=0.8, ls="--", zorder=0)
+        ax.set_xticks(range(len(defenses)), [_short(d) for d in defenses], rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"{ATTACK_TITLES.get(attack, attack)}, {model} on {data}", fontsize=9)
+        ax.set_ylim(-0.15, 1.05)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("SSIM per victim")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(f"SSIM distributions (grey: victims; markers: mean and 95% CI; red: success threshold {threshold:g})",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_success_vs_threshold(results: list[dict[str, Any]], attack: str = "ig"):
+    """Attack success rate as a function of the SSIM threshold, per defense (one panel per model).
+
+    Shows whether a conclusion depends on the threshold. Returns the figure. Used in chapter 5.
+    """
+    plt = _plt()
+    settings = list(dict.fromkeys((r["model"], r["data"]) for r in results if r["attack"] == attack))
+    thresholds = np.linspace(0, 1, 101)
+    fig, axes = plt.subplots(1, max(1, len(settings)), figsize=(5.2 * max(1, len(settings)), 3.6), squeeze=False)
+    for ax, (model, data) in zip(axes[0], settings):
+        defenses = list(dict.fromkeys(r["defense"] for r in results if (r["model"], r["data"]) == (model, data)))
+        for defense in defenses:
+            values = np.array([r["ssim"] for r in results
+                               if (r["model"], r["data"], r["attack"], r["defense"]) == (model, data, attack, defense)])
+            if len(values) == 0:
+                continue
+            fam = family(defense)
+            colour, _ = FAMILY_STYLE.get(fam, ("0.5", "o"))
+            level = defense.partition(":")[2]
+            style = {"0.001": ":", "0.5": ":", "0.01": "--", "0.9": "--"}.get(level, "-")
+            ax.plot(thresholds, [(values >= t).mean() for t in thresholds], style, color=colour, lw=1.3,
+                    label=_short(defense))
+        ax.set_xlabel("SSIM threshold")
+        ax.set_ylabel("attack success rate")
+        ax.set_title(f"{ATTACK_TITLES.get(attack, attack)}, {model} on {data}", fontsize=10)
+        ax.legend(fontsize=6, ncol=2, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_convergence(training: list[dict[str, Any]]):
+    """Test accuracy after every epoch of training under each defense (one panel per model).
+
+    Returns the figure. Used in chapter 5.
+    """
+    plt = _plt()
+    models = list(dict.fromkeys((r["model"], r["train_data"]) for r in training))
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5.2 * max(1, len(models)), 3.8), squeeze=False)
+    for ax, (model, data) in zip(axes[0], models):
+        defenses = list(dict.fromkeys(r["defense"] for r in training if (r["model"], r["train_data"]) == (model, data)))
+        for defense in defenses:
+            hist = [r for r in training if (r["model"], r["train_data"], r["defense"]) == (model, data, defense)]
+            fam = family(defense)
+            colour, marker = FAMILY_STYLE.get(fam, ("0.5", "o"))
+            level = defense.partition(":")[2]
+            style = {"0.001": ":", "0.5": ":", "0.01": "--", "0.9": "--"}.get(level, "-")
+            ax.plot([h["epoch"] for h in hist], [h["test_accuracy"] for h in hist], style,
+                    marker=marker, markersize=4, color=colour, label=_short(defense),
+                    lw=2.2 if fam in ("none", "precode") else 1.2)
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylabel("test accuracy")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{model} trained on {data}", fontsize=10)
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def draw_figures(folder: str | Path) -> list[Path]:
+    """Draw every figure from the CSV files in ``folder`` into ``folder/figures/*.png``.
+
+    Returns the paths written.
+    """
+    import matplotlib.pyplot as plt
+
+    from .store import read_csv
+
+    folder = Path(folder)
+    summary = read_csv(folder / "summary.csv")
+    results = read_csv(folder / "results.csv")
+    training = read_csv(folder / "training.csv")
+    (folder / "figures").mkdir(exist_ok=True)
+    written = []
+    if not summary:
+        return written
+    threshold = float(summary[0]["threshold"])
+    figures = {"ssim_distributions": plot_ssim_distributions(results, summary, threshold)}
+    for attack in dict.fromkeys(r["attack"] for r in summary):
+        figures[f"privacy_utility_{attack}"] = plot_privacy_utility(summary, attack)
+        figures[f"success_vs_threshold_{attack}"] = plot_success_vs_threshold(results, attack)
+    if training:
+        figures["convergence"] = plot_convergence(training)
+    for name, fig in figures.items():
+        path = folder / "figures" / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,117 @@
+"""Run a grid cell by cell into an output folder, resumable, with a progress bar over cells.
+
+Used by ``python -m precode evaluate`` and chapter 5.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .cells import run_cell, train_model
+from .grid import Grid
+from .report import draw_figures, summarize_cell
+from .store import RunFolder
+
+__all__ = ["run_evaluation"]
+
+
+class _DataCache:
+    """Each data split is loaded once per run."""
+
+    def __init__(self) -> None:
+        self._data: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, name: str, split: str):
+        from ..data import load_data
+
+        key = (name, split)
+        if key not in self._data:
+            self._data[key] = load_data(name, split)
+        return self._data[key]
+
+
+def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite: bool = False,
+                   progress: bool = True, figures: bool = True, threads: int | None = None) -> Path:
+    """Run every cell of ``grid`` that ``out`` does not hold yet, then draw the figures.
+
+    For each model and defense, the model is first trained under the defense (once; its history
+    goes to ``training.csv``), then each attack of the grid runs on the untrained model's
+    defended gradients (:func:`~precode.evaluation.cells.run_cell`); after each cell its victim
+    rows and summary row are appended to ``results.csv`` and ``summary.csv``. Everything is
+    seeded from ``grid.seed``, so a resumed run gives the same numbers as an uninterrupted one.
+
+    Args:
+        grid: the grid (:func:`~precode.evaluation.grid.get_grid`, possibly restricted).
+        out: the output folder.
+        resume: keep the finished cells (and trained models) already in ``out``.
+        overwrite: replace an earlier run in ``out``.
+        progress: a tqdm bar over cells on stderr.
+        figures: draw ``out/figures/*.png`` at the end.
+        threads: torch CPU threads during the run (restored afterwards); ``None``: one thread on
+            the CPU unless ``OMP_NUM_THREADS`` is set, as ``python -m precode attack`` does (the
+            attacks are many small operations; a second thread barely helps and, on a busy
+            machine, slows them down many times over).
+
+    Returns:
+        The output folder.
+
+    Raises:
+        OSError: ``out`` cannot be written.
+        ValueError: ``out`` holds another run (see :class:`~precode.evaluation.store.RunFolder`).
+
+    Used by ``python -m precode evaluate`` and chapter 5.
+    """
+    import torch
+
+    folder = RunFolder(out, grid, resume=resume, overwrite=overwrite)
+    previous = torch.get_num_threads()
+    if threads is None and not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
+        threads = 1
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        _run_cells(grid, folder, progress)
+    finally:
+        torch.set_num_threads(previous)
+    if figures:
+        draw_figures(folder.path)
+    return folder.path
+
+
+def _run_cells(grid: Grid, folder: RunFolder, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    done = folder.finished_cells()
+    cells = grid.cells()
+    todo = [c for c in cells if c.key not in done]
+    load = _DataCache()
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", desc="evaluate", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for cell in todo:
+            setting, defense = cell.setting, cell.defense
+            history = folder.training(setting.model, setting.train_data, defense)
+            if not history:
+                bar.set_description(f"train {setting.model} on {setting.train_data} under {defense}")
+                epochs, info = train_model(setting, defense, grid, load(setting.train_data, "train"),
+                                           load(setting.train_data, "test"))
+                history = [{"model": setting.model, "train_data": setting.train_data, "defense": defense, **h,
+                            "train_images": info["train_images"], "test_images": info["test_images"]}
+                           for h in epochs]
+                folder.add_training(history)
+            last = history[-1]
+            test = load(setting.data, "test")
+            victims = test.first(grid.victims)
+            pool = test.images[grid.victims : grid.victims + grid.pool]
+            bar.set_description(f"{cell.attack} on {setting.model} ({setting.data}) under {defense}")
+            rows, seconds = run_cell(cell, grid, victims, pool)
+            training = {"test_accuracy": last["test_accuracy"], "train_data": setting.train_data,
+                        "train_images": last["train_images"], "test_images": last["test_images"],
+                        "epsilon": last.get("epsilon")}
+            summary = summarize_cell(cell.key, rows, grid, seconds, training, len(pool))
+            folder.add_cell([dict(zip(("model", "data", "defense", "attack"), cell.key), **r) for r in rows], summary)
+            bar.update(1)
+    finally:
+        bar.close()

@@ -1,0 +1,188 @@
+"""The output folder of an evaluation: CSV files written cell by cell, so a run can be resumed.
+
+``DIR/`` holds
+
+* ``config.json``: the grid (:meth:`~precode.evaluation.grid.Grid.to_dict`) and the package version;
+  ``--resume`` refuses a folder whose grid differs;
+* ``training.csv``: one row per trained model and epoch (``model, train_data, defense, epoch,
+  train_loss, train_accuracy, test_loss, test_accuracy, seconds, epsilon``), written when a
+  model finishes training;
+* ``results.csv``: one row per victim and cell (the victim's metrics);
+* ``summary.csv``: one row per cell (:data:`~precode.evaluation.report.SUMMARY_FIELDS`), written
+  right after the cell's victims;
+* ``figures/*.png``: drawn from the CSV files at the end.
+
+A cell counts as finished when its summary row exists. Each cell's rows are appended and
+flushed to disk in one go; on resuming, victim rows of a cell without a summary row (cut off
+mid-write) are dropped and that cell runs again.
+
+Used by ``python -m precode evaluate`` and chapter 5.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .grid import Grid
+
+__all__ = ["RunFolder", "read_csv", "RESULT_FIELDS", "TRAINING_CSV_FIELDS", "CELL_FIELDS"]
+
+CELL_FIELDS = ("model", "data", "defense", "attack")
+RESULT_FIELDS = CELL_FIELDS + ("victim", "label", "label_pred", "mse", "psnr", "ssim", "identified", "success")
+TRAINING_CSV_FIELDS = ("model", "train_data", "defense", "epoch", "train_loss", "train_accuracy", "test_loss",
+                       "test_accuracy", "seconds", "epsilon", "train_images", "test_images")
+
+
+def _cell_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else ("inf" if value == math.inf else repr(value))
+    return str(value)
+
+
+def _parse(text: str) -> Any:
+    if text == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of one of the run's CSV files as dicts; numbers parsed, empty cells ``None``.
+
+    Used in chapter 5 to read ``summary.csv``, ``results.csv`` and ``training.csv``.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+class RunFolder:
+    """The output folder ``DIR`` of one evaluation.
+
+    Args:
+        out: the folder (created with its parents).
+        grid: the grid being run.
+        resume: keep the finished cells of an earlier run of the same grid.
+        overwrite: delete the CSV files and figures of an earlier run first.
+
+    Raises:
+        PermissionError / OSError: the folder cannot be created or written (the command turns this
+            into one line).
+        ValueError: the folder holds another run and neither ``resume`` nor ``overwrite`` is set,
+            or ``resume`` is set and the stored grid differs.
+    """
+
+    def __init__(self, out: str | os.PathLike, grid: Grid, resume: bool = False, overwrite: bool = False):
+        from .report import SUMMARY_FIELDS
+
+        self.path = Path(out)
+        self.grid = grid
+        self.summary_fields = SUMMARY_FIELDS
+        self.path.mkdir(parents=True, exist_ok=True)
+        probe = self.path / ".write-test"
+        with open(probe, "w") as f:  # fails now, not after the first cell, when DIR is read-only
+            f.write("ok\n")
+        probe.unlink()
+        (self.path / "figures").mkdir(exist_ok=True)
+
+        config = {"grid": grid.to_dict(), "version": _version()}
+        stored = self._read_config()
+        has_results = any((self.path / n).exists() for n in ("summary.csv", "results.csv", "training.csv"))
+        if resume and stored is not None:
+            if stored.get("grid") != config["grid"]:
+                changed = sorted(k for k in config["grid"] if stored.get("grid", {}).get(k) != config["grid"][k])
+                raise ValueError(
+                    f"{self.path} holds an evaluation of a different grid (differs in {', '.join(changed)}); "
+                    "resume it with the same options, or choose another --out"
+                )
+        elif has_results and not overwrite and not resume:
+            raise ValueError(
+                f"{self.path} already holds evaluation results; pass --resume to finish that run, "
+                "--overwrite to replace it, or choose another --out"
+            )
+        elif not resume or stored is None:
+            for name in ("summary.csv", "results.csv", "training.csv"):
+                (self.path / name).unlink(missing_ok=True)
+            for png in (self.path / "figures").glob("*.png"):
+                png.unlink()
+        with open(self.path / "config.json", "w") as f:
+            json.dump(config, f, indent=2)
+            f.write("\n")
+        self._drop_unfinished()
+
+    # -- reading ------------------------------------------------------------------------------
+    def _read_config(self) -> dict[str, Any] | None:
+        try:
+            with open(self.path / "config.json") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.csv"
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / "results.csv"
+
+    @property
+    def training_path(self) -> Path:
+        return self.path / "training.csv"
+
+    def finished_cells(self) -> set[tuple]:
+        """Keys ``(model, data, defense, attack)`` of the cells with a summary row."""
+        return {tuple(str(r[k]) for k in CELL_FIELDS) for r in read_csv(self.summary_path)}
+
+    def training(self, model: str, train_data: str, defense: str) -> list[dict[str, Any]]:
+        """The stored training history of a model under a defense (empty when not trained yet)."""
+        return [r for r in read_csv(self.training_path)
+                if (str(r["model"]), str(r["train_data"]), str(r["defense"])) == (model, train_data, defense)]
+
+    def _drop_unfinished(self) -> None:
+        """Remove victim rows of cells that have no summary row (a run cut off mid-cell)."""
+        rows = read_csv(self.results_path)
+        if not rows:
+            return
+        done = self.finished_cells()
+        keep = [r for r in rows if tuple(str(r[k]) for k in CELL_FIELDS) in done]
+        if len(keep) != len(rows):
+            self._write(self.results_path, RESULT_FIELDS, keep, mode="w")
+
+    # -- writing ------------------------------------------------------------------------------
+    def _write(self, path: Path, fields: Sequence[str], rows: Iterable[dict[str, Any]], mode: str = "a") -> None:
+        new = mode == "w" or not path.exists() or path.stat().st_size == 0
+        with open(path, mode, newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(fields)
+            writer.writerows([[_cell_text(row.get(k)) for k in fields] for row in rows])
+            f.flush()
+            os.fsync(f.fileno())
+
+    def add_training(self, rows: list[dict[str, Any]]) -> None:
+        """Append a trained model's history (one row per epoch)."""
+        self._write(self.training_path, TRAINING_CSV_FIELDS, rows)
+
+    def add_cell(self, results: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+        """Append a finished cell: its victims' rows, then its summary row (the 'finished' mark)."""
+        self._write(self.results_path, RESULT_FIELDS, results)
+        self._write(self.summary_path, self.summary_fields, [summary])
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

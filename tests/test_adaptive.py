@@ -1,0 +1,158 @@
+"""Chapter 6: attacks that know PRECODE (ig-omit, ig-joint) and the partial-gaussian defense."""
+import json
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from precode import attacks
+from precode.attacks import layers_before_sampling
+from precode.bottleneck import add_precode
+from precode.defenses import PartialGaussianNoise, gradients_before_sampling, parse_defense
+from precode.federated import compute_victim_gradients
+from precode.models import build_model
+
+
+def tiny(precode: bool = True, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = nn.Sequential(OrderedDict(
+        flatten=nn.Flatten(), fc1=nn.Linear(16, 12), act=nn.Sigmoid(), classifier=nn.Linear(12, 3),
+    ))
+    model.input_shape = (1, 4, 4)
+    if precode:
+        add_precode(model, before="classifier", size=4, seed=seed)
+    return model
+
+
+def shared_of(model, n=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 1, 4, 4, generator=g)
+    labels = torch.arange(n) % 3
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return images, labels, compute_victim_gradients(model, images, labels)
+
+
+# -- ig-omit ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("before, expected", [
+    ("classifier", ["block1.conv.weight", "block1.conv.bias", "block2.conv.weight", "block2.conv.bias",
+                    "block3.conv.weight", "block3.conv.bias", "precode.encoder.weight", "precode.encoder.bias"]),
+    ("block2", ["block1.conv.weight", "block1.conv.bias", "precode.encoder.weight", "precode.encoder.bias"]),
+])
+def test_ig_omit_matches_the_layers_before_the_sampling_and_the_encoder(before, expected):
+    model = add_precode(build_model("cnn", (3, 32, 32), 10, seed=0), before=before, seed=0)
+    assert layers_before_sampling(model) == expected
+
+
+def test_ig_omit_runs_inverting_gradients_on_those_layers(monkeypatch):
+    model = tiny()
+    seen = {}
+
+    def fake(*args, layers=None, **kwargs):
+        seen["layers"] = layers
+        return attacks.AttackResult(torch.zeros(1, 1, 4, 4), torch.zeros(1).long(), torch.zeros(0, 1), 0.0)
+
+    monkeypatch.setattr(attacks.adaptive, "inverting_gradients", fake)
+    _, _, shared = shared_of(model, n=1)
+    result = attacks.reconstruct("ig-omit", model, shared, input_shape=(1, 4, 4), progress=False)
+    assert seen["layers"] == ["fc1.weight", "fc1.bias", "precode.encoder.weight", "precode.encoder.bias"]
+    assert result.attack == "ig-omit"
+
+
+@pytest.mark.parametrize("name", ["ig-omit", "ig-joint"])
+def test_adaptive_attacks_refuse_a_model_without_precode(name):
+    model = tiny(precode=False)
+    _, _, shared = shared_of(model, n=1)
+    with pytest.raises(ValueError, match="no PRECODE bottleneck"):
+        attacks.reconstruct(name, model, shared, input_shape=(1, 4, 4), iterations=1, progress=False)
+
+
+def test_ig_omit_beats_plain_ig_on_precode():
+    model = tiny()
+    images, labels, shared = shared_of(model, n=2)
+    kw = dict(input_shape=(1, 4, 4), labels=labels, iterations=200, restarts=1, progress=False, tv=0.0)
+    plain = attacks.reconstruct("ig", model, shared, **kw)
+    omit = attacks.reconstruct("ig-omit", model, shared, **kw)
+    err = lambda r: float((r.reconstructions - images).square().mean())  # noqa: E731
+    assert err(omit) < err(plain)
+
+
+# -- ig-joint --------------------------------------------------------------------------------------
+
+def test_ig_joint_optimises_the_noise_to_a_lower_gradient_distance_than_ig():
+    model = tiny()
+    _, labels, shared = shared_of(model, n=2)
+    kw = dict(input_shape=(1, 4, 4), labels=labels, iterations=100, restarts=1, progress=False, tv=0.0)
+    plain = attacks.reconstruct("ig", model, shared, **kw)
+    joint = attacks.reconstruct("ig-joint", model, shared, **kw)
+    assert joint.attack == "ig-joint"
+    assert float(joint.restart_losses.mean()) < float(plain.restart_losses.mean())
+
+
+def test_ig_joint_same_seed_same_result():
+    model = tiny()
+    _, labels, shared = shared_of(model, n=2)
+    kw = dict(input_shape=(1, 4, 4), labels=labels, iterations=5, progress=False, seed=4)
+    a = attacks.reconstruct("ig-joint", model, shared, **kw)
+    b = attacks.reconstruct("ig-joint", model, shared, **kw)
+    assert torch.equal(a.reconstructions, b.reconstructions)
+
+
+# -- partial-gaussian ------------------------------------------------------------------------------
+
+def test_partial_gaussian_perturbs_only_the_gradients_before_the_sampling():
+    model = tiny()
+    grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    out = PartialGaussianNoise(0.1, seed=0)(grads)
+    noisy = {n for n, g in out.items() if g.abs().sum() > 0}
+    assert noisy == {"fc1.weight", "fc1.bias", "precode.encoder.weight", "precode.encoder.bias"}
+    assert all(torch.equal(grads[n], torch.zeros_like(grads[n])) for n in grads)  # input unchanged
+    std = torch.cat([out[n].flatten() for n in noisy]).std()
+    assert 0.08 < float(std) < 0.12
+
+
+def test_partial_gaussian_spec_and_seed():
+    d = parse_defense("partial-gaussian:0.01", seed=3)
+    assert isinstance(d, PartialGaussianNoise) and d.std == 0.01 and d.spec == "partial-gaussian:0.01"
+    grads = {n: torch.zeros_like(p) for n, p in tiny().named_parameters()}
+    a = parse_defense("partial-gaussian:0.01", seed=3)(grads)
+    b = parse_defense("partial-gaussian:0.01", seed=3)(grads)
+    assert all(torch.equal(a[n], b[n]) for n in grads)
+
+
+@pytest.mark.parametrize("spec", ["partial-gaussian", "partial-gaussian:", "partial-gaussian:-1",
+                                  "partial-gaussian:x", "partial-gaussian:nan"])
+def test_partial_gaussian_bad_specs(spec):
+    with pytest.raises(ValueError, match="invalid defense"):
+        parse_defense(spec)
+
+
+def test_partial_gaussian_needs_a_precode_model():
+    grads = {n: torch.zeros_like(p) for n, p in tiny(precode=False).named_parameters()}
+    with pytest.raises(ValueError, match="no PRECODE bottleneck"):
+        PartialGaussianNoise(0.1)(grads)
+    assert gradients_before_sampling(["a.w", "precode.encoder.w", "precode.decoder.w", "c.w"]) == [
+        "a.w", "precode.encoder.w"]
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+def test_cli_ig_omit_with_partial_gaussian_json(capsys):
+    from precode.cli import main
+
+    args = ["attack", "--attack", "ig-omit", "--model", "mlp", "--precode", "--data", "fashion-mnist-sample",
+            "--images", "2", "--iterations", "2", "--defense", "partial-gaussian:0.001", "--json", "-"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["config"]["attack"] == "ig-omit" and len(out["results"]) == 2
+
+
+def test_cli_ig_joint_refuses_a_plain_model(capsys):
+    from precode.cli import main
+
+    code = main(["attack", "--attack", "ig-joint", "--model", "mlp", "--data", "fashion-mnist-sample",
+                 "--images", "1", "--iterations", "1"])
+    assert code != 0
+    assert "no PRECODE bottleneck" in capsys.readouterr().err

@@ -1,0 +1,238 @@
+"""``python -m precode evaluate`` and :mod:`precode.evaluation`: the grid, agreement with the attack
+command, resuming, the statistics and one-line errors. Tiny grids only (seconds each)."""
+import json
+import math
+
+import pytest
+import torch
+
+from precode import evaluation
+from precode.cli import main
+from precode.evaluation import cells as cells_module
+from precode.evaluation import runner as runner_module
+from precode.evaluation.grid import Grid, Setting
+
+TINY = ["--victims", "2", "--iterations", "3", "--epochs", "1", "--train-images", "64", "--test-images", "50",
+        "--pool", "10", "--no-progress"]
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_grid(defenses=("none", "prune:0.5"), attacks=("analytic", "ig")) -> Grid:
+    return Grid(name="test", settings=(Setting("mlp", "fashion-mnist-sample", "fashion-mnist-sample"),),
+                defenses=tuple(defenses), attacks=tuple(attacks), victims=2, pool=10, ig_iterations=3,
+                dlg_iterations=1, train_images=64, test_images=50, epochs=1)
+
+
+# -- the grid ---------------------------------------------------------------------------------
+
+def test_quick_and_full_grids_hold_the_papers_comparison():
+    quick, full = evaluation.get_grid("quick"), evaluation.get_grid("full")
+    assert len(quick.defenses) == 12 and quick.defenses[0] == "none" and quick.defenses[-1] == "precode"
+    assert {evaluation.family(d) for d in quick.defenses} == {"none", "gaussian", "laplacian", "prune", "dp", "precode"}
+    assert quick.victims == 8 and full.victims == 128 and full.ig_iterations == 7000
+    assert {s.data for s in quick.settings} == {"fashion-mnist", "photos"}
+    assert {s.data for s in full.settings} == {"cifar10", "cifar100", "fashion-mnist"}
+    # the analytic attack only where it applies: the MLP (first layer fully connected with a bias)
+    by_model = {}
+    for cell in quick.cells():
+        by_model.setdefault(cell.setting.model, set()).add(cell.attack)
+    assert by_model == {"mlp": {"ig", "idlg", "analytic"}, "cnn": {"ig"}}  # quick: iDLG on the MLP only
+    assert len(quick.cells()) == 12 * 3 + 12 * 1
+    assert {c.attack for c in full.cells() if c.setting.model == "cnn"} == {"ig", "idlg"}
+    assert len(full.cells()) == 3 * (12 * 3 + 12 * 2)
+
+
+def test_restrict_and_canonical_names():
+    grid = evaluation.get_grid("quick").restrict(models=["mlp"], defenses=["gaussian:1e-3", "dp:clip=1,noise=1"],
+                                                 attacks=["analytic"])
+    assert [c.key for c in grid.cells()] == [("mlp", "fashion-mnist", "gaussian:0.001", "analytic"),
+                                             ("mlp", "fashion-mnist", "dp:clip=1.0,noise=1.0", "analytic")]
+    with pytest.raises(ValueError, match="not in the quick grid"):
+        evaluation.get_grid("quick").restrict(defenses=["gaussian:0.5"])
+    assert Grid.from_dict(grid.to_dict()) == grid
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+def test_wilson_interval_is_honest_about_small_samples():
+    low, high = evaluation.wilson_interval(0, 8)
+    assert low == 0 and 0.32 < high < 0.33  # "0 of 8" is compatible with a third
+    low, high = evaluation.wilson_interval(8, 8)
+    assert high == 1 and 0.67 < low < 0.68
+    low, high = evaluation.wilson_interval(64, 128)
+    assert low < 0.5 < high and high - low < 0.18
+
+
+# -- agreement with `python -m precode attack` -------------------------------------------------
+
+def _evaluate(out, *extra):
+    return main(["evaluate", "--profile", "quick", "--out", str(out), *TINY, *extra])
+
+
+@pytest.mark.parametrize("attack", ["ig", "analytic"])
+def test_cell_agrees_with_the_attack_command(tmp_path, capsys, one_thread, attack):
+    assert _evaluate(tmp_path / "run", "--models", "mlp", "--defenses", "none", "--attacks", attack) == 0
+    capsys.readouterr()
+    (summary,) = evaluation.read_csv(tmp_path / "run" / "summary.csv")
+    rows = evaluation.read_csv(tmp_path / "run" / "results.csv")
+    assert main(["attack", "--attack", attack, "--model", "mlp", "--data", "fashion-mnist", "--images", "2",
+                 "--iterations", "3", "--restarts", "1", "--seed", "0", "--json", "-"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    for row, single in zip(rows, alone["results"]):
+        assert row["victim"] == single["index"] and row["label_pred"] == single["label_pred"]
+        for metric in ("mse", "psnr", "ssim"):
+            assert row[metric] == pytest.approx(single[metric], rel=1e-5, abs=1e-6), metric
+    assert summary["psnr_mean"] == pytest.approx(alone["summary"]["psnr"], rel=1e-5)
+    assert summary["ssim_mean"] == pytest.approx(alone["summary"]["ssim"], rel=1e-5, abs=1e-6)
+    assert summary["label_accuracy"] == pytest.approx(alone["summary"]["label_accuracy"])
+
+
+def test_defended_cell_agrees_with_the_attack_command(tmp_path, capsys, one_thread):
+    import argparse
+
+    import precode.cli_attack as cli_attack
+
+    attack_parser = cli_attack.add_parser(argparse.ArgumentParser().add_subparsers())
+    if "--defense" not in attack_parser.format_help():
+        pytest.skip("python -m precode attack has no --defense option yet")
+    assert _evaluate(tmp_path / "run", "--models", "mlp", "--defenses", "gaussian:0.01", "--attacks", "ig") == 0
+    capsys.readouterr()
+    rows = evaluation.read_csv(tmp_path / "run" / "results.csv")
+    assert main(["attack", "--attack", "ig", "--model", "mlp", "--data", "fashion-mnist", "--images", "2",
+                 "--iterations", "3", "--restarts", "1", "--seed", "0", "--defense", "gaussian:0.01",
+                 "--json", "-"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert [r["ssim"] for r in rows] == pytest.approx([r["ssim"] for r in alone["results"]], rel=1e-5, abs=1e-6)
+
+
+def test_precode_cell_agrees_with_the_attack_command(tmp_path, capsys, one_thread):
+    assert _evaluate(tmp_path / "run", "--models", "mlp", "--defenses", "precode", "--attacks", "ig") == 0
+    capsys.readouterr()
+    rows = evaluation.read_csv(tmp_path / "run" / "results.csv")
+    assert main(["attack", "--attack", "ig", "--model", "mlp", "--precode", "--data", "fashion-mnist", "--images",
+                 "2", "--iterations", "3", "--restarts", "1", "--seed", "0", "--json", "-"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    # the bottleneck's weights and its sampling noise both come from the seed, in both commands
+    assert [r["mse"] for r in rows] == pytest.approx([r["mse"] for r in alone["results"]], rel=1e-5)
+    assert [r["ssim"] for r in rows] == pytest.approx([r["ssim"] for r in alone["results"]], rel=1e-5, abs=1e-6)
+
+
+# -- the files, resuming -----------------------------------------------------------------------
+
+def test_files_columns_and_statistics(tmp_path, one_thread):
+    out = evaluation.run_evaluation(tiny_grid(defenses=("none", "precode")), tmp_path / "run", progress=False)
+    summary = evaluation.read_csv(out / "summary.csv")
+    results = evaluation.read_csv(out / "results.csv")
+    training = evaluation.read_csv(out / "training.csv")
+    required = {"model", "defense", "attack", "n", "attack_success_rate", "identification_rate", "psnr_mean",
+                "psnr_ci95", "ssim_mean", "ssim_ci95", "test_accuracy", "seconds"}
+    assert required <= set(summary[0])
+    assert len(summary) == 4 and len(results) == 4 * 2 and len(training) == 2
+    for s in summary:
+        mine = [r for r in results if (r["defense"], r["attack"]) == (s["defense"], s["attack"])]
+        assert s["n"] == len(mine) == 2
+        assert s["attack_success_rate"] == sum(r["ssim"] >= s["threshold"] for r in mine) / 2
+        assert s["identification_rate"] == sum(r["identified"] for r in mine) / 2
+        assert s["success_ci95_low"] <= s["attack_success_rate"] <= s["success_ci95_high"]
+        assert 0 <= s["test_accuracy"] <= 1 and s["train_images"] == 64 and s["test_images"] == 50
+    analytic = {s["defense"]: s for s in summary if s["attack"] == "analytic"}
+    # exact recovery, and PRECODE (after the first layer) does not stop it
+    assert analytic["none"]["attack_success_rate"] == analytic["precode"]["attack_success_rate"] == 1
+    assert analytic["precode"]["identification_rate"] == 1
+    names = {p.name for p in (out / "figures").glob("*.png")}
+    assert {"ssim_distributions.png", "convergence.png", "privacy_utility_ig.png"} <= names
+    config = json.loads((out / "config.json").read_text())
+    assert config["grid"]["threshold"] == 0.5
+
+
+def _without_seconds(rows):
+    return [{k: v for k, v in r.items() if k not in ("seconds",)} for r in rows]
+
+
+def test_resume_after_an_interruption_recomputes_nothing(tmp_path, monkeypatch, one_thread):
+    grid = tiny_grid()
+    reference = evaluation.run_evaluation(grid, tmp_path / "reference", progress=False, figures=False)
+
+    calls = {"cells": [], "training": 0}
+    real_cell, real_train = cells_module.run_cell, cells_module.train_model
+
+    def counting_cell(cell, *args, **kwargs):
+        if len(calls["cells"]) == calls.get("stop_after", math.inf):
+            raise KeyboardInterrupt  # the user presses Ctrl-C during the third cell
+        calls["cells"].append(cell.key)
+        return real_cell(cell, *args, **kwargs)
+
+    def counting_train(*args, **kwargs):
+        calls["training"] += 1
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "run_cell", counting_cell)
+    monkeypatch.setattr(runner_module, "train_model", counting_train)
+    calls["stop_after"] = 2
+    with pytest.raises(KeyboardInterrupt):
+        evaluation.run_evaluation(grid, tmp_path / "run", progress=False, figures=False)
+    assert len(evaluation.read_csv(tmp_path / "run" / "summary.csv")) == 2
+    assert calls["training"] == 2  # the first defense's model, then the second's before its first cell
+
+    # a write cut off mid-cell: victim rows of an unfinished cell without its summary row
+    with open(tmp_path / "run" / "results.csv", "a") as f:
+        f.write("mlp,fashion-mnist-sample,prune:0.5,analytic,0,7,7,0.1,10.0,0.2,0,0\n")
+
+    finished = set(calls["cells"])
+    calls.update(cells=[], training=0, stop_after=math.inf)
+    with pytest.raises(ValueError, match="--resume"):
+        evaluation.run_evaluation(grid, tmp_path / "run", progress=False, figures=False)
+    out = evaluation.run_evaluation(grid, tmp_path / "run", resume=True, progress=False, figures=False)
+    assert calls["training"] == 0  # both models were trained before the interruption
+    assert len(calls["cells"]) == 2 and not finished & set(calls["cells"])
+    for name in ("summary.csv", "results.csv", "training.csv"):
+        got, want = evaluation.read_csv(out / name), evaluation.read_csv(reference / name)
+        assert _without_seconds(got) == _without_seconds(want), name
+
+    # resuming a finished run does nothing; resuming with another grid is refused
+    calls["cells"] = []
+    evaluation.run_evaluation(grid, tmp_path / "run", resume=True, progress=False, figures=False)
+    assert calls["cells"] == []
+    with pytest.raises(ValueError, match="different grid.*victims"):
+        evaluation.run_evaluation(grid.replace(victims=3), tmp_path / "run", resume=True, progress=False)
+
+
+def test_cli_resume_skips_finished_cells_and_shows_progress(tmp_path, capsys, one_thread):
+    args = ["--models", "mlp", "--defenses", "none", "--attacks", "analytic"]
+    assert _evaluate(tmp_path / "run", *args) == 0
+    capsys.readouterr()
+    assert _evaluate(tmp_path / "run", *args) == 2
+    assert "--resume" in capsys.readouterr().err
+    argv = ["evaluate", "--out", str(tmp_path / "run"), *[a for a in TINY if a != "--no-progress"], *args, "--resume"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "1/1" in captured.err and "cell" in captured.err  # the bar starts complete: nothing recomputed
+    assert "analytic" in captured.out
+
+
+def test_unwritable_out_is_one_line_and_non_zero(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert _evaluate(blocker / "run", "--models", "mlp", "--defenses", "none", "--attacks", "analytic") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot write to --out") and "\n" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--profile", "huge"], "unknown --profile"),
+    (["--threshold", "2"], "--threshold"),
+    (["--defenses", "gaussian:0.5"], "not in the quick grid"),
+    (["--models", "cnn", "--attacks", "analytic"], "no cells"),
+    (["--victims", "0"], "--victims"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
+    assert main(["evaluate", "--out", str(tmp_path / "run"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
