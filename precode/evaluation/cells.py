@@ -105,7 +105,8 @@ def run_cell(cell: Cell, grid: Grid, victims, pool: torch.Tensor) -> tuple[list[
     return rows, float(result.seconds)
 
 
-def train_model(setting: Setting, defense: str, grid: Grid, train_full, test_full) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def train_model(setting: Setting, defense: str, grid: Grid, train_full,
+                test_full) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train the setting's model under ``defense`` and return its history and a description.
 
     Args:

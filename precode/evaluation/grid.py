@@ -36,7 +36,7 @@ Used by ``python -m precode evaluate`` and chapter 5 (``book/05_evaluation.ipynb
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 __all__ = ["Setting", "Grid", "Cell", "GRIDS", "DEFENSES", "ATTACKS", "PRECODE", "get_grid", "canonical_defense"]
 

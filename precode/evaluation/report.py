@@ -38,8 +38,8 @@ __all__ = [
 SUMMARY_FIELDS = (
     "model", "data", "defense", "attack", "n", "threshold", "attack_success_rate", "success_ci95_low",
     "success_ci95_high", "identification_rate", "pool", "psnr_mean", "psnr_ci95", "ssim_mean", "ssim_ci95",
-    "ssim_median", "label_accuracy", "test_accuracy", "test_accuracy_ci95", "train_data", "train_images", "epochs", "test_images",
-    "epsilon", "iterations", "restarts", "seed", "seconds",
+    "ssim_median", "label_accuracy", "test_accuracy", "test_accuracy_ci95", "train_data", "train_images", "epochs",
+    "test_images", "epsilon", "iterations", "restarts", "seed", "seconds",
 )
 
 FAMILY_STYLE = {  # colour and marker of each defense family in every figure
