@@ -115,7 +115,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def _resolved_budget(attack: str, args: argparse.Namespace, profile) -> tuple[int | None, int | None]:
     if attack == "analytic":
         return None, None
-    if attack == "ig":
+    if attack in ("ig", "ig-omit", "ig-joint"):
         return (args.iterations or profile.ig_iterations), (args.restarts or profile.ig_restarts)
     return (args.iterations or profile.dlg_iterations), (args.restarts or 1)
 
