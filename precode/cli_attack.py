@@ -2,7 +2,7 @@
 
 ::
 
-    python -m precode attack --attack {dlg,idlg,ig,analytic} --model {mlp,cnn,lenet} [--precode]
+    python -m precode attack --attack {dlg,idlg,ig,analytic,ig-omit,ig-joint} --model {mlp,cnn,lenet} [--precode]
         --data {fashion-mnist,mnist,cifar10,cifar100,photos,PATH.npz} --images N
         [--batch-size B] [--iterations K] [--restarts R] [--trained-epochs E] [--seed S]
         [--json PATH|-] [--figure PATH]
