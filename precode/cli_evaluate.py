@@ -3,7 +3,7 @@
 ::
 
     python -m precode evaluate --profile {quick,full} --out DIR [--resume | --overwrite]
-        [--threshold T] [--seed S]
+        [--part {all,paper,adaptive}] [--threshold T] [--seed S]
         [--models M,..] [--defenses D,..] [--attacks A,..] [--victims N] [--iterations K]
         [--epochs E] [--train-images N] [--test-images N] [--pool P]
 
@@ -11,7 +11,12 @@ Runs every cell of the profile's grid (:mod:`precode.evaluation.grid`): models {
 defenses {none, Gaussian and Laplacian noise 1e-3, 1e-2, 1e-1, pruning 0.5, 0.9, 0.99, DP-SGD
 (clip 1, noise 1), PRECODE (K 256, beta 1e-3)} x attacks {Inverting Gradients, iDLG, analytic
 where it applies}, each over the first N test images as victims (one per client), on the
-untrained model; and trains each model under each defense for its test accuracy. Writes
+untrained model; and trains each model under each defense for its test accuracy. Beyond the
+paper (chapter 6) it adds PRECODE placed early (``precode@block2``, the CNN) and PRECODE with
+partial noise (``precode+partial-gaussian:S``), and the attacks that know PRECODE (``ig-omit``,
+``ig-joint``, run only where the model has a bottleneck). ``--part paper`` runs only the paper's
+rows (chapter 5), ``--part adaptive`` only no defense, PRECODE and its variants against ``ig``,
+``analytic``, ``ig-omit`` and ``ig-joint`` (chapter 6). Writes
 
 * ``DIR/results.csv``: a row per victim and cell (``mse, psnr, ssim, identified, success`` ...);
 * ``DIR/summary.csv``: a row per cell (``model, data, defense, attack, n, attack_success_rate``
@@ -60,12 +65,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--threshold", default="0.5", metavar="T",
                    help="attack success: SSIM of the reconstruction >= T (default 0.5)")
     p.add_argument("--seed", default="0", metavar="S", help="seeds every model, defense, attack and subset (default 0)")
+    p.add_argument("--part", default="all", metavar="PART",
+                   help="all (default), paper (the paper's defenses and attacks, chapter 5) or adaptive "
+                        "(PRECODE and its variants against the attacks that know it, chapter 6)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("restricting the grid (tests and quick looks)")
     g.add_argument("--models", metavar="M,..", help="only these models (mlp, cnn)")
     g.add_argument("--defenses", metavar="D,..",
-                   help="only these defenses, e.g. none,precode,prune:0.9,dp:clip=1.0,noise=1.0")
-    g.add_argument("--attacks", metavar="A,..", help="only these attacks (ig, idlg, analytic)")
+                   help="only these defenses, e.g. none,precode,prune:0.9,dp:clip=1.0,noise=1.0,"
+                        "precode@block2,precode+partial-gaussian:0.01")
+    g.add_argument("--attacks", metavar="A,..", help="only these attacks (ig, idlg, analytic, ig-omit, ig-joint)")
     g.add_argument("--victims", metavar="N", help="victims per cell (default: the profile's)")
     g.add_argument("--iterations", metavar="K", help="iterations of Inverting Gradients and of iDLG")
     g.add_argument("--epochs", metavar="E", help="training epochs")
@@ -121,6 +130,10 @@ def build_grid(args: argparse.Namespace):
     except ValueError as e:
         raise UserError(str(e).replace("unknown profile", "unknown --profile")) from None
     try:
+        grid = grid.part(args.part)
+    except ValueError as e:
+        raise UserError(str(e).replace("unknown part", "unknown --part")) from None
+    try:
         threshold = float(args.threshold)
     except ValueError:
         raise UserError(f"--threshold must be a number, got {args.threshold!r}") from None
@@ -151,7 +164,8 @@ def build_grid(args: argparse.Namespace):
     if restricted:
         grid = grid.replace(name=f"{grid.name} (restricted)")
     if not grid.cells():
-        raise UserError("the restricted grid has no cells (the analytic attack applies to the MLP only)")
+        raise UserError("the restricted grid has no cells (the analytic attack applies to the MLP only; "
+                        "ig-omit and ig-joint need a PRECODE defense; precode@block2 the CNN)")
     return grid
 
 
@@ -159,11 +173,11 @@ def _table(summary: list[dict[str, Any]]) -> str:
     def pct(v):
         return "     -" if v is None else f"{100 * v:5.1f}%"
 
-    lines = [f"{'model':5s} {'data':14s} {'defense':22s} {'attack':8s} {'n':>4s} {'success':>8s} "
+    lines = [f"{'model':5s} {'data':14s} {'defense':30s} {'attack':8s} {'n':>4s} {'success':>8s} "
              f"{'ident.':>7s} {'SSIM mean ± CI':>15s} {'PSNR':>6s} {'test acc':>8s} {'seconds':>7s}"]
     for r in summary:
         lines.append(
-            f"{r['model']:5s} {r['data']:14s} {r['defense']:22s} {r['attack']:8s} {r['n']:4d} "
+            f"{r['model']:5s} {r['data']:14s} {r['defense']:30s} {r['attack']:8s} {r['n']:4d} "
             f"{pct(r['attack_success_rate']):>8s} {pct(r['identification_rate']):>7s} "
             f"{r['ssim_mean']:7.3f} ± {r['ssim_ci95']:5.3f} {r['psnr_mean']:6.1f} {pct(r['test_accuracy']):>8s} "
             f"{r['seconds']:7.1f}"

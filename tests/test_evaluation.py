@@ -34,19 +34,88 @@ def tiny_grid(defenses=("none", "prune:0.5"), attacks=("analytic", "ig")) -> Gri
 
 def test_quick_and_full_grids_hold_the_papers_comparison():
     quick, full = evaluation.get_grid("quick"), evaluation.get_grid("full")
-    assert len(quick.defenses) == 12 and quick.defenses[0] == "none" and quick.defenses[-1] == "precode"
-    assert {evaluation.family(d) for d in quick.defenses} == {"none", "gaussian", "laplacian", "prune", "dp", "precode"}
+    paper = quick.part("paper")
+    assert paper.name == "quick-paper"
+    assert len(paper.defenses) == 12 and paper.defenses[0] == "none" and paper.defenses[-1] == "precode"
+    assert {evaluation.family(d) for d in paper.defenses} == {"none", "gaussian", "laplacian", "prune", "dp", "precode"}
     assert quick.victims == 8 and full.victims == 128 and full.ig_iterations == 7000
     assert {s.data for s in quick.settings} == {"fashion-mnist", "photos"}
     assert {s.data for s in full.settings} == {"cifar10", "cifar100", "fashion-mnist"}
     # the analytic attack only where it applies: the MLP (first layer fully connected with a bias)
     by_model = {}
-    for cell in quick.cells():
+    for cell in paper.cells():
         by_model.setdefault(cell.setting.model, set()).add(cell.attack)
     assert by_model == {"mlp": {"ig", "idlg", "analytic"}, "cnn": {"ig"}}  # quick: iDLG on the MLP only
-    assert len(quick.cells()) == 12 * 3 + 12 * 1
-    assert {c.attack for c in full.cells() if c.setting.model == "cnn"} == {"ig", "idlg"}
-    assert len(full.cells()) == 3 * (12 * 3 + 12 * 2)
+    assert len(paper.cells()) == 12 * 3 + 12 * 1
+    assert {c.attack for c in full.part("paper").cells() if c.setting.model == "cnn"} == {"ig", "idlg"}
+    assert len(full.part("paper").cells()) == 3 * (12 * 3 + 12 * 2)
+
+
+def test_the_grid_has_the_adaptive_attacks_and_defenses_as_rows():
+    quick = evaluation.get_grid("quick")
+    assert set(quick.defenses) >= {"precode@block2", "precode+partial-gaussian:0.003", "precode+partial-gaussian:0.01"}
+    assert {"ig-omit", "ig-joint"} <= set(quick.attacks)
+    cells = quick.cells()
+    # the attacks that know PRECODE run only where the model has a bottleneck ...
+    adaptive = [c for c in cells if c.attack in ("ig-omit", "ig-joint")]
+    assert adaptive and all(c.defense.startswith("precode") for c in adaptive)
+    assert {(c.setting.model, c.defense) for c in adaptive} >= {("mlp", "precode"), ("cnn", "precode"),
+                                                              ("cnn", "precode@block2")}
+    # ... the early bottleneck only where the model has the layer (the CNN's block2)
+    assert {c.setting.model for c in cells if c.defense == "precode@block2"} == {"cnn"}
+    # MLP: PRECODE x {ig-omit, ig-joint}, 2 partial levels x 5 attacks; CNN: PRECODE x 2, early x 3, 2 partial x 3
+    assert len(cells) == len(quick.part("paper").cells()) + (2 + 2 * 5) + (2 + 3 + 2 * 3)
+    assert quick.budget("ig-omit") == quick.budget("ig-joint") == quick.budget("ig") == (200, 1)
+    part = quick.part("adaptive")
+    assert set(part.defenses) == {"none", "precode", "precode@block2", "precode+partial-gaussian:0.003",
+                                  "precode+partial-gaussian:0.01"}
+    assert set(part.attacks) == {"ig", "analytic", "ig-omit", "ig-joint"}
+    assert {c.key for c in part.cells()} <= {c.key for c in cells}
+    assert ("mlp", "fashion-mnist", "precode+partial-gaussian:0.01", "analytic") in {c.key for c in part.cells()}
+    with pytest.raises(ValueError, match="unknown part"):
+        quick.part("beyond")
+    # the full grid: the early bottleneck on the CNN of every data set
+    full = evaluation.get_grid("full")
+    assert {(c.setting.data, c.attack) for c in full.cells() if c.defense == "precode@block2"} == {
+        (d, a) for d in ("cifar10", "cifar100", "fashion-mnist") for a in ("ig", "idlg", "ig-omit", "ig-joint")}
+
+
+@pytest.mark.parametrize("name, canonical, parts", [
+    ("PRECODE", "precode", ("classifier", "none")),
+    ("precode@classifier", "precode", ("classifier", "none")),
+    ("precode@block2", "precode@block2", ("block2", "none")),
+    ("precode+partial-gaussian:1e-2", "precode+partial-gaussian:0.01", ("classifier", "partial-gaussian:0.01")),
+    ("precode@block2+gaussian:1e-3", "precode@block2+gaussian:0.001", ("block2", "gaussian:0.001")),
+    ("prune:0.9", "prune:0.9", (None, "prune:0.9")),
+])
+def test_precode_defense_names(name, canonical, parts):
+    assert evaluation.canonical_defense(name) == canonical
+    assert evaluation.grid.split_defense(canonical) == parts
+
+
+@pytest.mark.parametrize("name, message", [
+    ("precode+none", "gradient defense"),
+    ("precode+dp:clip=1,noise=1", "not DP-SGD"),
+    ("gaussian:0.1+prune:0.5", "only PRECODE combines"),
+    ("precode@1x", "layer name"),
+    ("precode+foo:1", "unknown defense 'foo'"),
+    ("precode+gaussian:0.1+prune:0.5", "one gradient defense"),
+])
+def test_bad_precode_defense_names(name, message):
+    with pytest.raises(ValueError, match=message):
+        evaluation.canonical_defense(name)
+
+
+def test_families_and_labels_of_the_precode_variants():
+    from precode.evaluation.report import _short
+
+    assert [evaluation.family(d) for d in ("precode", "precode@block2", "precode+partial-gaussian:0.01",
+                                           "precode+prune:0.9")] == [
+        "precode", "precode-early", "precode+partial", "precode+"]
+    assert _short("precode@block2") == "PRECODE@block2"
+    assert _short("precode+partial-gaussian:0.01") == "PRECODE + partial-gaussian 0.01"
+    with pytest.raises(ValueError, match="not canonical"):
+        Grid(name="t", settings=(Setting("mlp", "fashion-mnist", "fashion-mnist"),), defenses=("PRECODE",))
 
 
 def test_restrict_and_canonical_names():
@@ -76,20 +145,27 @@ def _evaluate(out, *extra):
     return main(["evaluate", "--profile", "quick", "--out", str(out), *TINY, *extra])
 
 
-@pytest.mark.parametrize("defense, attack", [
-    ("none", "ig"), ("none", "analytic"), ("gaussian:0.01", "ig"), ("dp:clip=1.0,noise=1.0", "analytic"),
-    ("prune:0.9", "idlg"), ("precode", "ig"),
+@pytest.mark.parametrize("model, defense, attack, model_args", [
+    ("mlp", "none", "ig", ["--defense", "none"]),
+    ("mlp", "none", "analytic", ["--defense", "none"]),
+    ("mlp", "gaussian:0.01", "ig", ["--defense", "gaussian:0.01"]),
+    ("mlp", "dp:clip=1.0,noise=1.0", "analytic", ["--defense", "dp:clip=1.0,noise=1.0"]),
+    ("mlp", "prune:0.9", "idlg", ["--defense", "prune:0.9"]),
+    ("mlp", "precode", "ig", ["--precode"]),
+    ("mlp", "precode", "ig-joint", ["--precode"]),
+    ("mlp", "precode+partial-gaussian:0.01", "analytic", ["--precode", "--defense", "partial-gaussian:0.01"]),
+    ("cnn", "precode@block2", "ig-omit", ["--precode-at", "block2"]),
 ])
-def test_cell_agrees_with_the_attack_command(tmp_path, capsys, one_thread, defense, attack):
+def test_cell_agrees_with_the_attack_command(tmp_path, capsys, one_thread, model, defense, attack, model_args):
     iterations = "1" if attack == "idlg" else "3"  # L-BFGS iterations are expensive on the MLP
-    assert _evaluate(tmp_path / "run", "--models", "mlp", "--defenses", defense, "--attacks", attack,
+    assert _evaluate(tmp_path / "run", "--models", model, "--defenses", defense, "--attacks", attack,
                      "--iterations", iterations) == 0
     capsys.readouterr()
     (summary,) = evaluation.read_csv(tmp_path / "run" / "summary.csv")
     rows = evaluation.read_csv(tmp_path / "run" / "results.csv")
     # the same cell alone: PRECODE is a flag of the attack command, every other defense a --defense spec
-    model_args = ["--precode"] if defense == "precode" else ["--defense", defense]
-    assert main(["attack", "--attack", attack, "--model", "mlp", *model_args, "--data", "fashion-mnist",
+    data = "photos" if model == "cnn" else "fashion-mnist"
+    assert main(["attack", "--attack", attack, "--model", model, *model_args, "--data", data,
                  "--images", "2", "--iterations", iterations, "--restarts", "1", "--seed", "0", "--json", "-"]) == 0
     alone = json.loads(capsys.readouterr().out)
     assert len(rows) == len(alone["results"]) == 2
@@ -209,6 +285,10 @@ def test_unwritable_out_is_one_line_and_non_zero(tmp_path, capsys):
     (["--defenses", "gaussian:0.5"], "not in the quick grid"),
     (["--models", "cnn", "--attacks", "analytic"], "no cells"),
     (["--victims", "0"], "--victims"),
+    (["--part", "beyond"], "unknown --part"),
+    (["--part", "paper", "--attacks", "ig-omit"], "not in the quick-paper grid"),
+    (["--models", "mlp", "--defenses", "precode@block2"], "no cells"),
+    (["--defenses", "precode+dp:clip=1,noise=1"], "not DP-SGD"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
     assert main(["evaluate", "--out", str(tmp_path / "run"), *args]) == 2

@@ -5,8 +5,9 @@ the summary and the same attack run alone give the same numbers:
 
 1. the victims are the first ``N`` test images of the setting's data set;
 2. the model is built from the seed, untrained (PRECODE: a bottleneck with weights from the
-   seed is inserted before the classifier);
-3. every victim's client shares the gradient of its own image, after the defense (seeded);
+   seed is inserted before the classifier, or before the layer of ``precode@LAYER``);
+3. every victim's client shares the gradient of its own image, after the defense (seeded; for
+   ``precode+SPEC`` the gradient defense ``SPEC`` on the PRECODE model's gradient);
 4. the attack runs on all victims at once (:func:`precode.attacks.reconstruct`, labels inferred
    from the gradients, the grid's budget, the seed);
 5. each reconstruction is compared with its victim: MSE, PSNR, SSIM, whether the label was
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .grid import PRECODE, Cell, Grid, Setting
+from .grid import Cell, Grid, Setting, split_defense
 
 __all__ = ["victim_model", "defended_gradients", "run_cell", "train_model", "TRAINING_FIELDS"]
 
@@ -39,13 +40,15 @@ def _device() -> torch.device:
 
 
 def victim_model(model: str, input_shape, num_classes: int, defense: str, seed: int) -> nn.Module:
-    """The model a cell attacks: built from ``seed``; PRECODE inserts its bottleneck (seeded too)."""
+    """The model a cell attacks: built from ``seed``; PRECODE inserts its bottleneck (seeded too)
+    before the classifier, or before ``LAYER`` for ``precode@LAYER``."""
     from ..bottleneck import add_precode
     from ..models import build_model
 
     net = build_model(model, input_shape, num_classes, seed=seed)
-    if defense == PRECODE:
-        add_precode(net, seed=seed)
+    at, _ = split_defense(defense)
+    if at is not None:
+        add_precode(net, before=at, seed=seed)
     return net
 
 
@@ -60,7 +63,8 @@ def defended_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Ten
     from ..defenses import parse_defense
     from ..federated import compute_victim_gradients
 
-    transform = None if defense in ("none", PRECODE) else parse_defense(defense, seed=seed)
+    spec = split_defense(defense)[1]
+    transform = None if spec == "none" else parse_defense(spec, seed=seed)
     device = images.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -111,7 +115,8 @@ def train_model(setting: Setting, defense: str, grid: Grid, train_full,
 
     Args:
         setting: which model; trained on ``setting.train_data``.
-        defense: a defense spec of the grid (``precode``: the bottleneck, trained without other defense).
+        defense: a defense name of the grid (``precode``: the bottleneck, trained without other defense;
+            ``precode+SPEC``: the bottleneck, trained under the gradient defense ``SPEC``).
         grid: epochs, learning rate, batch size, subset sizes and seed.
         train_full, test_full: the train and test splits of ``setting.train_data``.
 
@@ -125,7 +130,7 @@ def train_model(setting: Setting, defense: str, grid: Grid, train_full,
     test = test_full.subset(grid.test_images, seed=grid.seed)
     model = victim_model(setting.model, train.input_shape, train.num_classes, defense, grid.seed)
     model.to(_device())
-    mechanism = parse_defense("none" if defense == PRECODE else defense, seed=grid.seed)
+    mechanism = parse_defense(split_defense(defense)[1], seed=grid.seed)
     start = time.perf_counter()
     result = mechanism.train(model, train, test, epochs=grid.epochs, lr=grid.lr, batch_size=grid.batch_size,
                              seed=grid.seed, progress=False)

@@ -25,25 +25,52 @@ chosen to span "no visible effect" to "stops Inverting Gradients" on the untrain
                                before the classifier (the paper's placement and defaults)
 =============================  ==================================================================
 
+Beyond the paper (chapter 6), PRECODE variants that survive attacks which know the bottleneck:
+
+==================================  ==============================================================
+``precode@block2``                  PRECODE placed early: before the CNN's second block (after its
+                                    first); only where the model has that layer (the CNN)
+``precode+partial-gaussian:0.003``  PRECODE before the classifier, plus Gaussian noise with standard
+``precode+partial-gaussian:0.01``   deviation 3e-3 or 1e-2 on the gradients before the sampling only
+==================================  ==============================================================
+
+A defense name is ``precode``, ``precode@LAYER``, ``precode+SPEC`` or ``precode@LAYER+SPEC``
+(PRECODE before ``LAYER``, the classifier by default, with the gradient defense ``SPEC`` on top),
+or any spec of :func:`precode.defenses.parse_defense`.
+
 Attacks: ``ig`` (Inverting Gradients, the paper's attack), ``idlg`` (iDLG: the label from the
 gradient, then L-BFGS on the image) and ``analytic`` (exact division, only for models whose first
-layer is fully connected with a bias: the MLP). Every attack is on the *untrained* model with
-client batches of one image, as in the paper's evaluation; the attacker infers the labels from
-the shared gradient, as ``python -m precode attack`` does.
+layer is fully connected with a bias: the MLP); beyond the paper, the attacks that know PRECODE
+(:mod:`precode.attacks.adaptive`): ``ig-omit`` (Inverting Gradients on the gradients before the
+sampling only) and ``ig-joint`` (the bottleneck's noise optimised with the image), run only under
+defenses with a bottleneck, with Inverting Gradients' budget. Every attack is on the *untrained*
+model with client batches of one image, as in the paper's evaluation; the attacker infers the
+labels from the shared gradient, as ``python -m precode attack`` does.
 
-Used by ``python -m precode evaluate`` and chapter 5 (``book/05_evaluation.ipynb``).
+Two parts of a grid (:meth:`Grid.part`) split it between the chapters: ``paper`` (the paper's
+defenses and attacks, chapter 5) and ``adaptive`` (no defense, PRECODE and its variants against
+``ig``, ``analytic``, ``ig-omit`` and ``ig-joint``, chapter 6).
+
+Used by ``python -m precode evaluate``, chapter 5 (``book/05_evaluation.ipynb``) and chapter 6
+(``book/06_adaptive_attacks.ipynb``).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 from typing import Any, Iterable
 
-__all__ = ["Setting", "Grid", "Cell", "GRIDS", "DEFENSES", "ATTACKS", "PRECODE", "get_grid", "canonical_defense"]
+__all__ = [
+    "Setting", "Grid", "Cell", "GRIDS", "DEFENSES", "ATTACKS", "PAPER_DEFENSES", "PAPER_ATTACKS",
+    "ADAPTIVE_DEFENSES", "ADAPTIVE_ATTACKS", "PARTS", "PRECODE", "get_grid", "canonical_defense",
+    "split_defense", "defense_applies", "attack_applies",
+]
 
 PRECODE = "precode"
 """The grid's name for PRECODE (a bottleneck with the paper's defaults before the classifier)."""
 
-DEFENSES = (
+PAPER_DEFENSES = (
     "none",
     "gaussian:0.001", "gaussian:0.01", "gaussian:0.1",
     "laplacian:0.001", "laplacian:0.01", "laplacian:0.1",
@@ -51,21 +78,93 @@ DEFENSES = (
     "dp:clip=1.0,noise=1.0",
     PRECODE,
 )
-ATTACKS = ("ig", "idlg", "analytic")
+ADAPTIVE_DEFENSES = ("precode@block2", "precode+partial-gaussian:0.003", "precode+partial-gaussian:0.01")
+DEFENSES = PAPER_DEFENSES + ADAPTIVE_DEFENSES
+PAPER_ATTACKS = ("ig", "idlg", "analytic")
+ADAPTIVE_ATTACKS = ("ig-omit", "ig-joint")
+ATTACKS = PAPER_ATTACKS + ADAPTIVE_ATTACKS
+PARTS = ("all", "paper", "adaptive")
+"""The parts of a grid (:meth:`Grid.part`): everything, the paper's rows (chapter 5), the adaptive rows (chapter 6)."""
+
+_LAYER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+
+
+def split_defense(defense: str) -> tuple[str | None, str]:
+    """``(precode_at, gradient defense)`` of a canonical defense name.
+
+    ``precode_at`` is the layer the PRECODE bottleneck goes before (``None``: no bottleneck);
+    the second part is the spec of the gradient defense applied on top (``"none"``: none).
+    ``"precode"`` -> ``("classifier", "none")``, ``"precode@block2+gaussian:0.01"`` ->
+    ``("block2", "gaussian:0.01")``, ``"prune:0.9"`` -> ``(None, "prune:0.9")``.
+    """
+    text = str(defense).strip()
+    head, plus, rest = text.partition("+")
+    name, at, layer = head.partition("@")
+    if name.strip().lower() != PRECODE:
+        return None, text
+    return (layer.strip() if at else "classifier"), (rest.strip() if plus else "none")
 
 
 def canonical_defense(spec: str) -> str:
-    """The defense's canonical spec (``"gaussian:1e-3"`` -> ``"gaussian:0.001"``), ``precode`` as is.
+    """The defense's canonical name (``"gaussian:1e-3"`` -> ``"gaussian:0.001"``, ``"PRECODE"`` -> ``"precode"``).
+
+    PRECODE names: ``precode``, ``precode@LAYER`` (the bottleneck before ``LAYER``; ``@classifier``
+    is dropped, it is the default), ``precode+SPEC`` and ``precode@LAYER+SPEC`` (a gradient defense
+    ``SPEC`` on top of PRECODE; DP-SGD excluded).
 
     Raises:
-        ValueError: not a valid spec (see :func:`precode.defenses.parse_defense`).
+        ValueError: not a valid name (see :func:`precode.defenses.parse_defense` for ``SPEC``).
     """
-    text = str(spec).strip()
-    if text.lower() == PRECODE:
-        return PRECODE
     from ..defenses import parse_defense
 
-    return parse_defense(text).spec
+    text = str(spec).strip()
+    at, transform = split_defense(text)
+    if at is None:
+        if "+" in text or "@" in text:
+            raise ValueError(f"invalid defense {text!r}: only PRECODE combines with another defense, as "
+                             "precode+SPEC or precode@LAYER+SPEC (e.g. precode+partial-gaussian:0.01)")
+        return parse_defense(text).spec
+    if not _LAYER.match(at):
+        raise ValueError(f"invalid defense {text!r}: after 'precode@' comes a layer name, e.g. precode@block2")
+    name = PRECODE if at == "classifier" else f"{PRECODE}@{at}"
+    if transform == "none" and "+" not in text:
+        return name
+    if "+" in transform:
+        raise ValueError(f"invalid defense {text!r}: PRECODE combines with one gradient defense, not several")
+    try:
+        inner = parse_defense(transform)
+    except ValueError as e:
+        raise ValueError(f"invalid defense {text!r}: {e}") from None
+    if inner.spec == "none" or inner.spec.startswith("dp:"):
+        raise ValueError(f"invalid defense {text!r}: after 'precode+' comes a gradient defense such as "
+                         "gaussian:S, prune:P or partial-gaussian:S (not none, not DP-SGD)")
+    return f"{name}+{inner.spec}"
+
+
+@functools.lru_cache(maxsize=None)
+def _layer_names(model: str) -> frozenset[str]:
+    from ..models import build_model
+
+    return frozenset(n for n, _ in build_model(model, (3, 32, 32), 10, seed=0).named_modules() if n)
+
+
+def defense_applies(model: str, defense: str) -> bool:
+    """Whether the defense can be applied to the model: its PRECODE layer (if any) exists in the model."""
+    at, _ = split_defense(defense)
+    return at is None or at in _layer_names(model)
+
+
+def attack_applies(model: str, defense: str, attack: str) -> bool:
+    """Whether the attack runs on the model under the defense.
+
+    ``analytic`` needs a first fully connected layer with a bias (the MLP); ``ig-omit`` and
+    ``ig-joint`` attack a PRECODE bottleneck and need one.
+    """
+    if attack == "analytic":
+        return analytic_applies(model)
+    if attack in ADAPTIVE_ATTACKS:
+        return split_defense(defense)[0] is not None
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,28 +263,65 @@ class Grid:
         unknown = [a for a in self.attacks if a not in ATTACK_NAMES]
         if unknown:
             raise ValueError(f"unknown attack(s) {unknown}; choose from {list(ATTACK_NAMES)}")
+        odd = [d for d in self.defenses if canonical_defense(d) != d]
+        if odd:
+            raise ValueError(f"defense(s) {odd} are not canonical names; write "
+                             f"{[canonical_defense(d) for d in odd]}")
         if not (self.settings and self.defenses and self.attacks):
             raise ValueError("the grid is empty: it needs at least one model, one defense and one attack")
 
     # -- the cells ----------------------------------------------------------------------------
-    def attacks_for(self, setting: Setting) -> tuple[str, ...]:
-        """The attacks run in ``setting``: the grid's, restricted by the setting, analytic where it applies."""
-        chosen = [a for a in self.attacks if setting.attacks is None or a in setting.attacks]
-        if "analytic" in chosen and not analytic_applies(setting.model):
-            chosen.remove("analytic")
-        return tuple(chosen)
+    def attacks_for(self, setting: Setting, defense: str = "none") -> tuple[str, ...]:
+        """The attacks run in ``setting`` under ``defense``: the grid's, restricted by the setting,
+        where they apply (:func:`attack_applies`); none where the defense does not apply."""
+        if not defense_applies(setting.model, defense):
+            return ()
+        return tuple(a for a in self.attacks if (setting.attacks is None or a in setting.attacks)
+                     and attack_applies(setting.model, defense, a))
 
     def cells(self) -> list[Cell]:
         """Every cell, in the order they are run: setting, then defense, then attack."""
-        return [Cell(s, d, a) for s in self.settings for d in self.defenses for a in self.attacks_for(s)]
+        return [Cell(s, d, a) for s in self.settings for d in self.defenses for a in self.attacks_for(s, d)]
 
     def budget(self, attack: str) -> tuple[int | None, int | None]:
-        """``(iterations, restarts)`` of an attack (``(None, None)`` for the analytic attack)."""
+        """``(iterations, restarts)`` of an attack (``(None, None)`` for the analytic attack).
+
+        Inverting Gradients and the adaptive attacks built on it (``ig-omit``, ``ig-joint``) get
+        ``ig_iterations`` and ``ig_restarts``; iDLG and DLG ``dlg_iterations`` and one restart.
+        """
         if attack == "analytic":
             return None, None
-        if attack == "ig":
+        if attack == "ig" or attack in ADAPTIVE_ATTACKS:
             return self.ig_iterations, self.ig_restarts
         return self.dlg_iterations, 1
+
+    def part(self, name: str) -> "Grid":
+        """A part of the grid (:data:`PARTS`), named ``"<grid>-<part>"``.
+
+        * ``all``: the grid itself;
+        * ``paper``: the paper's defenses and attacks (:data:`PAPER_DEFENSES`, :data:`PAPER_ATTACKS`),
+          chapter 5;
+        * ``adaptive``: no defense, PRECODE and its variants (:data:`ADAPTIVE_DEFENSES`) against
+          ``ig``, ``analytic`` and the adaptive attacks (:data:`ADAPTIVE_ATTACKS`), chapter 6.
+
+        Raises:
+            ValueError: an unknown part, or a part with no cells in this grid.
+        """
+        key = str(name).strip().lower()
+        if key not in PARTS:
+            raise ValueError(f"unknown part {name!r}; choose from {list(PARTS)}")
+        if key == "all":
+            return self
+        if key == "paper":
+            defenses, attacks = PAPER_DEFENSES, PAPER_ATTACKS
+        else:
+            defenses, attacks = ("none", PRECODE) + ADAPTIVE_DEFENSES, ("ig", "analytic") + ADAPTIVE_ATTACKS
+        grid = dataclasses.replace(self, name=f"{self.name}-{key}",
+                                   defenses=tuple(d for d in self.defenses if d in defenses),
+                                   attacks=tuple(a for a in self.attacks if a in attacks))
+        if not grid.cells():
+            raise ValueError(f"the {key} part of the {self.name} grid has no cells")
+        return grid
 
     # -- variants -----------------------------------------------------------------------------
     def restrict(self, models: Iterable[str] | None = None, defenses: Iterable[str] | None = None,
@@ -262,7 +398,7 @@ _QUICK = Grid(
         # The photos have no training split: the CNN's test accuracy comes from the same
         # architecture and defense trained on Fashion-MNIST. iDLG is left out on the CNN: within
         # this profile's budget it does not reconstruct the CNN's victims even without a defense.
-        Setting("cnn", "photos", "fashion-mnist", attacks=("ig",)),
+        Setting("cnn", "photos", "fashion-mnist", attacks=("ig",) + ADAPTIVE_ATTACKS),
     ),
     victims=8,
     pool=512,
@@ -280,6 +416,7 @@ _QUICK = Grid(
         "tested on 1,000 test images; the paper trains for hundreds of epochs on the whole split.",
         "The CNN is attacked on 32x32 colour photos (no training split); its test accuracy is that of "
         "the same architecture and defense trained on Fashion-MNIST.",
+        "ig-omit and ig-joint run with Inverting Gradients' 200 iterations (chapter 6's own experiments: 300).",
     ),
 )
 

@@ -44,11 +44,14 @@ SUMMARY_FIELDS = (
 
 FAMILY_STYLE = {  # colour and marker of each defense family in every figure
     "none": ("black", "*"), "gaussian": ("C0", "o"), "laplacian": ("C1", "s"), "prune": ("C2", "^"),
-    "dp": ("C3", "D"), "precode": ("C4", "P"),
+    "dp": ("C3", "D"), "precode": ("C4", "P"), "precode-early": ("C5", "X"), "precode+partial": ("C6", "p"),
+    "precode+": ("C7", "h"),
 }
 FAMILY_NAMES = {"none": "no defense", "gaussian": "Gaussian noise", "laplacian": "Laplacian noise",
-                "prune": "pruning", "dp": "DP-SGD", "precode": "PRECODE"}
-ATTACK_TITLES = {"ig": "Inverting Gradients", "idlg": "iDLG", "analytic": "analytic", "dlg": "DLG"}
+                "prune": "pruning", "dp": "DP-SGD", "precode": "PRECODE", "precode-early": "PRECODE placed early",
+                "precode+partial": "PRECODE + partial noise", "precode+": "PRECODE + gradient defense"}
+ATTACK_TITLES = {"ig": "Inverting Gradients", "idlg": "iDLG", "analytic": "analytic", "dlg": "DLG",
+                 "ig-omit": "ig-omit", "ig-joint": "ig-joint"}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -102,17 +105,33 @@ def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds
 
 
 def family(defense: str) -> str:
-    """The defense's family: ``none``, ``gaussian``, ``laplacian``, ``prune``, ``dp`` or ``precode``."""
-    return str(defense).split(":")[0]
+    """The defense's family: ``none``, ``gaussian``, ``laplacian``, ``prune``, ``dp``, ``precode``;
+    beyond the paper ``precode-early`` (``precode@LAYER``), ``precode+partial``
+    (``precode+partial-gaussian:S``) and ``precode+`` (PRECODE with another gradient defense)."""
+    from .grid import split_defense
+
+    at, spec = split_defense(defense)
+    if at is None:
+        return str(defense).split(":")[0]
+    if spec != "none":
+        return "precode+partial" if spec.startswith("partial-") else "precode+"
+    return "precode" if at == "classifier" else "precode-early"
 
 
 def _short(defense: str) -> str:
+    from .grid import split_defense
+
+    at, spec = split_defense(defense)
+    if at is not None:
+        out = "PRECODE" if at == "classifier" else f"PRECODE@{at}"
+        return out if spec == "none" else f"{out} + {_short(spec)}"
     name, _, arg = str(defense).partition(":")
     if name == "dp":
         return "DP-SGD"
-    if name == "precode":
-        return "PRECODE"
-    return name if not arg else f"{name} {float(arg):g}"
+    try:
+        return name if not arg else f"{name} {float(arg):g}"
+    except ValueError:
+        return str(defense)
 
 
 def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | None = None, html: bool = False) -> str:
@@ -151,7 +170,8 @@ def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | Non
         body.append(out)
     first = summary[0]
     note = (f"Success: SSIM >= {first['threshold']:g}; {first['n']} victims per cell; Wilson 95% intervals; "
-            "-: not run (the analytic attack needs a first fully connected layer).")
+            "-: not run (the analytic attack needs a first fully connected layer; ig-omit and ig-joint need a "
+            "PRECODE bottleneck).")
     if html:
         import html as html_lib
 
@@ -206,11 +226,13 @@ def plot_privacy_utility(summary: list[dict[str, Any]], attack: str = "ig", metr
             else:
                 err = [[r["ssim_ci95"]], [r["ssim_ci95"]]]
             ax.errorbar(r["test_accuracy"], y, yerr=err, fmt=marker, color=colour, capsize=3,
-                        markersize=11 if fam in ("none", "precode") else 6, alpha=0.9,
+                        markersize=11 if fam in ("none", "precode") else 7, alpha=0.9,
                         label=None if fam in seen else FAMILY_NAMES.get(fam, fam))
             seen.add(fam)
             if fam not in ("none", "precode", "dp"):
-                ax.annotate(r["defense"].partition(":")[2], (r["test_accuracy"], y), textcoords="offset points",
+                sep = "@" if fam == "precode-early" else ":"
+                level = r["defense"].rpartition(sep)[2]
+                ax.annotate(level, (r["test_accuracy"], y), textcoords="offset points",
                             xytext=(5, 3), fontsize=7, color=colour)
         ax.set_xlabel(f"test accuracy after training ({rows[0]['train_data'] if rows else ''})")
         ax.set_ylabel("attack success rate" if metric == "attack_success_rate" else "mean SSIM")
