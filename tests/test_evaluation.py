@@ -113,7 +113,7 @@ def test_families_and_labels_of_the_precode_variants():
                                            "precode+prune:0.9")] == [
         "precode", "precode-early", "precode+partial", "precode+"]
     assert _short("precode@block2") == "PRECODE@block2"
-    assert _short("precode+partial-gaussian:0.01") == "PRECODE + partial-gaussian 0.01"
+    assert _short("precode+partial-gaussian:0.01") == "PRECODE + partial 0.01"
     with pytest.raises(ValueError, match="not canonical"):
         Grid(name="t", settings=(Setting("mlp", "fashion-mnist", "fashion-mnist"),), defenses=("PRECODE",))
 

@@ -5,7 +5,8 @@ accuracy, against gradient noise and pruning that cost accuracy. This package re
 
 * :mod:`~precode.evaluation.grid`: what is run: the models and data (:class:`Setting`), the
   defenses and their levels, the attacks, the budgets of the ``quick`` and ``full`` profiles
-  (:func:`get_grid`);
+  (:func:`get_grid`), and its parts (:meth:`Grid.part`): the paper's rows (chapter 5) and the
+  rows beyond the paper, PRECODE's variants against the attacks that know it (chapter 6);
 * :mod:`~precode.evaluation.cells`: one cell (an attack on a model under a defense), step by step
   as ``python -m precode attack`` does it, and training a model under a defense;
 * :mod:`~precode.evaluation.report`: per-cell statistics (success rate at an SSIM threshold with
@@ -19,13 +20,16 @@ Example (chapter 5)::
     out = run_evaluation(get_grid("quick"), "results/evaluation-quick", overwrite=True)
     print(comparison_table(read_csv(out / "summary.csv")))
 
-The command line: ``python -m precode evaluate --profile quick --out DIR [--resume]``.
-Used in chapter 5 (``book/05_evaluation.ipynb``).
+The command line: ``python -m precode evaluate --profile quick --out DIR [--part PART] [--resume]``.
+Used in chapter 5 (``book/05_evaluation.ipynb``) and chapter 6 (``book/06_adaptive_attacks.ipynb``).
 """
 from __future__ import annotations
 
 from .cells import defended_gradients, run_cell, train_model, victim_model
-from .grid import ATTACKS, DEFENSES, GRIDS, PRECODE, Cell, Grid, Setting, canonical_defense, get_grid
+from .grid import (
+    ADAPTIVE_ATTACKS, ADAPTIVE_DEFENSES, ATTACKS, DEFENSES, GRIDS, PAPER_ATTACKS, PAPER_DEFENSES, PARTS, PRECODE,
+    Cell, Grid, Setting, canonical_defense, get_grid, split_defense,
+)
 from .report import (
     SUMMARY_FIELDS, comparison_table, draw_figures, family, plot_convergence, plot_privacy_utility,
     plot_ssim_distributions, plot_success_vs_threshold, summarize_cell, wilson_interval,
@@ -35,6 +39,7 @@ from .store import RESULT_FIELDS, TRAINING_CSV_FIELDS, RunFolder, read_csv
 
 __all__ = [
     "ATTACKS", "DEFENSES", "GRIDS", "PRECODE", "Cell", "Grid", "Setting", "canonical_defense", "get_grid",
+    "ADAPTIVE_ATTACKS", "ADAPTIVE_DEFENSES", "PAPER_ATTACKS", "PAPER_DEFENSES", "PARTS", "split_defense",
     "defended_gradients", "run_cell", "train_model", "victim_model",
     "SUMMARY_FIELDS", "comparison_table", "draw_figures", "family", "plot_convergence", "plot_privacy_utility",
     "plot_ssim_distributions", "plot_success_vs_threshold", "summarize_cell", "wilson_interval",

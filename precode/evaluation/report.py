@@ -124,7 +124,7 @@ def _short(defense: str) -> str:
     at, spec = split_defense(defense)
     if at is not None:
         out = "PRECODE" if at == "classifier" else f"PRECODE@{at}"
-        return out if spec == "none" else f"{out} + {_short(spec)}"
+        return out if spec == "none" else f"{out} + {_short(spec.replace('partial-gaussian', 'partial'))}"
     name, _, arg = str(defense).partition(":")
     if name == "dp":
         return "DP-SGD"
