@@ -273,13 +273,14 @@ def train_dp(
     device = p.device if p is not None else torch.device("cpu")
 
     torch.manual_seed(seed)
+    # Opacus draws its noise where the parameters are, so its generator lives on their device
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     with _quiet_opacus():
         engine = PrivacyEngine(accountant="rdp")
         hooks, dp_optimizer, dp_loader = engine.make_private(
             module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=z, max_grad_norm=c,
-            noise_generator=torch.Generator().manual_seed(seed + 1), wrap_model=False,
+            noise_generator=torch.Generator(device=device).manual_seed(seed + 1), wrap_model=False,
         )
     sample_rate = 1 / len(dp_loader)
 
