@@ -109,6 +109,8 @@ def _table(config: dict[str, Any], history: list[dict], summary: dict[str, Any])
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from .bottleneck import add_precode
     from .data import load_data
     from .defenses import DPSGD, parse_defense
@@ -135,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(model_name, train_data.input_shape, train_data.num_classes, seed=seed)
     if args.precode:
         model = add_precode(model, seed=seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # as the attack and evaluate commands
+    model.to(device)
 
     try:
         result = defense.train(model, train_data, test_data, epochs=epochs, lr=lr, batch_size=batch_size,
@@ -168,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         "lr": lr,
         "batch_size": batch_size,
         "seed": seed,
+        "device": str(device),
     }
     history = []
     for h in result.history:
