@@ -9,6 +9,15 @@ os.environ.setdefault("PRECODE_PROFILE", "quick")
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test (the attacks are many small operations), restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def sample():
     """The embedded Fashion-MNIST sample's test split (needs nothing installed)."""
     from precode.data import load_data

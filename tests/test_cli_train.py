@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from precode.cli import main
 
@@ -36,14 +35,6 @@ def test_json_to_stdout_is_the_only_output_and_has_the_keys():
     summary = payload["summary"]
     assert set(summary) >= {"test_accuracy", "seconds", "epsilon"}
     assert 0 <= summary["test_accuracy"] <= 1 and summary["seconds"] > 0 and 0 < summary["epsilon"] < 100
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_table_and_json_file_in_process(tmp_path, capsys, one_thread):

@@ -4,7 +4,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from precode import evaluation
 from precode.cli import main
@@ -14,14 +13,6 @@ from precode.evaluation.grid import Grid, Setting
 
 TINY = ["--victims", "2", "--iterations", "3", "--epochs", "1", "--train-images", "64", "--test-images", "50",
         "--pool", "10", "--no-progress"]
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_grid(defenses=("none", "prune:0.5"), attacks=("analytic", "ig")) -> Grid:

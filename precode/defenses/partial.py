@@ -18,10 +18,8 @@ Used in chapter 6 (``book/06_adaptive_attacks.ipynb``).
 from __future__ import annotations
 
 import re
-from typing import Any
-
-from .base import Defense, SharedGradients
-from .noise import _check_scale, _gaussian_like
+from .base import SharedGradients
+from .noise import GaussianNoise, add_gaussian_noise
 
 __all__ = ["PartialGaussianNoise", "gradients_before_sampling"]
 
@@ -47,7 +45,7 @@ def gradients_before_sampling(names) -> list[str]:
     return names[:cut]
 
 
-class PartialGaussianNoise(Defense):
+class PartialGaussianNoise(GaussianNoise):
     """Gaussian noise ``N(0, std^2)`` on every entry of the gradients before PRECODE's sampling only.
 
     Args:
@@ -63,17 +61,7 @@ class PartialGaussianNoise(Defense):
 
     name = "partial-gaussian"
 
-    def __init__(self, std: float, seed: int = 0):
-        self.std = _check_scale(std, "the Gaussian noise std")
-        super().__init__(seed)
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return {"std": self.std}
-
     def __call__(self, grads: SharedGradients) -> SharedGradients:
-        noisy = set(gradients_before_sampling(grads))
-        return {
-            k: g if (g is None or self.std == 0 or k not in noisy) else g + self.std * _gaussian_like(g, self.generator)
-            for k, g in grads.items()
-        }
+        # GaussianNoise on the gradients before the sampling (a prefix, so the draws come in the same order)
+        noisy = add_gaussian_noise({k: grads[k] for k in gradients_before_sampling(grads)}, self.std, self.generator)
+        return {k: noisy.get(k, g) for k, g in grads.items()}

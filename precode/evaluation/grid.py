@@ -379,6 +379,7 @@ class Grid:
         return cls(**data)
 
 
+@functools.lru_cache(maxsize=None)
 def analytic_applies(model: str) -> bool:
     """Whether the analytic attack applies to the model: a first fully connected layer with a bias."""
     from ..attacks import first_linear_layer

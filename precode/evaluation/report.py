@@ -29,6 +29,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .grid import split_defense
+
 __all__ = [
     "SUMMARY_FIELDS", "wilson_interval", "summarize_cell", "family", "comparison_table",
     "plot_privacy_utility", "plot_ssim_distributions", "plot_success_vs_threshold", "plot_convergence",
@@ -108,8 +110,6 @@ def family(defense: str) -> str:
     """The defense's family: ``none``, ``gaussian``, ``laplacian``, ``prune``, ``dp``, ``precode``;
     beyond the paper ``precode-early`` (``precode@LAYER``), ``precode+partial``
     (``precode+partial-gaussian:S``) and ``precode+`` (PRECODE with another gradient defense)."""
-    from .grid import split_defense
-
     at, spec = split_defense(defense)
     if at is None:
         return str(defense).split(":")[0]
@@ -119,8 +119,6 @@ def family(defense: str) -> str:
 
 
 def _short(defense: str) -> str:
-    from .grid import split_defense
-
     at, spec = split_defense(defense)
     if at is not None:
         out = "PRECODE" if at == "classifier" else f"PRECODE@{at}"
