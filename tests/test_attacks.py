@@ -108,6 +108,25 @@ def test_analytic_attack_separates_small_batches(victims):
         assert (errors.min(dim=1).values < 1e-3).all()  # every image of the batch is among them
 
 
+def test_linear_layer_input_is_exact_behind_precode_noise():
+    # PRECODE's encoder is a linear layer with a bias: its input (the early bottleneck's feature map)
+    # comes back from its gradients whatever noise the sampling drew (chapter 6)
+    torch.manual_seed(0)
+    model = add_precode(build_model("cnn", (3, 16, 16), 10, seed=0, widths=(4, 4)), before="block2", seed=0)
+    images, labels = torch.rand(3, 3, 16, 16), torch.tensor([1, 2, 3])
+    shared = compute_victim_gradients(model, images, labels)
+    h = attacks.linear_layer_input(shared["precode.encoder.weight"], shared["precode.encoder.bias"])
+    truth = model.block1(images).flatten(1).double()
+    assert h.shape == truth.shape and h.dtype == torch.float64
+    torch.testing.assert_close(h, truth, atol=1e-5, rtol=1e-4)
+    one = attacks.linear_layer_input(shared["precode.encoder.weight"][0], shared["precode.encoder.bias"][0])
+    torch.testing.assert_close(one, h[0])
+    zero = attacks.linear_layer_input(torch.ones(2, 4, 5), torch.zeros(2, 4))  # nothing to recover: zeros
+    assert torch.equal(zero, torch.zeros(2, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="weight \\(out, in\\) and bias"):
+        attacks.linear_layer_input(torch.ones(4, 5), torch.ones(3))
+
+
 @pytest.mark.parametrize("name", ["cnn", "lenet"])
 def test_analytic_attack_needs_a_leading_linear_layer(victims, name):
     images, labels = victims

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .adaptive import ig_joint, ig_omit, layers_before_sampling
-from .analytic import analytic_attack, first_linear_layer
+from .analytic import analytic_attack, first_linear_layer, linear_layer_input
 from .base import AttackResult, prepare_gradients
 from .dlg import dlg, idlg
 from .ig import inverting_gradients, total_variation
@@ -44,7 +44,8 @@ from .matching import GradientMatcher, select_layers
 
 __all__ = [
     "ATTACK_NAMES", "ATTACKS", "AttackResult", "reconstruct", "dlg", "idlg", "inverting_gradients",
-    "analytic_attack", "infer_labels", "last_layer", "first_linear_layer", "GradientMatcher", "select_layers",
+    "analytic_attack", "infer_labels", "last_layer", "first_linear_layer", "linear_layer_input",
+    "GradientMatcher", "select_layers",
     "total_variation", "batched_lbfgs", "prepare_gradients", "ig_omit", "ig_joint", "layers_before_sampling",
 ]
 

@@ -42,7 +42,7 @@ from .base import (
 )
 from .labels import infer_labels, last_layer
 
-__all__ = ["analytic_attack", "first_linear_layer"]
+__all__ = ["analytic_attack", "first_linear_layer", "linear_layer_input"]
 
 
 def first_linear_layer(model: nn.Module, input_shape: Sequence[int]) -> str:
@@ -132,14 +132,12 @@ def analytic_attack(
     dw = targets[f"{layer}.weight"].double()  # (N, units, pixels)
     db = targets[f"{layer}.bias"].double()  # (N, units)
     images = torch.zeros(n, batch_size, math.prod(shape), dtype=torch.float64, device=dw.device)
-    for v in range(n):
-        if batch_size == 1:
-            norm = db[v].square().sum()
-            if norm == 0:
-                warnings.warn(f"victim {v}: the first layer's bias gradient is zero; nothing to recover", stacklevel=2)
-                continue
-            images[v, 0] = db[v] @ dw[v] / norm
-        else:
+    if batch_size == 1:
+        for v in (db.square().sum(1) == 0).nonzero().flatten().tolist():
+            warnings.warn(f"victim {v}: the first layer's bias gradient is zero; nothing to recover", stacklevel=2)
+        images[:, 0] = linear_layer_input(dw, db)
+    else:
+        for v in range(n):
             images[v] = _separate(dw[v], db[v], batch_size, tolerance)
     return AttackResult(
         reconstructions=images.reshape(n * batch_size, *shape).float().clamp(0, 1).cpu(),
@@ -149,6 +147,40 @@ def analytic_attack(
         restart_losses=None,
         attack="analytic",
     )
+
+
+def linear_layer_input(weight_grad: torch.Tensor, bias_grad: torch.Tensor) -> torch.Tensor:
+    """The input of a fully connected layer with a bias, from its gradients for one image.
+
+    Row ``i`` of the weight gradient is entry ``i`` of the bias gradient times the layer's input
+    ``h``, whatever the error signal (a PRECODE bottleneck's noise included), so
+    ``h = sum_i db_i dW_i / sum_i db_i^2``: exact up to rounding. The analytic attack applies it
+    to the first layer; chapter 6 to PRECODE's encoder.
+
+    Args:
+        weight_grad: ``(out, in)``, or ``(N, out, in)`` for ``N`` victims.
+        bias_grad: ``(out,)``, or ``(N, out)``.
+
+    Returns:
+        ``(in,)`` or ``(N, in)``, in float64; zero for a victim whose bias gradient is zero
+        (nothing to recover).
+
+    Raises:
+        ValueError: shapes that do not belong to one linear layer.
+    """
+    dw, db = weight_grad.double(), bias_grad.double()
+    single = dw.dim() == 2
+    if single:
+        dw, db = dw[None], db[None]
+    if dw.dim() != 3 or db.dim() != 2 or dw.shape[:2] != db.shape:
+        raise ValueError(f"a linear layer's gradients are weight (out, in) and bias (out,), or (N, out, in) and "
+                         f"(N, out); got {tuple(weight_grad.shape)} and {tuple(bias_grad.shape)}")
+    out = torch.zeros(dw.shape[0], dw.shape[2], dtype=torch.float64, device=dw.device)
+    for v in range(dw.shape[0]):
+        norm = db[v].square().sum()
+        if norm != 0:
+            out[v] = db[v] @ dw[v] / norm
+    return out[0] if single else out
 
 
 def _separate(dw: torch.Tensor, db: torch.Tensor, batch_size: int, tolerance: float) -> torch.Tensor:
