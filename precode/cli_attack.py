@@ -242,7 +242,7 @@ def _run(args: argparse.Namespace) -> int:
     if attack == "analytic":
         first_linear_layer(model, victims.input_shape)  # fail before any training
     if args.trained_epochs:
-        train_data = load_data(args.data, "train").subset(profile.train_subset, seed=args.seed)
+        train_data = load_data(args.data, "train").subset(profile.train_subset)
         train(model, train_data, epochs=args.trained_epochs, seed=args.seed, progress=progress)
 
     # what the clients share: one gradient per client batch, after any transform they apply;

@@ -5,8 +5,8 @@
     python -m precode train --model {mlp,cnn,lenet} [--precode] --data D [--epochs E]
         [--defense SPEC] [--seed S] [--lr LR] [--batch-size B] [--json PATH|-]
 
-Trains on the train split of ``D`` (at most the profile's ``train_subset`` images, a seeded
-random subset) with Adam, evaluates on the whole test split after every epoch, and prints a
+Trains on the train split of ``D`` (its first ``train_subset`` images in the quick profile, all of
+them in the full one) with Adam, evaluates on the whole test split after every epoch, and prints a
 table, or with ``--json -`` only a JSON document on stdout::
 
     {"config": {...}, "history": [{"epoch", "train_loss", "train_accuracy", "test_loss",
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
     train_full = load_data(args.data, "train")
     test_data = load_data(args.data, "test")
-    train_data = train_full.subset(profile.train_subset, seed=seed)
+    train_data = train_full.subset(profile.train_subset)
     model = build_model(model_name, train_data.input_shape, train_data.num_classes, seed=seed)
     if args.precode:
         model = add_precode(model, seed=seed)

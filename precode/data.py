@@ -11,9 +11,11 @@ Names understood by :func:`load_data`:
   Fashion-MNIST is also read offline from Debian's ``dataset-fashion-mnist`` package
   (``/usr/share/datasets/fashion-mnist``) and, when neither can be had, falls back to the
   embedded sample below, with a warning that says so.
-* ``fashion-mnist-sample``: the embedded stratified sample of Fashion-MNIST shipped inside the
-  package (1,500 training and 500 test images, 10 classes balanced; MIT licence, see
-  ``precode/_data/README.md``). Needs nothing.
+* ``fashion-mnist-sample``: the part of Fashion-MNIST shipped inside the package (8.8 MB): the
+  first 10,000 training images and the whole test split of 10,000, in their original order (MIT
+  licence, see ``precode/_data/README.md``). Needs nothing. Victims (the first test images), test
+  accuracies and training subsets of up to 10,000 images (:meth:`ImageData.subset`) are the
+  same as with the full data set; only training on more than 10,000 images differs.
 * ``photos``: 32x32 colour victims cut from scikit-image's bundled photographs, for
   CIFAR-shaped models when CIFAR cannot be downloaded. Victims only (no training split).
 * a path ending in ``.npz``: your own images, with arrays ``images`` (uint8, ``N x H x W`` or
@@ -104,12 +106,39 @@ class ImageData:
             raise ValueError(f"asked for {n} images but {self.name!r} has {len(self)}; choose 1 to {len(self)}")
         return dataclasses.replace(self, images=self.images[:n], labels=self.labels[:n])
 
-    def subset(self, n: int | None, seed: int = 0) -> "ImageData":
-        """A class-preserving random subset of ``n`` images (all of them when ``n`` is None or too large)."""
+    def subset(self, n: int | None, seed: int | None = None) -> "ImageData":
+        """``n`` images to train on (all of them when ``n`` is None or at least ``len(self)``).
+
+        Args:
+            n: how many images.
+            seed: ``None`` (what the chapters and commands use): the first ``n`` images in the
+                data's order, the same images whatever the size of the split that holds them, so
+                the embedded Fashion-MNIST sample and the full training split give the same
+                subsets of up to 10,000 images. An integer: a seeded random choice that keeps
+                every class's share of the data (stratified, largest remainders), in the data's
+                order.
+
+        Raises:
+            ValueError: ``n`` is not positive.
+        """
+        if n is not None and int(n) < 1:
+            raise ValueError(f"a subset needs at least one image, asked for {n}")
         if n is None or n >= len(self):
             return self
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(len(self), generator=g)[: int(n)]
+        n = int(n)
+        if seed is None:
+            return dataclasses.replace(self, images=self.images[:n], labels=self.labels[:n])
+        g = torch.Generator().manual_seed(int(seed))
+        classes, counts = torch.unique(self.labels, return_counts=True)
+        share = counts.double() * n / len(self)
+        take = share.floor().long()
+        remainder_order = torch.argsort(share - take, descending=True, stable=True)
+        take[remainder_order[: n - int(take.sum())]] += 1
+        chosen = []
+        for c, k in zip(classes.tolist(), take.tolist()):
+            members = torch.nonzero(self.labels == c).flatten()
+            chosen.append(members[torch.randperm(len(members), generator=g)[:k]])
+        idx = torch.cat(chosen).sort().values
         return dataclasses.replace(self, images=self.images[idx], labels=self.labels[idx])
 
     def dataset(self) -> torch.utils.data.TensorDataset:
@@ -203,7 +232,8 @@ def _load_sample(split: str) -> ImageData:
     return ImageData(
         _from_uint8(images), torch.from_numpy(labels.astype(np.int64)), list(FASHION_CLASSES),
         "fashion-mnist-sample",
-        f"the embedded stratified Fashion-MNIST sample ({split} split, {len(labels)} images, MIT licence)",
+        f"the embedded part of Fashion-MNIST ({split} split: {len(labels):,d} images, "
+        + ("the first 10,000 of 60,000" if split == "train" else "all of them") + "; MIT licence)",
     )
 
 
@@ -328,8 +358,9 @@ def load_data(
             return _load_torchvision(key, split, base, download)
         except DataUnavailableError as e:
             warnings.warn(
-                f"full Fashion-MNIST unavailable ({e}); using the embedded 2,000-image sample instead. "
-                "Install Debian's dataset-fashion-mnist or set PRECODE_DATA for the full data.",
+                f"full Fashion-MNIST unavailable ({e}); using the embedded sample instead (the whole "
+                "test split, the first 10,000 training images). Install Debian's dataset-fashion-mnist, "
+                "set PRECODE_DATA or allow downloads for all 60,000 training images.",
                 stacklevel=2,
             )
             return _load_sample(split)

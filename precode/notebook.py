@@ -42,14 +42,14 @@ def setup_chapter(seed: int = 0, threads: int | None = None) -> Profile:
     return profile
 
 
-def glue(name: str, value: Any, display: bool = False) -> Any:
+def glue(name: str, value: Any, display: bool = False) -> None:
     """Store ``value`` for the prose (myst-nb's ``glue``), so quoted numbers come from the run.
 
-    Outside Jupyter Book (for example in Colab without myst-nb) the value is just returned.
+    Returns nothing, so a cell that ends with ``glue(...)`` shows no stray value in the rendered
+    page. Outside Jupyter Book (for example in Colab without myst-nb) it does nothing.
     """
     try:
         from myst_nb import glue as _glue
     except ImportError:
-        return value
+        return
     _glue(name, value, display=display)
-    return value

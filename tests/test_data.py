@@ -59,7 +59,7 @@ def test_fashion_mnist_falls_back_to_sample_with_a_warning(tmp_path, monkeypatch
     monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
     with pytest.warns(UserWarning, match="embedded"):
         d = load_data("fashion-mnist", root=tmp_path, download=False)
-    assert d.name == "fashion-mnist-sample" and len(d) == 500
+    assert d.name == "fashion-mnist-sample" and len(d) == 10_000
 
 
 def test_debian_files_are_used_when_installed(tmp_path, monkeypatch):
@@ -77,14 +77,17 @@ def test_debian_files_are_used_when_installed(tmp_path, monkeypatch):
     assert len(d) == 6 and "Debian" in d.source
 
 
-def test_embedded_sample_is_stratified_and_small():
-    assert data_module.SAMPLE_FILE.stat().st_size <= 1_000_000
+def test_embedded_sample_is_the_start_of_fashion_mnist_and_small():
+    assert data_module.SAMPLE_FILE.stat().st_size <= 10_000_000
     train, test = load_data("fashion-mnist-sample", "train"), load_data("fashion-mnist-sample", "test")
-    assert len(train) == 1500 and len(test) == 500
-    assert torch.bincount(train.labels).tolist() == [150] * 10
-    assert torch.bincount(test.labels).tolist() == [50] * 10
+    assert len(train) == 10_000 and len(test) == 10_000
+    # The original order: the test split of Fashion-MNIST starts with these labels, and both
+    # splits are balanced (the test split exactly, the first 10,000 training images nearly).
+    assert test.labels[:10].tolist() == [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]
+    assert torch.bincount(test.labels).tolist() == [1000] * 10
+    assert torch.bincount(train.labels, minlength=10).min() >= 900
     assert 0 <= float(test.images.min()) and float(test.images.max()) <= 1
-    assert test.classes[0] == "T-shirt/top"
+    assert test.classes[0] == "T-shirt/top" and "first 10,000" in train.source
 
 
 def test_photos():
@@ -141,10 +144,24 @@ def test_unknown_name_and_split():
 
 def test_first_and_subset(sample):
     assert torch.equal(sample.first(3).images, sample.images[:3])
-    with pytest.raises(ValueError, match="asked for 501 images"):
-        sample.first(501)
+    with pytest.raises(ValueError, match=f"asked for {len(sample) + 1} images"):
+        sample.first(len(sample) + 1)
+    # Without a seed: the first n images, so a subset does not depend on the split's size.
+    assert torch.equal(sample.subset(100).images, sample.images[:100])
+    assert torch.equal(sample.subset(100).images, sample.first(400).subset(100).images)
+    assert sample.subset(None) is sample and sample.subset(len(sample) + 5) is sample
+    with pytest.raises(ValueError, match="at least one image"):
+        sample.subset(0)
+
+
+def test_seeded_subset_is_stratified_and_reproducible(sample):
     sub = sample.subset(100, seed=1)
     assert len(sub) == 100 and torch.equal(sub.images, sample.subset(100, seed=1).images)
+    assert not torch.equal(sub.images, sample.subset(100, seed=2).images)
+    # Every class keeps its share of the data, to within one image.
+    share = torch.bincount(sample.labels, minlength=10).double() * 100 / len(sample)
+    counts = torch.bincount(sub.labels, minlength=10).double()
+    assert (counts - share).abs().max() < 1
 
 
 def test_empty_imagedata_is_an_error():

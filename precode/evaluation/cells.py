@@ -126,8 +126,8 @@ def train_model(setting: Setting, defense: str, grid: Grid, train_full,
     """
     from ..defenses import parse_defense
 
-    train = train_full.subset(grid.train_images, seed=grid.seed)
-    test = test_full.subset(grid.test_images, seed=grid.seed)
+    train = train_full.subset(grid.train_images)
+    test = test_full.subset(grid.test_images)
     model = victim_model(setting.model, train.input_shape, train.num_classes, defense, grid.seed)
     model.to(_device())
     mechanism = parse_defense(split_defense(defense)[1], seed=grid.seed)

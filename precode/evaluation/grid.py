@@ -218,8 +218,8 @@ class Grid:
             rate, as far as the data set has them.
         ig_iterations, ig_restarts: Inverting Gradients' budget.
         dlg_iterations: iDLG's L-BFGS iterations (one restart).
-        train_images: training images per model (a seeded random subset; ``None``: all).
-        test_images: test images for ``test_accuracy`` (a seeded random subset; ``None``: all).
+        train_images: training images per model (the split's first ones; ``None``: all).
+        test_images: test images for ``test_accuracy`` (the split's first ones; ``None``: all).
         epochs: training epochs (Adam, ``lr``, batches of ``batch_size``; the paper's optimiser).
         threshold: an attack succeeds on a victim when the reconstruction's SSIM with the
             victim is at least this (dimensionless, in ``[-1, 1]``; default 0.5).
