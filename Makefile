@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 JOBS   ?= 2
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: book test unit chapters venv clean
+.PHONY: book test unit chapters status venv clean
 
 venv: $(STAMP)
 
@@ -24,18 +24,30 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# make book: write the repository URL from _config.yml into the chapters (scripts/sync_repository.py),
+# execute the chapters that are not current in the cache (the same tests as make test), render the
+# book from the cache, then check the build (maths shipped, no stray outputs: scripts/check_book.py).
 book: $(STAMP)
+	$(PY) scripts/sync_repository.py
+	$(PY) -m pytest tests/test_chapters.py -p no:cacheprovider -n $(JOBS) $(PYTEST_ARGS)
 	rm -rf _build/html _build/.doctrees
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	$(PY) scripts/check_book.py
 
+# make test: the unit tests and every chapter (tests/test_chapters.py runs each through nbmake and
+# stores it in the book's cache; a chapter that is current there is not executed again).
 test: $(STAMP)
-	$(PY) -m pytest tests --nbmake book --nbmake-timeout=1800 -p no:cacheprovider -n $(JOBS) $(PYTEST_ARGS)
+	$(PY) -m pytest tests -p no:cacheprovider -n $(JOBS) --dist worksteal $(PYTEST_ARGS)
 
 unit: $(STAMP)
-	$(PY) -m pytest tests -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest tests -p no:cacheprovider --ignore tests/test_chapters.py $(PYTEST_ARGS)
 
 chapters: $(STAMP)
-	$(PY) -m pytest --nbmake book --nbmake-timeout=1800 -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest tests/test_chapters.py -p no:cacheprovider -n $(JOBS) $(PYTEST_ARGS)
+
+# The chapters' cache: which chapters are current, and how to empty it.
+status: $(STAMP)
+	$(PY) scripts/chapters.py status
 
 clean:
 	rm -rf _build

@@ -1,0 +1,89 @@
+"""The book's own tooling: the repository URL in one place, the build checks, the chapters' cache."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import chapters  # noqa: E402
+import check_book  # noqa: E402
+import sync_repository  # noqa: E402
+
+
+def test_repository_url_is_written_everywhere_from_config():
+    assert sync_repository.sync(check=True) == [], "run python scripts/sync_repository.py"
+    url = sync_repository.repository_url()
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        assert f"git+{url}.git" in json.dumps(json.loads(path.read_text())["cells"][0]["source"]), path.name
+
+
+def test_a_fork_changes_one_setting(tmp_path):
+    for name in ("_config.yml", "README.md"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "book", tmp_path / "book", ignore=shutil.ignore_patterns("*.bib", "*.md"))
+    config = tmp_path / "_config.yml"
+    config.write_text(config.read_text().replace(sync_repository.repository_url(), "https://github.com/someone/fork"))
+    stale = sync_repository.sync(tmp_path, check=True)
+    assert "README.md" in stale and len(stale) == len(list((ROOT / "book").glob("*.ipynb"))) + 1
+    sync_repository.sync(tmp_path)
+    assert sync_repository.sync(tmp_path, check=True) == []
+    readme = (tmp_path / "README.md").read_text()
+    assert "colab.research.google.com/github/someone/fork/blob/main" in readme
+    assert "git+https://github.com/someone/fork.git" in readme and "precode-book/precode-book" not in readme
+    install = "".join(json.loads((tmp_path / "book" / "01_leakage.ipynb").read_text())["cells"][0]["source"])
+    assert "git+https://github.com/someone/fork.git" in install
+
+
+def _page(html_dir, name, script):
+    (html_dir / "book").mkdir(parents=True, exist_ok=True)
+    (html_dir / "book" / name).write_text(f'<html><head>{script}</head><body><span class="math">x</span></body></html>')
+
+
+def test_mathjax_must_come_from_the_build(tmp_path):
+    html = tmp_path / "html"
+    _page(html, "a.html", '<script defer="defer" src="../_static/mathjax/tex-chtml.js"></script>')
+    assert "not in the build" in check_book.mathjax_problems(html)[0]
+    (html / "_static" / "mathjax").mkdir(parents=True)
+    (html / "_static" / "mathjax" / "tex-chtml.js").write_text("//")
+    assert check_book.mathjax_problems(html) == []
+    _page(html, "b.html", '<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>')
+    assert check_book.mathjax_problems(html) == ["book/b.html loads MathJax from the network: "
+                                                 "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"]
+
+
+def test_stray_outputs_are_found(tmp_path):
+    def cell(outputs, tags=()):
+        return {"cell_type": "code", "metadata": {"tags": list(tags)}, "outputs": outputs, "source": ""}
+
+    bare = {"output_type": "execute_result", "data": {"text/plain": ["'0.953'"]}, "metadata": {}}
+    figure = {"output_type": "display_data", "data": {"image/png": "", "text/plain": ["<Figure>"]}, "metadata": {}}
+    printed = {"output_type": "stream", "name": "stdout", "text": ["hello\n"]}
+    notebook = {"cells": [cell([printed, figure]), cell([bare]), cell([bare], ["remove-output"])]}
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "x.ipynb").write_text(json.dumps(notebook))
+    assert check_book.stray_outputs(tmp_path) == ["x.ipynb cell 1 shows a bare value: '0.953'"]
+
+
+def test_chapters_come_from_the_toc_and_the_cache_depends_on_the_package(monkeypatch):
+    names = [p.name for p in chapters.chapters()]
+    assert names[0] == "01_leakage.ipynb" and names == sorted(names)
+    stamp = chapters.dependency_stamp()
+    assert set(stamp) == {"package", "requirements", "profile", "fashion-mnist"}
+    monkeypatch.setenv("PRECODE_PROFILE", "full")
+    assert chapters.dependency_stamp()["profile"] == "full"
+    monkeypatch.setattr(chapters, "_hash_tree", lambda paths: str(len(paths)))
+    assert chapters.dependency_stamp()["package"] != stamp["package"]
+
+
+@pytest.mark.parametrize("page", ["04_precode.html"])
+def test_built_book_if_present(page):
+    """After make book: the real build passes the checks (skipped before a build)."""
+    built = ROOT / "_build" / "html" / "book" / page
+    if not built.exists():
+        pytest.skip("no built book; run make book")
+    assert check_book.mathjax_problems(ROOT / "_build" / "html") == []
