@@ -199,7 +199,10 @@ def test_dlg_batched_equals_each_victim_alone_for_a_short_run(victims):
     images, labels = victims
     model = lenet()
     shared = compute_victim_gradients(model, images[:3], labels[:3])
-    options = dict(input_shape=(1, 28, 28), iterations=1, seed=0, progress=False, max_eval=4)
+    # Two evaluations: the first step of the line search. Beyond it, a strong-Wolfe decision can
+    # flip on float rounding that differs between a batched and a lone convolution (measured on
+    # this CPU: with max_eval=4 one of the three DLG victims took another branch, 0.043 apart).
+    options = dict(input_shape=(1, 28, 28), iterations=1, seed=0, progress=False, max_eval=2)
     for name in ("dlg", "idlg"):
         together = attacks.reconstruct(name, model, shared, **options)
         for v in range(3):
