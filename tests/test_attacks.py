@@ -82,6 +82,24 @@ def test_label_rule_bias_works_behind_precode_and_for_batches(victims):
         attacks.infer_labels(model, batched, source="logits")
 
 
+def test_label_rule_is_not_fooled_by_a_pruned_bias(victims):
+    """Pruning at p = 0.99 zeroes all 10 entries of the classifier's bias gradient
+    (round(0.99 * 10) = 10): the bias says nothing, and the rule must not answer class 0."""
+    from precode.defenses import parse_defense
+
+    images, labels = victims
+    model = small_mlp()
+    shared = compute_victim_gradients(model, images, labels, defense=parse_defense("prune:0.99", seed=0))
+    assert torch.count_nonzero(shared["classifier.bias"]) == 0
+    assert torch.equal(attacks.infer_labels(model, shared), labels)  # auto falls back to the weight rule
+    assert torch.equal(attacks.infer_labels(model, shared, source="weight"), labels)
+    with pytest.raises(ValueError, match=r"classifier\.bias\) is all zero"):  # it used to answer class 0
+        attacks.infer_labels(model, shared, source="bias")
+    silent = {name: torch.zeros_like(g) if name.startswith("classifier") else g for name, g in shared.items()}
+    with pytest.raises(ValueError, match="all zero for victim"):
+        attacks.infer_labels(model, silent)
+
+
 # -- the analytic attack -----------------------------------------------------------------------
 
 

@@ -62,15 +62,17 @@ def infer_labels(
         batch_size: images per victim ``B``.
         source: ``"bias"`` (argmin of the bias gradient: exact for any features), ``"weight"``
             (argmin of the weight gradient's row sums: exact when the last layer's inputs are
-            non-negative, iDLG's rule) or ``"auto"`` (the bias when the last layer has one).
+            non-negative, iDLG's rule) or ``"auto"`` (the bias when the last layer has one and
+            its gradient has a negative entry, else the weight rule: a pruned or zeroed bias
+            gradient does not fool it).
 
     Returns:
         ``(N * B,)`` labels; for ``B > 1`` the classes of each victim are sorted from the most
         negative gradient entry to the least.
 
     Raises:
-        ValueError: gradients that do not fit the model, an unknown source, or a batch size
-        larger than the number of classes.
+        ValueError: gradients that do not fit the model, an unknown source, a batch size
+        larger than the number of classes, or a last-layer gradient that is all zero.
     """
     if source not in LABEL_SOURCES:
         raise ValueError(f"unknown label source {source!r}; choose one of {list(LABEL_SOURCES)}")
@@ -79,9 +81,22 @@ def infer_labels(
     if source == "bias" and bias is None:
         raise ValueError(f"the last layer ({weight}) has no bias; use source='weight'")
     use_bias = bias is not None and source in ("auto", "bias")
-    scores = targets[bias] if use_bias else targets[weight].sum(dim=2)  # (N, classes)
+    row_sums = targets[weight].sum(dim=2)  # (N, classes)
+    scores = targets[bias] if use_bias else row_sums
     if not 1 <= batch_size <= scores.shape[1]:
         raise ValueError(
             f"batch_size must be between 1 and the number of classes ({scores.shape[1]}) for the label rule, got {batch_size}"
+        )
+    if source == "auto" and use_bias:
+        # A bias gradient without a negative entry carries no label (pruning zeroes all of a small
+        # bias: round(0.99 * 10) = 10 entries); argmin would return class 0 for every victim.
+        # Those victims fall back to the weight rule.
+        silent = (scores < 0).sum(dim=1) == 0
+        scores = torch.where(silent[:, None], row_sums, scores)
+    empty = (scores == 0).all(dim=1)
+    if bool(empty.any()):
+        raise ValueError(
+            f"the last layer's shared gradient ({bias if source == 'bias' else weight}) is all zero for victim(s) "
+            f"{torch.nonzero(empty).flatten().tolist()[:5]}: the labels cannot be read off it; give the labels"
         )
     return scores.argsort(dim=1, stable=True)[:, :batch_size].reshape(-1).cpu()
