@@ -12,7 +12,8 @@ import importlib
 import json
 import sys
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["main", "UserError", "write_json"]
 

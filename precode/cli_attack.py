@@ -27,7 +27,7 @@ import argparse
 import math
 import os
 import sys
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -46,7 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--data", help="fashion-mnist, fashion-mnist-sample, mnist, cifar10, cifar100 or a .npz path")
     p.add_argument("--epochs", help="passes over the training images (default: the profile's epochs)")
     p.add_argument("--defense", default="none", metavar="SPEC", help=f"the defense: {DEFENSE_FORMS} (default: none)")
-    p.add_argument("--seed", default="0", help="seeds the model, the training subset, the shuffling and the noise (default 0)")
+    p.add_argument("--seed", default="0",
+                   help="seeds the model, the training subset, the shuffling and the noise (default 0)")
     p.add_argument("--lr", default="1e-3", help="Adam's learning rate (default 1e-3, as in the paper)")
     p.add_argument("--batch-size", default="64", help="images per step; DP-SGD's expected batch size (default 64)")
     p.add_argument("--json", metavar="PATH|-", help="write the results as JSON to PATH, or to stdout with -")

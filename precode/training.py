@@ -9,7 +9,7 @@ Used in chapters 3, 4 and 5 (accuracy and convergence under defenses and PRECODE
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -119,7 +119,9 @@ def train(
             logits = model(x)
             loss = loss_fn(model, logits, y)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {float(loss)} in epoch {epoch}; lower the learning rate")
+                raise FloatingPointError(
+                    f"training loss became {float(loss)} in epoch {epoch}; lower the learning rate"
+                )
             loss.backward()
             if gradient_transform is not None:
                 grads = gradient_transform({k: p.grad for k, p in zip(names, params)})

@@ -6,9 +6,20 @@ import torch
 
 from precode.bottleneck import add_precode, bottlenecks
 from precode.defenses import (
-    DEFENSE_FORMS, DPSGD, GaussianNoise, GradientPruning, LaplacianNoise, NoDefense, clip_per_sample,
-    compute_dp_shared_gradients, dp_epsilon, parse_defense, per_sample_gradients, prune_gradients,
-    train_dp, train_with_defense,
+    DEFENSE_FORMS,
+    DPSGD,
+    GaussianNoise,
+    GradientPruning,
+    LaplacianNoise,
+    NoDefense,
+    clip_per_sample,
+    compute_dp_shared_gradients,
+    dp_epsilon,
+    parse_defense,
+    per_sample_gradients,
+    prune_gradients,
+    train_dp,
+    train_with_defense,
 )
 from precode.federated import compute_shared_gradients, compute_victim_gradients
 from precode.models import build_model

@@ -3,8 +3,13 @@ import torch
 
 from precode.bottleneck import add_precode
 from precode.federated import (
-    Client, compute_shared_gradients, compute_victim_gradients, fedavg_round, fedsgd_round,
-    split_among_clients, validate_gradients,
+    Client,
+    compute_shared_gradients,
+    compute_victim_gradients,
+    fedavg_round,
+    fedsgd_round,
+    split_among_clients,
+    validate_gradients,
 )
 from precode.models import build_model
 from precode.training import evaluate, loss_fn, train

@@ -22,7 +22,7 @@ Used in chapter 6 (``book/06_adaptive_attacks.ipynb``).
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -31,7 +31,13 @@ from tqdm.auto import tqdm
 from ..bottleneck import VariationalBottleneck
 from ..profiles import get_profile
 from .base import (
-    AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels, seeded,
+    AttackResult,
+    check_input_shape,
+    initial_tensor,
+    model_device,
+    prepare_gradients,
+    prepare_labels,
+    seeded,
 )
 from .ig import inverting_gradients, total_variation
 from .labels import infer_labels, last_layer

@@ -32,13 +32,18 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from .base import (
-    AttackResult, check_input_shape, model_device, prepare_gradients, prepare_labels, preserved_bottleneck_state,
+    AttackResult,
+    check_input_shape,
+    model_device,
+    prepare_gradients,
+    prepare_labels,
+    preserved_bottleneck_state,
 )
 from .labels import infer_labels, last_layer
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -61,7 +61,9 @@ def model_device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def prepare_gradients(model: nn.Module, shared_gradients: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
+def prepare_gradients(
+    model: nn.Module, shared_gradients: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], int]:
     """Check the shared gradients against the model and give them a leading victim dimension.
 
     Accepts one victim's gradients (``{name: tensor shaped like the parameter}``, from
@@ -94,7 +96,9 @@ def prepare_gradients(model: nn.Module, shared_gradients: dict[str, torch.Tensor
     return out, int(next(iter(out.values())).shape[0])
 
 
-def prepare_labels(labels: torch.Tensor | Sequence[int], n_victims: int, batch_size: int, num_classes: int) -> torch.Tensor:
+def prepare_labels(
+    labels: torch.Tensor | Sequence[int], n_victims: int, batch_size: int, num_classes: int
+) -> torch.Tensor:
     """Known labels as an ``(N, B)`` integer tensor; accepts ``(N * B,)`` or ``(N, B)``."""
     y = torch.as_tensor(labels).long()
     if y.numel() != n_victims * batch_size:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -38,7 +38,13 @@ from tqdm.auto import tqdm
 
 from ..profiles import get_profile
 from .base import (
-    AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels, seeded,
+    AttackResult,
+    check_input_shape,
+    initial_tensor,
+    model_device,
+    prepare_gradients,
+    prepare_labels,
+    seeded,
 )
 from .labels import infer_labels, last_layer
 from .lbfgs import batched_lbfgs

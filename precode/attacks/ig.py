@@ -25,7 +25,7 @@ Used in chapter 2 (``book/02_attacks.ipynb``); chapters 4 and 6 attack PRECODE w
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -33,7 +33,13 @@ from tqdm.auto import tqdm
 
 from ..profiles import get_profile
 from .base import (
-    AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels, seeded,
+    AttackResult,
+    check_input_shape,
+    initial_tensor,
+    model_device,
+    prepare_gradients,
+    prepare_labels,
+    seeded,
 )
 from .labels import infer_labels, last_layer
 from .matching import GradientMatcher

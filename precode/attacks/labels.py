@@ -74,7 +74,7 @@ def infer_labels(
     """
     if source not in LABEL_SOURCES:
         raise ValueError(f"unknown label source {source!r}; choose one of {list(LABEL_SOURCES)}")
-    targets, n = prepare_gradients(model, shared_gradients)
+    targets, _ = prepare_gradients(model, shared_gradients)
     weight, bias = last_layer(model)
     if source == "bias" and bias is None:
         raise ValueError(f"the last layer ({weight}) has no bias; use source='weight'")
@@ -82,6 +82,7 @@ def infer_labels(
     scores = targets[bias] if use_bias else targets[weight].sum(dim=2)  # (N, classes)
     if not 1 <= batch_size <= scores.shape[1]:
         raise ValueError(
-            f"batch_size must be between 1 and the number of classes ({scores.shape[1]}) for the label rule, got {batch_size}"
+            f"batch_size must be between 1 and the number of classes ({scores.shape[1]}) for the label rule, "
+            f"got {batch_size}"
         )
     return scores.argsort(dim=1, stable=True)[:, :batch_size].reshape(-1).cpu()

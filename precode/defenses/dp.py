@@ -38,8 +38,9 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -114,7 +115,8 @@ def per_sample_gradients(model: nn.Module, images: torch.Tensor, labels: torch.T
     if images.ndim != 4:
         raise ValueError(f"images must be a batch (B, C, H, W), got shape {tuple(images.shape)}")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0] or images.shape[0] == 0:
-        raise ValueError(f"need a non-empty batch with one label per image: {images.shape[0]} images, labels of shape {tuple(labels.shape)}")
+        raise ValueError(f"need a non-empty batch with one label per image: {images.shape[0]} images, "
+                         f"labels of shape {tuple(labels.shape)}")
     modes = [m.training for m in model.modules()]
     model.train()  # Opacus' validator insists on training mode; the pass below does not need it
     try:
@@ -306,7 +308,9 @@ def train_dp(
                 logits = model(x)
                 loss = loss_fn(model, logits, y)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"training loss became {float(loss)} in epoch {epoch}; lower the learning rate")
+                    raise FloatingPointError(
+                        f"training loss became {float(loss)} in epoch {epoch}; lower the learning rate"
+                    )
                 with _quiet_opacus():
                     loss.backward()
                     dp_optimizer.step()

@@ -18,6 +18,7 @@ Used in chapter 6 (``book/06_adaptive_attacks.ipynb``).
 from __future__ import annotations
 
 import re
+
 from .base import SharedGradients
 from .noise import GaussianNoise, add_gaussian_noise
 

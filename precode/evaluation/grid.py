@@ -59,7 +59,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "Setting", "Grid", "Cell", "GRIDS", "DEFENSES", "ATTACKS", "PAPER_DEFENSES", "PAPER_ATTACKS",
@@ -141,7 +142,7 @@ def canonical_defense(spec: str) -> str:
     return f"{name}+{inner.spec}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layer_names(model: str) -> frozenset[str]:
     from ..models import build_model
 
@@ -295,7 +296,7 @@ class Grid:
             return self.ig_iterations, self.ig_restarts
         return self.dlg_iterations, 1
 
-    def part(self, name: str) -> "Grid":
+    def part(self, name: str) -> Grid:
         """A part of the grid (:data:`PARTS`), named ``"<grid>-<part>"``.
 
         * ``all``: the grid itself;
@@ -325,7 +326,7 @@ class Grid:
 
     # -- variants -----------------------------------------------------------------------------
     def restrict(self, models: Iterable[str] | None = None, defenses: Iterable[str] | None = None,
-                 attacks: Iterable[str] | None = None) -> "Grid":
+                 attacks: Iterable[str] | None = None) -> Grid:
         """A smaller grid: only the given models, defenses (specs) and attacks (for tests and quick looks).
 
         Raises:
@@ -353,7 +354,7 @@ class Grid:
             chosen_attacks = tuple(a for a in self.attacks if a in wanted)
         return dataclasses.replace(self, settings=settings, defenses=chosen_defenses, attacks=chosen_attacks)
 
-    def replace(self, **changes: Any) -> "Grid":
+    def replace(self, **changes: Any) -> Grid:
         """A copy with some fields changed (``victims=2``, ``ig_iterations=10``, ...)."""
         return dataclasses.replace(self, **changes)
 
@@ -368,7 +369,7 @@ class Grid:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Grid":
+    def from_dict(cls, data: dict[str, Any]) -> Grid:
         data = dict(data)
         data["settings"] = tuple(
             Setting(**{**s, "attacks": None if s.get("attacks") is None else tuple(s["attacks"])})
@@ -379,7 +380,7 @@ class Grid:
         return cls(**data)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def analytic_applies(model: str) -> bool:
     """Whether the analytic attack applies to the model: a first fully connected layer with a bias."""
     from ..attacks import first_linear_layer

@@ -24,8 +24,9 @@ Used by ``python -m precode evaluate`` and chapter 5.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
