@@ -2,8 +2,9 @@
 
 PRECODE (:mod:`precode.bottleneck`) stops plain Inverting Gradients because the gradients of
 the bottleneck's decoder and of every later layer depend on the sampling noise ``eps`` that the
-server never sees. The authors' own follow-ups (Scheliga et al. 2022, 2023; see
-``shared/FACTS.md``) show two ways round it, both implemented here on top of
+server never sees. The authors' own follow-ups (Scheliga et al. 2022, 2023: ``scheliga2022combining``,
+``scheliga2023privacy`` and ``scheliga2023dropout`` in ``book/references.bib``) show two ways round
+it, both implemented here on top of
 :func:`~precode.attacks.ig.inverting_gradients` and
 :class:`~precode.attacks.matching.GradientMatcher`:
 
