@@ -23,14 +23,20 @@ import math
 import sys
 from typing import Any
 
-from .cli import UserError, write_json
+import torch
+
+from .bottleneck import add_precode
+from .cli_common import UserError, write_json
+from .data import load_data
+from .defenses import DPSGD, parse_defense
+from .defenses.spec import DEFENSE_FORMS
+from .models import MODEL_NAMES, build_model
+from .profiles import get_profile
 
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from .defenses.spec import DEFENSE_FORMS
-
     p = subparsers.add_parser(
         "train",
         help="train a model under a defense; report accuracy per epoch",
@@ -110,14 +116,6 @@ def _table(config: dict[str, Any], history: list[dict], summary: dict[str, Any])
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from .bottleneck import add_precode
-    from .data import load_data
-    from .defenses import DPSGD, parse_defense
-    from .models import MODEL_NAMES, build_model
-    from .profiles import get_profile
-
     profile = get_profile()
     if args.model is None:
         raise UserError(f"--model is required; choose one of {', '.join(MODEL_NAMES)}")

@@ -11,6 +11,7 @@ accuracy, against gradient noise and pruning that cost accuracy. This package re
   as ``python -m precode attack`` does it, and training a model under a defense;
 * :mod:`~precode.evaluation.report`: per-cell statistics (success rate at an SSIM threshold with
   its Wilson interval, identification rate, means with 95% CIs), the comparison table, the figures;
+* :mod:`~precode.evaluation.schema`: the columns of the CSV files;
 * :mod:`~precode.evaluation.store`: the output folder, written cell by cell so a run resumes;
 * :mod:`~precode.evaluation.runner`: :func:`run_evaluation`, the loop with a progress bar.
 

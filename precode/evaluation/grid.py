@@ -62,6 +62,11 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from ..attacks import ATTACK_NAMES, first_linear_layer
+from ..defenses import parse_defense
+from ..models import build_model
+from ..profiles import get_profile
+
 __all__ = [
     "Setting", "Grid", "Cell", "GRIDS", "DEFENSES", "ATTACKS", "PAPER_DEFENSES", "PAPER_ATTACKS",
     "ADAPTIVE_DEFENSES", "ADAPTIVE_ATTACKS", "PARTS", "PRECODE", "get_grid", "canonical_defense",
@@ -116,8 +121,6 @@ def canonical_defense(spec: str) -> str:
     Raises:
         ValueError: not a valid name (see :func:`precode.defenses.parse_defense` for ``SPEC``).
     """
-    from ..defenses import parse_defense
-
     text = str(spec).strip()
     at, transform = split_defense(text)
     if at is None:
@@ -144,8 +147,6 @@ def canonical_defense(spec: str) -> str:
 
 @functools.cache
 def _layer_names(model: str) -> frozenset[str]:
-    from ..models import build_model
-
     return frozenset(n for n, _ in build_model(model, (3, 32, 32), 10, seed=0).named_modules() if n)
 
 
@@ -247,8 +248,6 @@ class Grid:
     notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        from ..attacks import ATTACK_NAMES
-
         for name, value, least in (("victims", self.victims, 1), ("pool", self.pool, 0),
                                    ("ig_iterations", self.ig_iterations, 1), ("ig_restarts", self.ig_restarts, 1),
                                    ("dlg_iterations", self.dlg_iterations, 1), ("epochs", self.epochs, 1),
@@ -383,9 +382,6 @@ class Grid:
 @functools.cache
 def analytic_applies(model: str) -> bool:
     """Whether the analytic attack applies to the model: a first fully connected layer with a bias."""
-    from ..attacks import first_linear_layer
-    from ..models import build_model
-
     try:
         first_linear_layer(build_model(model, (1, 8, 8), 2, seed=0), (1, 8, 8))
     except ValueError:
@@ -447,6 +443,4 @@ def get_grid(profile: str | None = None) -> Grid:
     Raises:
         ValueError: an unknown profile.
     """
-    from ..profiles import get_profile
-
     return GRIDS[get_profile(profile).name]
