@@ -20,6 +20,7 @@ from torch import nn
 
 from ..bottleneck import bottlenecks
 from ..federated import validate_gradients
+from ..training import seeded
 
 __all__ = ["AttackResult", "prepare_gradients", "prepare_labels", "model_device", "seeded", "initial_tensor"]
 
@@ -115,15 +116,6 @@ def check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"input_shape must be (channels, height, width), got {tuple(input_shape)}")
     return shape  # type: ignore[return-value]
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Run a block with the global RNG seeded (PRECODE's noise), restoring the caller's RNG after."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 @contextlib.contextmanager

@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data import ImageData
-from ..training import evaluate, loss_fn
+from ..training import evaluate, loss_fn, seeded
 from .base import Defense, SharedGradients, TrainingResult, _check_finite
 
 __all__ = [
@@ -256,11 +256,10 @@ def train_dp(
         A :class:`~precode.defenses.base.TrainingResult` whose ``history`` entries also hold the
         ``epsilon`` spent so far, and whose ``epsilon`` is the total (``math.inf`` without noise).
         An empty Poisson batch (possible, rarely) updates nothing but is still counted as a step.
+        The global RNG (PRECODE's noise) is seeded for the call; the caller's state is restored.
 
     Used in chapter 3.
     """
-    from opacus import PrivacyEngine
-
     c, z = _check_clip(max_grad_norm), _check_noise(noise_multiplier)
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -273,8 +272,15 @@ def train_dp(
         raise ValueError("cannot train on an empty data set")
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
+    with seeded(seed, device):
+        return _train_dp(model, dataset, test_data, epochs, lr, batch_size, c, z, delta, seed, device, progress)
 
-    torch.manual_seed(seed)
+
+def _train_dp(model: nn.Module, dataset: Dataset, test_data: ImageData | Dataset | None, epochs: int, lr: float,
+              batch_size: int, c: float, z: float, delta: float, seed: int, device: torch.device,
+              progress: bool) -> TrainingResult:
+    from opacus import PrivacyEngine
+
     # Opacus draws its noise where the parameters are, so its generator lives on their device
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
