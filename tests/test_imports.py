@@ -9,6 +9,7 @@ to ``precode.metrics``, a submodule; ``from .. import __version__``: to the pack
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata
 import re
 import sys
@@ -167,9 +168,14 @@ def _requirement_names(lines: list[str]) -> set[str]:
     return names
 
 
+@functools.cache
+def _providers() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
 def _distributions(top_level: str) -> set[str]:
     """The installed distributions that provide the import name ``top_level``."""
-    return {_normalise(d) for d in importlib.metadata.packages_distributions().get(top_level, [])}
+    return {_normalise(d) for d in _providers().get(top_level, [])}
 
 
 def _third_party(paths: list[Path]) -> dict[str, str]:
