@@ -124,6 +124,7 @@ def inverting_gradients(
     num_classes = targets[last_layer(model)[0]].shape[1]
     y = prepare_labels(labels, n, batch_size, num_classes).to(device)
 
+    # [ig-loop]
     matcher = GradientMatcher(model, targets, batch_size, shape, layers=layers, distance="cosine")
     x0 = initial_tensor((restarts, 1, batch_size, *shape), seed, init, device)
     x = x0.expand(restarts, n, *x0.shape[2:]).clone().requires_grad_(True)
@@ -152,6 +153,7 @@ def inverting_gradients(
         final = matcher.distances(x.detach(), y_trials).detach()
 
     best = final.argmin(dim=0)  # by gradient distance only
+    # [/ig-loop]
     victims = torch.arange(n, device=device)
     images = x.detach()[best, victims].reshape(n * batch_size, *shape)
     return AttackResult(

@@ -78,6 +78,7 @@ def infer_labels(
     weight, bias = last_layer(model)
     if source == "bias" and bias is None:
         raise ValueError(f"the last layer ({weight}) has no bias; use source='weight'")
+    # [label-rule]
     use_bias = bias is not None and source in ("auto", "bias")
     scores = targets[bias] if use_bias else targets[weight].sum(dim=2)  # (N, classes)
     if not 1 <= batch_size <= scores.shape[1]:
@@ -86,3 +87,4 @@ def infer_labels(
             f"got {batch_size}"
         )
     return scores.argsort(dim=1, stable=True)[:, :batch_size].reshape(-1).cpu()
+    # [/label-rule]

@@ -189,6 +189,7 @@ class GradientMatcher:
 
         (g_probe, g_dense), inputs = grad(client_loss, argnums=(0, 1), has_aux=True)(probes, dense)
 
+        # [matcher-distance]
         if self.distance == "l2":
             return sum((g_dense[n] - targets[n]).square().sum() for n in self._dense)
         dot = x.new_zeros(())
@@ -210,6 +211,7 @@ class GradientMatcher:
             dot = dot + (g_dense[n] * targets[n]).sum()
             g_sq = g_sq + g_dense[n].square().sum()
         return 1 - dot / (g_sq * target_sq).clamp_min(1e-30).sqrt()
+        # [/matcher-distance]
 
     # -- public ------------------------------------------------------------------------------------
 
