@@ -27,7 +27,7 @@ def test_json_to_stdout_is_the_only_output_and_has_the_keys():
     assert set(payload) == {"config", "history", "summary"}
     config = payload["config"]
     assert config["model"] == "lenet" and config["defense"] == "dp:clip=1.0,noise=1.0"
-    assert config["train_images"] == 1500 and config["test_images"] == 500
+    assert config["train_images"] == 10_000 and config["test_images"] == 10_000  # the embedded sample (8057086)
     assert config["train_subset"] == 10_000 and config["profile"] == "quick"
     assert config["delta"] == 1e-5
     (entry,) = payload["history"]
