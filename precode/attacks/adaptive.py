@@ -31,15 +31,8 @@ from tqdm.auto import tqdm
 
 from ..bottleneck import VariationalBottleneck
 from ..profiles import get_profile
-from .base import (
-    AttackResult,
-    check_input_shape,
-    initial_tensor,
-    model_device,
-    prepare_gradients,
-    prepare_labels,
-    seeded,
-)
+from ..training import seeded
+from .base import AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels
 from .ig import inverting_gradients, total_variation
 from .labels import infer_labels, last_layer
 from .matching import GradientMatcher

@@ -37,15 +37,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..profiles import get_profile
-from .base import (
-    AttackResult,
-    check_input_shape,
-    initial_tensor,
-    model_device,
-    prepare_gradients,
-    prepare_labels,
-    seeded,
-)
+from ..training import seeded
+from .base import AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels
 from .labels import infer_labels, last_layer
 from .lbfgs import batched_lbfgs
 from .matching import GradientMatcher
