@@ -37,6 +37,7 @@ book: $(STAMP)
 # make test: the unit tests and every chapter (tests/test_chapters.py runs each through nbmake and
 # stores it in the book's cache; a chapter that is current there is not executed again).
 test: $(STAMP)
+	$(VENV)/bin/ruff check precode tests benchmarks scripts
 	$(PY) -m pytest tests -p no:cacheprovider -n $(JOBS) --dist worksteal $(PYTEST_ARGS)
 
 unit: $(STAMP)

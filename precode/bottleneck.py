@@ -6,7 +6,8 @@ on every forward pass, and decodes ``z`` back to the input's shape. The gradient
 decoder and of every later layer therefore depend on noise that the server never sees, which
 is what stops optimisation attacks (chapter 4). A KL term pulls the code towards ``N(0, I)``.
 
-Follows the public reference implementation (see ``shared/FACTS.md``): a single linear
+Follows the paper's public reference implementation (Scheliga et al. 2022, arXiv:2108.04725;
+``scheliga2022precode`` in ``book/references.bib``): a single linear
 encoder ``Linear(d, 2K)`` without activation, ``std = softplus(.)``, a single linear decoder
 ``Linear(K, d)``, ``K = 256``, ``beta = 1e-3`` and the KL measured in bits.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -1,42 +1,26 @@
 """The command line: ``python -m precode COMMAND ...``.
 
 Each command lives in its own module (``precode/cli_<command>.py``) that provides
-``add_parser(subparsers)`` and ``run(args) -> int``. User errors (unknown names, bad numbers,
-missing data) are raised as :class:`UserError` or ``ValueError`` and printed as one line
-on stderr with exit status 2, without a traceback.
+``add_parser(subparsers)`` and ``run(args) -> int``, and imports :class:`UserError` and
+:func:`write_json` from :mod:`precode.cli_common` (re-exported here). User errors (unknown
+names, bad numbers, missing data) are raised as :class:`UserError` or ``ValueError`` and printed
+as one line on stderr with exit status 2, without a traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
+
+from .cli_common import UserError, write_json
+from .data import DataUnavailableError
 
 __all__ = ["main", "UserError", "write_json"]
 
 COMMANDS = ("attack", "train", "evaluate")
-
-
-class UserError(Exception):
-    """An error in what the user asked for; printed as one line, exit status 2."""
-
-
-def write_json(payload: dict[str, Any], target: str | None) -> None:
-    """Write ``payload`` as JSON to the path ``target``, or to stdout when ``target`` is ``-``."""
-    if target is None:
-        return
-    text = json.dumps(payload, indent=2, allow_nan=False)
-    if target == "-":
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-        return
-    try:
-        with open(target, "w") as f:
-            f.write(text + "\n")
-    except OSError as e:
-        raise UserError(f"cannot write JSON to {target}: {e.strerror}") from None
 
 
 def _available_commands() -> dict[str, Any]:
@@ -71,8 +55,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # data errors and the like: still one line, no traceback
-        from .data import DataUnavailableError
-
         if isinstance(e, DataUnavailableError):
             print(f"error: {e}", file=sys.stderr)
             return 2

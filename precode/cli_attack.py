@@ -27,11 +27,20 @@ import argparse
 import math
 import os
 import sys
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from .cli import UserError, write_json
+from . import metrics
+from .attacks import ATTACK_NAMES, first_linear_layer, reconstruct
+from .bottleneck import add_precode
+from .cli_common import UserError, write_json
+from .data import load_data
+from .defenses import parse_defense
+from .federated import compute_victim_gradients
+from .models import MODEL_NAMES, build_model
+from .profiles import get_profile
+from .training import train
 
 __all__ = ["add_parser", "run"]
 
@@ -39,9 +48,6 @@ DATA_CHOICES = "{fashion-mnist,mnist,cifar10,cifar100,photos,PATH.npz}"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from .attacks import ATTACK_NAMES
-    from .models import MODEL_NAMES
-
     p = subparsers.add_parser(
         "attack",
         help="reconstruct victims' images from their shared gradients",
@@ -83,16 +89,11 @@ def gradient_transform(args: argparse.Namespace):
     The single place where the command changes what the server receives: ``--defense SPEC``
     parsed by :func:`precode.defenses.parse_defense`, seeded with ``--seed``.
     """
-    from .defenses import parse_defense
-
     defense = parse_defense(args.defense, seed=args.seed)
     return None if defense.name == "none" else defense
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from .attacks import ATTACK_NAMES
-    from .models import MODEL_NAMES
-
     if args.attack.lower() not in ATTACK_NAMES:
         raise UserError(f"unknown attack {args.attack!r}; choose one of {', '.join(ATTACK_NAMES)}")
     if args.model.lower() not in MODEL_NAMES:
@@ -102,8 +103,6 @@ def _check_args(args: argparse.Namespace) -> None:
                                ("--trained-epochs", args.trained_epochs, 0)):
         if value is not None and value < least:
             raise UserError(f"{name} must be at least {least}, got {value}")
-    from .defenses import parse_defense
-
     parse_defense(args.defense)  # an invalid spec fails here, with one line, before any work
     if args.images % args.batch_size:
         raise UserError(
@@ -214,15 +213,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import metrics
-    from .attacks import first_linear_layer, reconstruct
-    from .bottleneck import add_precode
-    from .data import load_data
-    from .federated import compute_victim_gradients
-    from .models import build_model
-    from .profiles import get_profile
-    from .training import train
-
     _check_args(args)
     attack, model_name = args.attack.lower(), args.model.lower()
     profile = get_profile()

@@ -40,9 +40,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from .cli import UserError
+from .cli_common import UserError
+from .evaluation import get_grid, read_csv, run_evaluation
 
 __all__ = ["add_parser", "run"]
 
@@ -109,8 +111,6 @@ def _list(text: str) -> list[str]:
 
 
 def _check_writable(out: str) -> None:
-    from pathlib import Path
-
     path = Path(out)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -123,8 +123,6 @@ def _check_writable(out: str) -> None:
 
 def build_grid(args: argparse.Namespace):
     """The grid the options ask for: the profile's, restricted and rescaled."""
-    from .evaluation import get_grid
-
     try:
         grid = get_grid(args.profile)
     except ValueError as e:
@@ -196,7 +194,6 @@ def run(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from .evaluation import read_csv, run_evaluation
 
     start = time.perf_counter()
     progress = not args.no_progress

@@ -23,14 +23,20 @@ import math
 import sys
 from typing import Any
 
-from .cli import UserError, write_json
+import torch
+
+from .bottleneck import add_precode
+from .cli_common import UserError, write_json
+from .data import load_data
+from .defenses import DPSGD, parse_defense
+from .defenses.spec import DEFENSE_FORMS
+from .models import MODEL_NAMES, build_model
+from .profiles import get_profile
 
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from .defenses.spec import DEFENSE_FORMS
-
     p = subparsers.add_parser(
         "train",
         help="train a model under a defense; report accuracy per epoch",
@@ -46,7 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--data", help="fashion-mnist, fashion-mnist-sample, mnist, cifar10, cifar100 or a .npz path")
     p.add_argument("--epochs", help="passes over the training images (default: the profile's epochs)")
     p.add_argument("--defense", default="none", metavar="SPEC", help=f"the defense: {DEFENSE_FORMS} (default: none)")
-    p.add_argument("--seed", default="0", help="seeds the model, the training subset, the shuffling and the noise (default 0)")
+    p.add_argument("--seed", default="0",
+                   help="seeds the model, the training subset, the shuffling and the noise (default 0)")
     p.add_argument("--lr", default="1e-3", help="Adam's learning rate (default 1e-3, as in the paper)")
     p.add_argument("--batch-size", default="64", help="images per step; DP-SGD's expected batch size (default 64)")
     p.add_argument("--json", metavar="PATH|-", help="write the results as JSON to PATH, or to stdout with -")
@@ -109,14 +116,6 @@ def _table(config: dict[str, Any], history: list[dict], summary: dict[str, Any])
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from .bottleneck import add_precode
-    from .data import load_data
-    from .defenses import DPSGD, parse_defense
-    from .models import MODEL_NAMES, build_model
-    from .profiles import get_profile
-
     profile = get_profile()
     if args.model is None:
         raise UserError(f"--model is required; choose one of {', '.join(MODEL_NAMES)}")

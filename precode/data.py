@@ -31,7 +31,6 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -95,7 +94,7 @@ class ImageData:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def first(self, n: int) -> "ImageData":
+    def first(self, n: int) -> ImageData:
         """The first ``n`` images, in their fixed order (how victims are chosen).
 
         Raises:
@@ -106,7 +105,7 @@ class ImageData:
             raise ValueError(f"asked for {n} images but {self.name!r} has {len(self)}; choose 1 to {len(self)}")
         return dataclasses.replace(self, images=self.images[:n], labels=self.labels[:n])
 
-    def subset(self, n: int | None, seed: int | None = None) -> "ImageData":
+    def subset(self, n: int | None, seed: int | None = None) -> ImageData:
         """``n`` images to train on (all of them when ``n`` is None or at least ``len(self)``).
 
         Args:
@@ -168,7 +167,10 @@ def _torchvision_split(dataset) -> tuple[torch.Tensor, torch.Tensor]:
     data = dataset.data
     data = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
     targets = dataset.targets
-    labels = targets.long() if isinstance(targets, torch.Tensor) else torch.as_tensor(np.asarray(targets), dtype=torch.long)
+    if isinstance(targets, torch.Tensor):
+        labels = targets.long()
+    else:
+        labels = torch.as_tensor(np.asarray(targets), dtype=torch.long)
     return _from_uint8(data.astype(np.uint8, copy=False)), labels
 
 
@@ -226,7 +228,9 @@ def _load_torchvision(name: str, split: str, root: Path, download: bool) -> Imag
 
 def _load_sample(split: str) -> ImageData:
     if not SAMPLE_FILE.exists():
-        raise DataUnavailableError(f"the embedded Fashion-MNIST sample is missing from the package ({SAMPLE_FILE}); reinstall precode")
+        raise DataUnavailableError(
+            f"the embedded Fashion-MNIST sample is missing from the package ({SAMPLE_FILE}); reinstall precode"
+        )
     with np.load(SAMPLE_FILE) as f:
         images, labels = f[f"{split}_images"], f[f"{split}_labels"]
     return ImageData(
@@ -265,7 +269,8 @@ def _load_photos(size: int = 32) -> ImageData:
         elif img.shape[2] == 4:
             img = (rgba2rgb(img) * 255).astype(np.uint8)
         per_photo.append(
-            [(resize(c, (size, size), anti_aliasing=True, preserve_range=True)).round().astype(np.uint8) for c in crops(img)]
+            [(resize(c, (size, size), anti_aliasing=True, preserve_range=True)).round().astype(np.uint8)
+             for c in crops(img)]
         )
     # Order: the whole (centre-square) view of every photo first, then the four quadrants of each.
     ordered = [views[0] for views in per_photo] + [v for views in per_photo for v in views[1:]]
@@ -296,12 +301,15 @@ def _load_npz(path: Path) -> ImageData:
     if images.dtype != np.uint8:
         raise ValueError(f"{path}: 'images' must be uint8 (0-255), got {images.dtype}")
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
-        raise ValueError(f"{path}: 'images' must be N x H x W or N x H x W x C with C in (1, 3), got shape {images.shape}")
+        raise ValueError(
+            f"{path}: 'images' must be N x H x W or N x H x W x C with C in (1, 3), got shape {images.shape}"
+        )
     if images.shape[0] == 0:
         raise ValueError(f"{path}: 'images' is empty")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0] or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(
-            f"{path}: 'labels' must be {images.shape[0]} integers (one per image), got {labels.dtype} of shape {labels.shape}"
+            f"{path}: 'labels' must be {images.shape[0]} integers (one per image), "
+            f"got {labels.dtype} of shape {labels.shape}"
         )
     if labels.min() < 0:
         raise ValueError(f"{path}: labels must be >= 0, found {labels.min()}")
@@ -340,7 +348,9 @@ def load_data(
         return _load_npz(Path(text).expanduser())
     key = text.lower()
     if key not in DATASET_NAMES:
-        raise ValueError(f"unknown data set {text!r}; choose one of {list(DATASET_NAMES)} or give a path to an .npz file")
+        raise ValueError(
+            f"unknown data set {text!r}; choose one of {list(DATASET_NAMES)} or give a path to an .npz file"
+        )
     if key == "fashion-mnist-sample":
         return _load_sample(split)
     if key == "photos":

@@ -11,7 +11,7 @@ Used in chapter 1 (what the server sees) and by every attack and defense.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -132,7 +132,8 @@ def validate_gradients(model: nn.Module, gradients: SharedGradients, stacked: bo
         g = gradients[name]
         shape = tuple(g.shape[1:]) if stacked else tuple(g.shape)
         if shape != tuple(p.shape):
-            raise ValueError(f"gradient of {name!r} has shape {tuple(g.shape)}, expected {('N',) if stacked else ()}{tuple(p.shape)}")
+            expected = f"{('N',) if stacked else ()}{tuple(p.shape)}"
+            raise ValueError(f"gradient of {name!r} has shape {tuple(g.shape)}, expected {expected}")
         if stacked:
             if n_victims is None:
                 n_victims = g.shape[0]

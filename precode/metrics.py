@@ -17,7 +17,7 @@ Used in chapters 1 to 6.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -121,7 +121,9 @@ def mean_ci95(values: Sequence[float] | torch.Tensor | np.ndarray) -> tuple[floa
 
     One value gives a half-width of 0; NaN values are an error.
     """
-    x = np.asarray(torch.as_tensor(values).detach().cpu().double().numpy() if isinstance(values, torch.Tensor) else values, dtype=float).ravel()
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    x = np.asarray(values, dtype=float).ravel()
     if x.size == 0:
         raise ValueError("no values to summarise")
     if np.isnan(x).any():

@@ -10,7 +10,7 @@ Used in every chapter; chapter 2 compares the three models as attack targets.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -123,7 +123,9 @@ class LeNet(nn.Sequential):
         self.num_classes = int(num_classes)
 
 
-def build_model(name: str, input_shape: Sequence[int], num_classes: int, seed: int | None = None, **kwargs) -> nn.Module:
+def build_model(
+    name: str, input_shape: Sequence[int], num_classes: int, seed: int | None = None, **kwargs
+) -> nn.Module:
     """Build the model called ``name`` (``mlp``, ``cnn`` or ``lenet``) for the given data shape.
 
     Args:

@@ -8,8 +8,9 @@ Used in chapters 3, 4 and 5 (accuracy and convergence under defenses and PRECODE
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 from .bottleneck import bottleneck_loss
 from .data import ImageData
 
-__all__ = ["loss_fn", "train", "evaluate", "GradientTransform"]
+__all__ = ["loss_fn", "train", "evaluate", "seeded", "GradientTransform"]
 
 GradientTransform = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
@@ -31,6 +32,15 @@ def loss_fn(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> tor
     Call it right after the forward pass that produced ``logits``.
     """
     return F.cross_entropy(logits, labels) + bottleneck_loss(model)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run a block with the global RNG seeded (PRECODE's noise), restoring the caller's RNG after."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def _as_dataset(data: ImageData | Dataset) -> Dataset:
@@ -84,7 +94,9 @@ def train(
         epochs: passes over ``train_data``.
         lr: Adam's learning rate (``1e-3`` in the paper).
         batch_size: images per step (64 in the paper).
-        seed: seeds the shuffling and any sampling, so equal seeds give equal histories.
+        seed: seeds the shuffling and any sampling, so equal seeds give equal histories. The
+            sampling (PRECODE's noise) draws from the global RNG, seeded for this call; the
+            caller's global RNG state is restored afterwards.
         gradient_transform: applied to the gradients (a dict ``parameter name -> gradient``)
             before every step, to train under a defense (chapter 3).
         progress: show tqdm progress bars (on stderr).
@@ -100,7 +112,12 @@ def train(
     dataset = _as_dataset(train_data)
     if len(dataset) == 0:
         raise ValueError("cannot train on an empty data set")
-    torch.manual_seed(seed)
+    with seeded(seed, _device_of(model)):
+        return _train(model, dataset, test_data, epochs, lr, batch_size, seed, gradient_transform, progress)
+
+
+def _train(model: nn.Module, dataset: Dataset, test_data: ImageData | Dataset | None, epochs: int, lr: float,
+           batch_size: int, seed: int, gradient_transform: GradientTransform | None, progress: bool) -> list[dict]:
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -119,7 +136,9 @@ def train(
             logits = model(x)
             loss = loss_fn(model, logits, y)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {float(loss)} in epoch {epoch}; lower the learning rate")
+                raise FloatingPointError(
+                    f"training loss became {float(loss)} in epoch {epoch}; lower the learning rate"
+                )
             loss.backward()
             if gradient_transform is not None:
                 grads = gradient_transform({k: p.grad for k, p in zip(names, params)})

@@ -89,7 +89,8 @@ def browser_check(page: Path, screenshot: Path | None) -> list[str]:
             subprocess.run(base + ["--window-size=1200,2400", f"--screenshot={screenshot}", page.as_uri()],
                            capture_output=True, timeout=120, check=True)
     typeset = dom.count("<mjx-container")
-    print(f"{page.name}: {typeset} equations typeset by MathJax with no network ({expected} maths elements in the page)")
+    print(f"{page.name}: {typeset} equations typeset by MathJax with no network "
+          f"({expected} maths elements in the page)")
     if expected == 0:
         return [f"{page.name} has no maths to check"]
     if typeset < expected:

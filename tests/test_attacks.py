@@ -150,7 +150,7 @@ def test_analytic_attack_needs_a_leading_linear_layer(victims, name):
     images, labels = victims
     model = build_model(name, (1, 28, 28), 10, seed=0, **({"widths": (4, 4)} if name == "cnn" else {}))
     shared = compute_victim_gradients(model, images[:1], labels[:1])
-    with pytest.raises(ValueError, match="first layer .* is a Conv2d"):
+    with pytest.raises(ValueError, match=r"first layer .* is a Conv2d"):
         attacks.reconstruct("analytic", model, shared, input_shape=(1, 28, 28))
 
 
@@ -176,7 +176,7 @@ def test_matcher_low_rank_shortcut_equals_the_plain_cosine(victims):
 def test_matcher_replays_the_clients_loss_including_kl(victims):
     images, labels = victims
     model = add_precode(small_mlp(), size=16, eval_mode="mean").eval()  # deterministic bottleneck
-    targets, n = prepare_gradients(model, compute_victim_gradients(model, images[:3], labels[:3]))
+    targets, _ = prepare_gradients(model, compute_victim_gradients(model, images[:3], labels[:3]))
     truth = images[:3].reshape(1, 3, 1, 1, 28, 28)
     y = labels[:3].reshape(1, 3, 1)
     assert GradientMatcher(model, targets, 1, (1, 28, 28)).distances(truth, y).abs().max() < 1e-5
@@ -233,16 +233,17 @@ def test_batched_lbfgs_follows_torch_lbfgs_on_each_problem():
     shift = torch.randn(4, 5, dtype=torch.float64)
 
     def rosenbrock(x, a):
-        return (100 * (x[..., 1:] - x[..., :-1] ** 2) ** 2).sum(-1) + ((1 - x[..., :-1]) ** 2).sum(-1) + 0.1 * (a * x).sum(-1)
+        valley = (100 * (x[..., 1:] - x[..., :-1] ** 2) ** 2).sum(-1) + ((1 - x[..., :-1]) ** 2).sum(-1)
+        return valley + 0.1 * (a * x).sum(-1)
 
     x0 = torch.randn(4, 5, dtype=torch.float64)
-    x, f, history = batched_lbfgs(lambda z: rosenbrock(z, shift), x0, iterations=3, max_iter=6, history_size=5)
+    x, _, history = batched_lbfgs(lambda z: rosenbrock(z, shift), x0, iterations=3, max_iter=6, history_size=5)
     assert history.shape == (3, 4)
     for p in range(4):
         z = x0[p].clone().requires_grad_(True)
         opt = torch.optim.LBFGS([z], lr=1, max_iter=6, history_size=5, line_search_fn="strong_wolfe")
 
-        def closure():
+        def closure(opt=opt, z=z, p=p):
             opt.zero_grad()
             loss = rosenbrock(z, shift[p])
             loss.backward()

@@ -97,7 +97,7 @@ def test_add_precode_to_resnet18():
 
 def test_unknown_layer_is_a_clear_error():
     model = build_model("mlp", (1, 28, 28), 10)
-    with pytest.raises(ValueError, match="no such layer.*fc1"):
+    with pytest.raises(ValueError, match=r"no such layer.*fc1"):
         add_precode(model, before="fc9")
 
 

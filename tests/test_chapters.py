@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import chapters as book  # noqa: E402
+import chapters as book
 
 CHAPTERS = book.chapters()
 

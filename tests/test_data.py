@@ -1,5 +1,4 @@
 import struct
-import warnings
 
 import numpy as np
 import pytest
@@ -131,7 +130,7 @@ def test_malformed_npz(tmp_path, arrays, message):
 
 
 def test_npz_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such .npz"):
+    with pytest.raises(FileNotFoundError, match=r"no such .npz"):
         load_data(tmp_path / "none.npz")
 
 

@@ -6,9 +6,20 @@ import torch
 
 from precode.bottleneck import add_precode, bottlenecks
 from precode.defenses import (
-    DEFENSE_FORMS, DPSGD, GaussianNoise, GradientPruning, LaplacianNoise, NoDefense, clip_per_sample,
-    compute_dp_shared_gradients, dp_epsilon, parse_defense, per_sample_gradients, prune_gradients,
-    train_dp, train_with_defense,
+    DEFENSE_FORMS,
+    DPSGD,
+    GaussianNoise,
+    GradientPruning,
+    LaplacianNoise,
+    NoDefense,
+    clip_per_sample,
+    compute_dp_shared_gradients,
+    dp_epsilon,
+    parse_defense,
+    per_sample_gradients,
+    prune_gradients,
+    train_dp,
+    train_with_defense,
 )
 from precode.federated import compute_shared_gradients, compute_victim_gradients
 from precode.models import build_model
@@ -204,6 +215,23 @@ def test_train_dp_reports_epsilon_and_leaves_no_hooks(sample):
     assert first.history[-1]["train_loss"] == runs[1].history[-1]["train_loss"]  # seeded
     assert all(not hasattr(p, "grad_sample") for p in model.parameters())
     assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())
+
+
+def test_train_dp_keeps_its_numbers_and_leaves_the_callers_random_state(sample):
+    # Recorded before train_dp() stopped leaving the global RNG reseeded (at 58ba614); the PRECODE
+    # model's noise comes from the global RNG, so equal numbers mean the same draws.
+    data = _tiny(sample)
+    for caller_seed in (123, 7):
+        model = add_precode(build_model("mlp", data.input_shape, 10, seed=0, width=32), size=8, seed=0)
+        torch.manual_seed(caller_seed)
+        state = torch.get_rng_state()
+        result = train_dp(model, data, epochs=1, batch_size=32, seed=5, progress=False)
+        assert torch.equal(torch.get_rng_state(), state), "train_dp() changed the caller's global RNG"
+        weights = torch.cat([p.detach().double().flatten() for p in model.parameters()])
+        assert float(weights.sum()) == pytest.approx(6.668638022004416, rel=1e-5)
+        assert float(weights.square().sum()) == pytest.approx(43.08587202649109, rel=1e-5)
+        assert result.history[0]["train_loss"] == pytest.approx(2.3224266669521594, rel=1e-5)
+        assert result.epsilon == pytest.approx(4.870641742929558, rel=1e-9)
 
 
 def test_train_dp_on_a_precode_model(sample):

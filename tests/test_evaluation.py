@@ -245,7 +245,7 @@ def test_resume_after_an_interruption_recomputes_nothing(tmp_path, monkeypatch, 
     calls["cells"] = []
     evaluation.run_evaluation(grid, tmp_path / "run", resume=True, progress=False, figures=False)
     assert calls["cells"] == []
-    with pytest.raises(ValueError, match="different grid.*victims"):
+    with pytest.raises(ValueError, match=r"different grid.*victims"):
         evaluation.run_evaluation(grid.replace(victims=3), tmp_path / "run", resume=True, progress=False)
 
 

@@ -28,7 +28,7 @@ Used in chapter 2 (``book/02_attacks.ipynb``) and in chapters 3, 4 and 6.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn

@@ -2,8 +2,9 @@
 
 PRECODE (:mod:`precode.bottleneck`) stops plain Inverting Gradients because the gradients of
 the bottleneck's decoder and of every later layer depend on the sampling noise ``eps`` that the
-server never sees. The authors' own follow-ups (Scheliga et al. 2022, 2023; see
-``shared/FACTS.md``) show two ways round it, both implemented here on top of
+server never sees. The authors' own follow-ups (Scheliga et al. 2022, 2023: ``scheliga2022combining``,
+``scheliga2023privacy`` and ``scheliga2023dropout`` in ``book/references.bib``) show two ways round
+it, both implemented here on top of
 :func:`~precode.attacks.ig.inverting_gradients` and
 :class:`~precode.attacks.matching.GradientMatcher`:
 
@@ -22,7 +23,7 @@ Used in chapter 6 (``book/06_adaptive_attacks.ipynb``).
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -30,9 +31,8 @@ from tqdm.auto import tqdm
 
 from ..bottleneck import VariationalBottleneck
 from ..profiles import get_profile
-from .base import (
-    AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels, seeded,
-)
+from ..training import seeded
+from .base import AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels
 from .ig import inverting_gradients, total_variation
 from .labels import infer_labels, last_layer
 from .matching import GradientMatcher

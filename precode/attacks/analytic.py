@@ -32,13 +32,18 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from .base import (
-    AttackResult, check_input_shape, model_device, prepare_gradients, prepare_labels, preserved_bottleneck_state,
+    AttackResult,
+    check_input_shape,
+    model_device,
+    prepare_gradients,
+    prepare_labels,
+    preserved_bottleneck_state,
 )
 from .labels import infer_labels, last_layer
 
@@ -129,6 +134,7 @@ def analytic_attack(
     if labels is None:
         labels = infer_labels(model, targets, batch_size)
     y = prepare_labels(labels, n, batch_size, num_classes)
+    # [analytic-division]
     dw = targets[f"{layer}.weight"].double()  # (N, units, pixels)
     db = targets[f"{layer}.bias"].double()  # (N, units)
     images = torch.zeros(n, batch_size, math.prod(shape), dtype=torch.float64, device=dw.device)
@@ -139,6 +145,7 @@ def analytic_attack(
     else:
         for v in range(n):
             images[v] = _separate(dw[v], db[v], batch_size, tolerance)
+    # [/analytic-division]
     return AttackResult(
         reconstructions=images.reshape(n * batch_size, *shape).float().clamp(0, 1).cpu(),
         labels=y.reshape(-1),
@@ -168,6 +175,7 @@ def linear_layer_input(weight_grad: torch.Tensor, bias_grad: torch.Tensor) -> to
     Raises:
         ValueError: shapes that do not belong to one linear layer.
     """
+    # [linear-layer-input]
     dw, db = weight_grad.double(), bias_grad.double()
     single = dw.dim() == 2
     if single:
@@ -181,6 +189,7 @@ def linear_layer_input(weight_grad: torch.Tensor, bias_grad: torch.Tensor) -> to
         if norm != 0:
             out[v] = db[v] @ dw[v] / norm
     return out[0] if single else out
+    # [/linear-layer-input]
 
 
 def _separate(dw: torch.Tensor, db: torch.Tensor, batch_size: int, tolerance: float) -> torch.Tensor:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ..bottleneck import bottlenecks
 from ..federated import validate_gradients
+from ..training import seeded
 
 __all__ = ["AttackResult", "prepare_gradients", "prepare_labels", "model_device", "seeded", "initial_tensor"]
 
@@ -61,7 +62,9 @@ def model_device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def prepare_gradients(model: nn.Module, shared_gradients: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
+def prepare_gradients(
+    model: nn.Module, shared_gradients: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], int]:
     """Check the shared gradients against the model and give them a leading victim dimension.
 
     Accepts one victim's gradients (``{name: tensor shaped like the parameter}``, from
@@ -94,7 +97,9 @@ def prepare_gradients(model: nn.Module, shared_gradients: dict[str, torch.Tensor
     return out, int(next(iter(out.values())).shape[0])
 
 
-def prepare_labels(labels: torch.Tensor | Sequence[int], n_victims: int, batch_size: int, num_classes: int) -> torch.Tensor:
+def prepare_labels(
+    labels: torch.Tensor | Sequence[int], n_victims: int, batch_size: int, num_classes: int
+) -> torch.Tensor:
     """Known labels as an ``(N, B)`` integer tensor; accepts ``(N * B,)`` or ``(N, B)``."""
     y = torch.as_tensor(labels).long()
     if y.numel() != n_victims * batch_size:
@@ -111,15 +116,6 @@ def check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"input_shape must be (channels, height, width), got {tuple(input_shape)}")
     return shape  # type: ignore[return-value]
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Run a block with the global RNG seeded (PRECODE's noise), restoring the caller's RNG after."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 @contextlib.contextmanager

@@ -30,16 +30,15 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..profiles import get_profile
-from .base import (
-    AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels, seeded,
-)
+from ..training import seeded
+from .base import AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels
 from .labels import infer_labels, last_layer
 from .lbfgs import batched_lbfgs
 from .matching import GradientMatcher
@@ -95,6 +94,7 @@ def dlg(
     device = model_device(model)
     num_classes = targets[last_layer(model)[0]].shape[1]
     known = None if labels is None else prepare_labels(labels, n, batch_size, num_classes).to(device)
+    # [dlg-lbfgs]
     pixels = batch_size * math.prod(shape)
     x0 = initial_tensor((restarts, 1, pixels), seed, "randn", device).expand(restarts, n, pixels)
     if known is None:
@@ -120,6 +120,7 @@ def dlg(
         z, final, history = batched_lbfgs(evaluate, x0.reshape(restarts * n, -1), iterations, lr=lr,
                                           max_iter=max_eval, min_progress=min_progress,
                                           on_iteration=lambda i, f: bar.update(1))
+    # [/dlg-lbfgs]
     bar.close()
     final = final.reshape(restarts, n)
     final = torch.where(torch.isfinite(final), final, torch.full_like(final, math.inf))
@@ -156,6 +157,7 @@ def idlg(
     Arguments as for :func:`dlg` (``options``: ``lr``, ``max_eval``, ``layers``, plus
     ``label_source`` for :func:`~precode.attacks.labels.infer_labels`).
     """
+    # [idlg]
     source = options.pop("label_source", "auto")
     if labels is None:
         labels = infer_labels(model, shared_gradients, batch_size, source=source)
@@ -163,3 +165,4 @@ def idlg(
                  **options)
     result.attack = "idlg"
     return result
+    # [/idlg]

@@ -25,16 +25,15 @@ Used in chapter 2 (``book/02_attacks.ipynb``); chapters 4 and 6 attack PRECODE w
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..profiles import get_profile
-from .base import (
-    AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels, seeded,
-)
+from ..training import seeded
+from .base import AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels
 from .labels import infer_labels, last_layer
 from .matching import GradientMatcher
 
@@ -118,6 +117,7 @@ def inverting_gradients(
     num_classes = targets[last_layer(model)[0]].shape[1]
     y = prepare_labels(labels, n, batch_size, num_classes).to(device)
 
+    # [ig-loop]
     matcher = GradientMatcher(model, targets, batch_size, shape, layers=layers, distance="cosine")
     x0 = initial_tensor((restarts, 1, batch_size, *shape), seed, init, device)
     x = x0.expand(restarts, n, *x0.shape[2:]).clone().requires_grad_(True)
@@ -146,6 +146,7 @@ def inverting_gradients(
         final = matcher.distances(x.detach(), y_trials).detach()
 
     best = final.argmin(dim=0)  # by gradient distance only
+    # [/ig-loop]
     victims = torch.arange(n, device=device)
     images = x.detach()[best, victims].reshape(n * batch_size, *shape)
     return AttackResult(

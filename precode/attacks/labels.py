@@ -76,16 +76,18 @@ def infer_labels(
     """
     if source not in LABEL_SOURCES:
         raise ValueError(f"unknown label source {source!r}; choose one of {list(LABEL_SOURCES)}")
-    targets, n = prepare_gradients(model, shared_gradients)
+    targets, _ = prepare_gradients(model, shared_gradients)
     weight, bias = last_layer(model)
     if source == "bias" and bias is None:
         raise ValueError(f"the last layer ({weight}) has no bias; use source='weight'")
+    # [label-rule]
     use_bias = bias is not None and source in ("auto", "bias")
     row_sums = targets[weight].sum(dim=2)  # (N, classes)
     scores = targets[bias] if use_bias else row_sums
     if not 1 <= batch_size <= scores.shape[1]:
         raise ValueError(
-            f"batch_size must be between 1 and the number of classes ({scores.shape[1]}) for the label rule, got {batch_size}"
+            f"batch_size must be between 1 and the number of classes ({scores.shape[1]}) for the label rule, "
+            f"got {batch_size}"
         )
     if source == "auto" and use_bias:
         # A bias gradient without a negative entry carries no label (pruning zeroes all of a small
@@ -100,3 +102,4 @@ def infer_labels(
             f"{torch.nonzero(empty).flatten().tolist()[:5]}: the labels cannot be read off it; give the labels"
         )
     return scores.argsort(dim=1, stable=True)[:, :batch_size].reshape(-1).cpu()
+    # [/label-rule]

@@ -20,7 +20,7 @@ Used in chapter 2 (``book/02_attacks.ipynb``) through :mod:`precode.attacks.dlg`
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -266,7 +266,8 @@ def _strong_wolfe(value_and_grad, x, t, d, f, g, gtd, active, tolerance_change, 
             eps = 0.1 * (hi - lo)
             near = torch.minimum(hi - t_zoom, t_zoom - lo) < eps
             move = near & (insufficient | (t_zoom >= hi) | (t_zoom <= lo))
-            t_zoom = torch.where(move, torch.where((t_zoom - hi).abs() < (t_zoom - lo).abs(), hi - eps, lo + eps), t_zoom)
+            nearer_hi = (t_zoom - hi).abs() < (t_zoom - lo).abs()
+            t_zoom = torch.where(move, torch.where(nearer_hi, hi - eps, lo + eps), t_zoom)
             insufficient = torch.where(zooming, near & ~move, insufficient)
             t = torch.where(zooming, t_zoom, t)
         fresh_zoom = zooming.clone()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -123,7 +123,7 @@ class GradientMatcher:
             targets[self.names[0]].dtype
         )
         self._factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for name, module in self._linear.items():
+        for name in self._linear:
             rows = math.prod(self._probe_shapes[name][:-1])
             factors = _factorize(self._targets[f"{name}.weight"], rows)
             if factors is not None:
@@ -189,6 +189,7 @@ class GradientMatcher:
 
         (g_probe, g_dense), inputs = grad(client_loss, argnums=(0, 1), has_aux=True)(probes, dense)
 
+        # [matcher-distance]
         if self.distance == "l2":
             return sum((g_dense[n] - targets[n]).square().sum() for n in self._dense)
         dot = x.new_zeros(())
@@ -210,6 +211,7 @@ class GradientMatcher:
             dot = dot + (g_dense[n] * targets[n]).sum()
             g_sq = g_sq + g_dense[n].square().sum()
         return 1 - dot / (g_sq * target_sq).clamp_min(1e-30).sqrt()
+        # [/matcher-distance]
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -256,7 +258,7 @@ def _factorize(weight_grads: torch.Tensor, rank_bound: int, tolerance: float = 1
     sketch with a few extra columns finds its column space. The sketch is drawn from a fixed
     seed, so results do not depend on which other victims are attacked alongside.
     """
-    n, out_f, in_f = weight_grads.shape
+    _, out_f, in_f = weight_grads.shape
     k = min(rank_bound + 2, out_f, in_f)
     omega = torch.randn(in_f, k, generator=torch.Generator().manual_seed(0)).to(weight_grads)
     q = torch.linalg.qr(weight_grads @ omega).Q

@@ -24,7 +24,13 @@ from torch.utils.data import Dataset
 from ..data import ImageData
 from .base import Defense, NoDefense, TrainingResult
 from .dp import (
-    DELTA, DPSGD, clip_per_sample, compute_dp_shared_gradients, dp_epsilon, per_sample_gradients, train_dp,
+    DELTA,
+    DPSGD,
+    clip_per_sample,
+    compute_dp_shared_gradients,
+    dp_epsilon,
+    per_sample_gradients,
+    train_dp,
 )
 from .noise import GaussianNoise, LaplacianNoise, add_gaussian_noise, add_laplacian_noise
 from .partial import PartialGaussianNoise, gradients_before_sampling

@@ -95,13 +95,13 @@ class Defense:
         return f"{type(self).__name__}({args})"
 
     # -- randomness ---------------------------------------------------------------------------
-    def reseed(self, seed: int) -> "Defense":
+    def reseed(self, seed: int) -> Defense:
         """Restart the defense's random generator from ``seed``; returns the defense itself."""
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
         return self
 
-    def with_seed(self, seed: int) -> "Defense":
+    def with_seed(self, seed: int) -> Defense:
         """A copy of this defense with its own generator seeded from ``seed``."""
         clone = copy.copy(self)
         return clone.reseed(seed)

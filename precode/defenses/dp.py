@@ -38,8 +38,9 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data import ImageData
-from ..training import evaluate, loss_fn
+from ..training import evaluate, loss_fn, seeded
 from .base import Defense, SharedGradients, TrainingResult, _check_finite
 
 __all__ = [
@@ -114,7 +115,8 @@ def per_sample_gradients(model: nn.Module, images: torch.Tensor, labels: torch.T
     if images.ndim != 4:
         raise ValueError(f"images must be a batch (B, C, H, W), got shape {tuple(images.shape)}")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0] or images.shape[0] == 0:
-        raise ValueError(f"need a non-empty batch with one label per image: {images.shape[0]} images, labels of shape {tuple(labels.shape)}")
+        raise ValueError(f"need a non-empty batch with one label per image: {images.shape[0]} images, "
+                         f"labels of shape {tuple(labels.shape)}")
     modes = [m.training for m in model.modules()]
     model.train()  # Opacus' validator insists on training mode; the pass below does not need it
     try:
@@ -254,11 +256,10 @@ def train_dp(
         A :class:`~precode.defenses.base.TrainingResult` whose ``history`` entries also hold the
         ``epsilon`` spent so far, and whose ``epsilon`` is the total (``math.inf`` without noise).
         An empty Poisson batch (possible, rarely) updates nothing but is still counted as a step.
+        The global RNG (PRECODE's noise) is seeded for the call; the caller's state is restored.
 
     Used in chapter 3.
     """
-    from opacus import PrivacyEngine
-
     c, z = _check_clip(max_grad_norm), _check_noise(noise_multiplier)
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -271,8 +272,15 @@ def train_dp(
         raise ValueError("cannot train on an empty data set")
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
+    with seeded(seed, device):
+        return _train_dp(model, dataset, test_data, epochs, lr, batch_size, c, z, delta, seed, device, progress)
 
-    torch.manual_seed(seed)
+
+def _train_dp(model: nn.Module, dataset: Dataset, test_data: ImageData | Dataset | None, epochs: int, lr: float,
+              batch_size: int, c: float, z: float, delta: float, seed: int, device: torch.device,
+              progress: bool) -> TrainingResult:
+    from opacus import PrivacyEngine
+
     # Opacus draws its noise where the parameters are, so its generator lives on their device
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -306,7 +314,9 @@ def train_dp(
                 logits = model(x)
                 loss = loss_fn(model, logits, y)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"training loss became {float(loss)} in epoch {epoch}; lower the learning rate")
+                    raise FloatingPointError(
+                        f"training loss became {float(loss)} in epoch {epoch}; lower the learning rate"
+                    )
                 with _quiet_opacus():
                     loss.backward()
                     dp_optimizer.step()

@@ -59,7 +59,9 @@ def add_gaussian_noise(grads: SharedGradients, std: float, generator: torch.Gene
     return {k: g if g is None or std == 0 else g + std * _gaussian_like(g, generator) for k, g in grads.items()}
 
 
-def add_laplacian_noise(grads: SharedGradients, scale: float, generator: torch.Generator | None = None) -> SharedGradients:
+def add_laplacian_noise(
+    grads: SharedGradients, scale: float, generator: torch.Generator | None = None
+) -> SharedGradients:
     """Return ``grads`` with ``Laplace(0, scale)`` noise added to every entry.
 
     Args:

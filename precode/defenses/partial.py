@@ -2,8 +2,9 @@
 
 PRECODE's own noise already hides the gradients of its decoder and of every later layer; what an
 adaptive attacker (``ig-omit``, chapter 6) still matches are the gradients computed before the
-sampling. The authors' fix (Scheliga et al., see ``shared/FACTS.md``) is to perturb only those,
-which costs less accuracy than noise on every gradient.
+sampling. The authors' fix (Scheliga et al. 2022, arXiv:2208.04767: ``scheliga2022combining`` in
+``book/references.bib``) is to perturb only those, which costs less accuracy than noise on every
+gradient.
 
 The rule, on the names of the shared gradients (``{parameter name: gradient}`` in the model's
 ``named_parameters`` order, which is execution order for this package's models): a gradient is
@@ -18,6 +19,7 @@ Used in chapter 6 (``book/06_adaptive_attacks.ipynb``).
 from __future__ import annotations
 
 import re
+
 from .base import SharedGradients
 from .noise import GaussianNoise, add_gaussian_noise
 

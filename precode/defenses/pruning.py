@@ -36,7 +36,7 @@ def _check_fraction(fraction: float) -> float:
 
 def _prune_tensor(g: torch.Tensor, fraction: float) -> torch.Tensor:
     n = g.numel()
-    k = min(int(round(fraction * n)), n)
+    k = min(round(fraction * n), n)
     if k == 0:
         return g.clone()
     flat = g.detach().reshape(-1).clone()

@@ -11,6 +11,7 @@ accuracy, against gradient noise and pruning that cost accuracy. This package re
   as ``python -m precode attack`` does it, and training a model under a defense;
 * :mod:`~precode.evaluation.report`: per-cell statistics (success rate at an SSIM threshold with
   its Wilson interval, identification rate, means with 95% CIs), the comparison table, the figures;
+* :mod:`~precode.evaluation.schema`: the columns of the CSV files;
 * :mod:`~precode.evaluation.store`: the output folder, written cell by cell so a run resumes;
 * :mod:`~precode.evaluation.runner`: :func:`run_evaluation`, the loop with a progress bar.
 
@@ -27,12 +28,33 @@ from __future__ import annotations
 
 from .cells import defended_gradients, run_cell, train_model, victim_model
 from .grid import (
-    ADAPTIVE_ATTACKS, ADAPTIVE_DEFENSES, ATTACKS, DEFENSES, GRIDS, PAPER_ATTACKS, PAPER_DEFENSES, PARTS, PRECODE,
-    Cell, Grid, Setting, canonical_defense, get_grid, split_defense,
+    ADAPTIVE_ATTACKS,
+    ADAPTIVE_DEFENSES,
+    ATTACKS,
+    DEFENSES,
+    GRIDS,
+    PAPER_ATTACKS,
+    PAPER_DEFENSES,
+    PARTS,
+    PRECODE,
+    Cell,
+    Grid,
+    Setting,
+    canonical_defense,
+    get_grid,
+    split_defense,
 )
 from .report import (
-    SUMMARY_FIELDS, comparison_table, draw_figures, family, plot_convergence, plot_privacy_utility,
-    plot_ssim_distributions, plot_success_vs_threshold, summarize_cell, wilson_interval,
+    SUMMARY_FIELDS,
+    comparison_table,
+    draw_figures,
+    family,
+    plot_convergence,
+    plot_privacy_utility,
+    plot_ssim_distributions,
+    plot_success_vs_threshold,
+    summarize_cell,
+    wilson_interval,
 )
 from .runner import run_evaluation
 from .store import RESULT_FIELDS, TRAINING_CSV_FIELDS, RunFolder, read_csv

@@ -28,11 +28,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import metrics
+from ..attacks import reconstruct
+from ..bottleneck import add_precode
+from ..defenses import parse_defense
+from ..federated import compute_victim_gradients
+from ..models import build_model
 from .grid import Cell, Grid, Setting, split_defense
+from .schema import TRAINING_FIELDS
 
 __all__ = ["victim_model", "defended_gradients", "run_cell", "train_model", "TRAINING_FIELDS"]
-
-TRAINING_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds", "epsilon")
 
 
 def _device() -> torch.device:
@@ -42,9 +47,6 @@ def _device() -> torch.device:
 def victim_model(model: str, input_shape, num_classes: int, defense: str, seed: int) -> nn.Module:
     """The model a cell attacks: built from ``seed``; PRECODE inserts its bottleneck (seeded too)
     before the classifier, or before ``LAYER`` for ``precode@LAYER``."""
-    from ..bottleneck import add_precode
-    from ..models import build_model
-
     net = build_model(model, input_shape, num_classes, seed=seed)
     at, _ = split_defense(defense)
     if at is not None:
@@ -60,9 +62,6 @@ def defended_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Ten
     victim in order; PRECODE's sampling noise from the global generator, seeded with ``seed``
     for this call (the caller's random state is restored afterwards).
     """
-    from ..defenses import parse_defense
-    from ..federated import compute_victim_gradients
-
     spec = split_defense(defense)[1]
     transform = None if spec == "none" else parse_defense(spec, seed=seed)
     device = images.device
@@ -84,9 +83,6 @@ def run_cell(cell: Cell, grid: Grid, victims, pool: torch.Tensor) -> tuple[list[
         ``(rows, seconds)``: one dict per victim (``victim, label, label_pred, mse, psnr, ssim,
         identified, success``) and the attack's wall-clock seconds (as ``precode attack`` reports).
     """
-    from .. import metrics
-    from ..attacks import reconstruct
-
     device = _device()
     model = victim_model(cell.setting.model, victims.input_shape, victims.num_classes, cell.defense, grid.seed)
     model.to(device)
@@ -124,8 +120,6 @@ def train_model(setting: Setting, defense: str, grid: Grid, train_full,
         ``(history, info)``: one dict per epoch with :data:`TRAINING_FIELDS` (``epsilon`` only for
         DP-SGD), and ``{"train_images", "test_images", "epsilon"}``.
     """
-    from ..defenses import parse_defense
-
     train = train_full.subset(grid.train_images)
     test = test_full.subset(grid.test_images)
     model = victim_model(setting.model, train.input_shape, train.num_classes, defense, grid.seed)

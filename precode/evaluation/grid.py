@@ -59,7 +59,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
+
+from ..attacks import ATTACK_NAMES, first_linear_layer
+from ..defenses import parse_defense
+from ..models import build_model
+from ..profiles import get_profile
 
 __all__ = [
     "Setting", "Grid", "Cell", "GRIDS", "DEFENSES", "ATTACKS", "PAPER_DEFENSES", "PAPER_ATTACKS",
@@ -115,8 +121,6 @@ def canonical_defense(spec: str) -> str:
     Raises:
         ValueError: not a valid name (see :func:`precode.defenses.parse_defense` for ``SPEC``).
     """
-    from ..defenses import parse_defense
-
     text = str(spec).strip()
     at, transform = split_defense(text)
     if at is None:
@@ -141,10 +145,8 @@ def canonical_defense(spec: str) -> str:
     return f"{name}+{inner.spec}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layer_names(model: str) -> frozenset[str]:
-    from ..models import build_model
-
     return frozenset(n for n, _ in build_model(model, (3, 32, 32), 10, seed=0).named_modules() if n)
 
 
@@ -246,8 +248,6 @@ class Grid:
     notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        from ..attacks import ATTACK_NAMES
-
         for name, value, least in (("victims", self.victims, 1), ("pool", self.pool, 0),
                                    ("ig_iterations", self.ig_iterations, 1), ("ig_restarts", self.ig_restarts, 1),
                                    ("dlg_iterations", self.dlg_iterations, 1), ("epochs", self.epochs, 1),
@@ -295,7 +295,7 @@ class Grid:
             return self.ig_iterations, self.ig_restarts
         return self.dlg_iterations, 1
 
-    def part(self, name: str) -> "Grid":
+    def part(self, name: str) -> Grid:
         """A part of the grid (:data:`PARTS`), named ``"<grid>-<part>"``.
 
         * ``all``: the grid itself;
@@ -325,7 +325,7 @@ class Grid:
 
     # -- variants -----------------------------------------------------------------------------
     def restrict(self, models: Iterable[str] | None = None, defenses: Iterable[str] | None = None,
-                 attacks: Iterable[str] | None = None) -> "Grid":
+                 attacks: Iterable[str] | None = None) -> Grid:
         """A smaller grid: only the given models, defenses (specs) and attacks (for tests and quick looks).
 
         Raises:
@@ -353,7 +353,7 @@ class Grid:
             chosen_attacks = tuple(a for a in self.attacks if a in wanted)
         return dataclasses.replace(self, settings=settings, defenses=chosen_defenses, attacks=chosen_attacks)
 
-    def replace(self, **changes: Any) -> "Grid":
+    def replace(self, **changes: Any) -> Grid:
         """A copy with some fields changed (``victims=2``, ``ig_iterations=10``, ...)."""
         return dataclasses.replace(self, **changes)
 
@@ -368,7 +368,7 @@ class Grid:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Grid":
+    def from_dict(cls, data: dict[str, Any]) -> Grid:
         data = dict(data)
         data["settings"] = tuple(
             Setting(**{**s, "attacks": None if s.get("attacks") is None else tuple(s["attacks"])})
@@ -379,12 +379,9 @@ class Grid:
         return cls(**data)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def analytic_applies(model: str) -> bool:
     """Whether the analytic attack applies to the model: a first fully connected layer with a bias."""
-    from ..attacks import first_linear_layer
-    from ..models import build_model
-
     try:
         first_linear_layer(build_model(model, (1, 8, 8), 2, seed=0), (1, 8, 8))
     except ValueError:
@@ -446,6 +443,4 @@ def get_grid(profile: str | None = None) -> Grid:
     Raises:
         ValueError: an unknown profile.
     """
-    from ..profiles import get_profile
-
     return GRIDS[get_profile(profile).name]

@@ -23,26 +23,24 @@ Used by ``python -m precode evaluate`` and chapter 5.
 """
 from __future__ import annotations
 
+import html as html_lib
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from ..metrics import mean_ci95
 from .grid import split_defense
+from .schema import SUMMARY_FIELDS
+from .store import read_csv
 
 __all__ = [
     "SUMMARY_FIELDS", "wilson_interval", "summarize_cell", "family", "comparison_table",
     "plot_privacy_utility", "plot_ssim_distributions", "plot_success_vs_threshold", "plot_convergence",
     "draw_figures",
 ]
-
-SUMMARY_FIELDS = (
-    "model", "data", "defense", "attack", "n", "threshold", "attack_success_rate", "success_ci95_low",
-    "success_ci95_high", "identification_rate", "pool", "psnr_mean", "psnr_ci95", "ssim_mean", "ssim_ci95",
-    "ssim_median", "label_accuracy", "test_accuracy", "test_accuracy_ci95", "train_data", "train_images", "epochs",
-    "test_images", "epsilon", "iterations", "restarts", "seed", "seconds",
-)
 
 FAMILY_STYLE = {  # colour and marker of each defense family in every figure
     "none": ("black", "*"), "gaussian": ("C0", "o"), "laplacian": ("C1", "s"), "prune": ("C2", "^"),
@@ -78,8 +76,6 @@ def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds
         training: ``{"test_accuracy", "train_data", "train_images", "test_images", "epsilon"}``.
         pool: the number of further real images searched by the identification rate.
     """
-    from ..metrics import mean_ci95
-
     n = len(rows)
     ssim = np.array([r["ssim"] for r in rows], dtype=float)
     psnr = np.array([r["psnr"] for r in rows], dtype=float)
@@ -171,8 +167,6 @@ def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | Non
             "-: not run (the analytic attack needs a first fully connected layer; ig-omit and ig-joint need a "
             "PRECODE bottleneck).")
     if html:
-        import html as html_lib
-
         def row(values, tag):
             return "<tr>" + "".join(f"<{tag}>{html_lib.escape(str(v))}</{tag}>" for v in values) + "</tr>"
 
@@ -248,8 +242,6 @@ def plot_ssim_distributions(results: list[dict[str, Any]], summary: list[dict[st
 
     One panel per model and attack. Returns the figure. Used in chapter 5.
     """
-    from ..metrics import mean_ci95
-
     plt = _plt()
     panels = list(dict.fromkeys((r["model"], r["data"], r["attack"]) for r in summary))
     defenses = list(dict.fromkeys(r["defense"] for r in summary))
@@ -346,8 +338,6 @@ def draw_figures(folder: str | Path) -> list[Path]:
     Returns the paths written.
     """
     import matplotlib.pyplot as plt
-
-    from .store import read_csv
 
     folder = Path(folder)
     summary = read_csv(folder / "summary.csv")

@@ -9,9 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+from tqdm.auto import tqdm
+
+from ..data import load_data
 from .cells import run_cell, train_model
 from .grid import Grid
 from .report import draw_figures, summarize_cell
+from .schema import CELL_FIELDS
 from .store import RunFolder
 
 __all__ = ["run_evaluation"]
@@ -24,8 +29,6 @@ class _DataCache:
         self._data: dict[tuple[str, str], Any] = {}
 
     def __call__(self, name: str, split: str):
-        from ..data import load_data
-
         key = (name, split)
         if key not in self._data:
             self._data[key] = load_data(name, split)
@@ -63,8 +66,6 @@ def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite:
 
     Used by ``python -m precode evaluate`` and chapter 5.
     """
-    import torch
-
     folder = RunFolder(out, grid, resume=resume, overwrite=overwrite)
     previous = torch.get_num_threads()
     if threads is None and not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
@@ -81,8 +82,6 @@ def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite:
 
 
 def _run_cells(grid: Grid, folder: RunFolder, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
     done = folder.finished_cells()
     cells = grid.cells()
     todo = [c for c in cells if c.key not in done]
@@ -111,7 +110,7 @@ def _run_cells(grid: Grid, folder: RunFolder, progress: bool) -> None:
                         "train_images": last["train_images"], "test_images": last["test_images"],
                         "epsilon": last.get("epsilon")}
             summary = summarize_cell(cell.key, rows, grid, seconds, training, len(pool))
-            folder.add_cell([dict(zip(("model", "data", "defense", "attack"), cell.key), **r) for r in rows], summary)
+            folder.add_cell([dict(zip(CELL_FIELDS, cell.key), **r) for r in rows], summary)
             bar.update(1)
     finally:
         bar.close()

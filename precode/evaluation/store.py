@@ -8,7 +8,7 @@
   train_loss, train_accuracy, test_loss, test_accuracy, seconds, epsilon``), written when a
   model finishes training;
 * ``results.csv``: one row per victim and cell (the victim's metrics);
-* ``summary.csv``: one row per cell (:data:`~precode.evaluation.report.SUMMARY_FIELDS`), written
+* ``summary.csv``: one row per cell (:data:`~precode.evaluation.schema.SUMMARY_FIELDS`), written
   right after the cell's victims;
 * ``figures/*.png``: drawn from the CSV files at the end.
 
@@ -24,17 +24,15 @@ import csv
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
+from .. import __version__
 from .grid import Grid
+from .schema import CELL_FIELDS, RESULT_FIELDS, SUMMARY_FIELDS, TRAINING_CSV_FIELDS
 
 __all__ = ["RunFolder", "read_csv", "RESULT_FIELDS", "TRAINING_CSV_FIELDS", "CELL_FIELDS"]
-
-CELL_FIELDS = ("model", "data", "defense", "attack")
-RESULT_FIELDS = CELL_FIELDS + ("victim", "label", "label_pred", "mse", "psnr", "ssim", "identified", "success")
-TRAINING_CSV_FIELDS = ("model", "train_data", "defense", "epoch", "train_loss", "train_accuracy", "test_loss",
-                       "test_accuracy", "seconds", "epsilon", "train_images", "test_images")
 
 
 def _cell_text(value: Any) -> str:
@@ -85,8 +83,6 @@ class RunFolder:
     """
 
     def __init__(self, out: str | os.PathLike, grid: Grid, resume: bool = False, overwrite: bool = False):
-        from .report import SUMMARY_FIELDS
-
         self.path = Path(out)
         self.grid = grid
         self.summary_fields = SUMMARY_FIELDS
@@ -97,7 +93,7 @@ class RunFolder:
         probe.unlink()
         (self.path / "figures").mkdir(exist_ok=True)
 
-        config = {"grid": grid.to_dict(), "version": _version()}
+        config = {"grid": grid.to_dict(), "version": __version__}
         stored = self._read_config()
         has_results = any((self.path / n).exists() for n in ("summary.csv", "results.csv", "training.csv"))
         if resume and stored is not None:
@@ -180,9 +176,3 @@ class RunFolder:
         """Append a finished cell: its victims' rows, then its summary row (the 'finished' mark)."""
         self._write(self.results_path, RESULT_FIELDS, results)
         self._write(self.summary_path, self.summary_fields, [summary])
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__

@@ -1,0 +1,31 @@
+"""The columns of an evaluation's CSV files, in one place (:mod:`~precode.evaluation.store` writes
+them, :mod:`~precode.evaluation.report` and the chapters read them).
+
+* ``results.csv``: :data:`RESULT_FIELDS`, one row per victim and cell;
+* ``summary.csv``: :data:`SUMMARY_FIELDS`, one row per cell (the columns are described in
+  :mod:`~precode.evaluation.report`);
+* ``training.csv``: :data:`TRAINING_CSV_FIELDS`, one row per trained model and epoch: the model,
+  its training data and defense, the epoch's :data:`TRAINING_FIELDS` and the subset sizes.
+
+Used by ``python -m precode evaluate`` and chapter 5.
+"""
+from __future__ import annotations
+
+__all__ = ["CELL_FIELDS", "RESULT_FIELDS", "SUMMARY_FIELDS", "TRAINING_FIELDS", "TRAINING_CSV_FIELDS"]
+
+CELL_FIELDS = ("model", "data", "defense", "attack")
+"""How the CSV files name a cell: :attr:`precode.evaluation.grid.Cell.key`."""
+
+RESULT_FIELDS = CELL_FIELDS + ("victim", "label", "label_pred", "mse", "psnr", "ssim", "identified", "success")
+
+SUMMARY_FIELDS = (
+    "model", "data", "defense", "attack", "n", "threshold", "attack_success_rate", "success_ci95_low",
+    "success_ci95_high", "identification_rate", "pool", "psnr_mean", "psnr_ci95", "ssim_mean", "ssim_ci95",
+    "ssim_median", "label_accuracy", "test_accuracy", "test_accuracy_ci95", "train_data", "train_images", "epochs",
+    "test_images", "epsilon", "iterations", "restarts", "seed", "seconds",
+)
+
+TRAINING_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds", "epsilon")
+"""One epoch of a training history (:func:`precode.evaluation.cells.train_model`)."""
+
+TRAINING_CSV_FIELDS = ("model", "train_data", "defense") + TRAINING_FIELDS + ("train_images", "test_images")
