@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 __all__ = ["main", "UserError", "write_json"]
 
-COMMANDS = ("attack", "train", "evaluate")
+COMMANDS = ("attack", "train", "evaluate", "federate")
 
 
 class UserError(Exception):
