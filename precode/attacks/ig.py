@@ -38,7 +38,7 @@ from .base import (
 from .labels import infer_labels, last_layer
 from .matching import GradientMatcher
 
-__all__ = ["invert", "inverting_gradients", "total_variation"]
+__all__ = ["inverting_gradients", "total_variation"]
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:
@@ -68,6 +68,7 @@ def inverting_gradients(
     init: str = "rand",
     signed: bool = True,
     boxed: bool = True,
+    matcher=None,
 ) -> AttackResult:
     """Reconstruct every victim's images with Inverting Gradients.
 
@@ -98,6 +99,11 @@ def inverting_gradients(
             SSIM 0.99999 on the MLP either way; 0.81 and 0.80 on LeNet after 1,000 steps).
         signed: step on the sign of the gradient (as Inverting Gradients) or on the gradient.
         boxed: clip pixels to ``[0, 1]`` after each step.
+        matcher: the distance to minimise, if not the shared gradient's: any object with
+            ``distances(images (R, N, B, C, H, W), labels (R, N, B)) -> (R, N)``, for example
+            chapter 7's :class:`~precode.attacks.updates.UpdateMatcher`, which replays a client's
+            local steps (``layers`` is then the matcher's business); ``None``: a
+            :class:`~precode.attacks.matching.GradientMatcher` on ``layers``.
 
     Returns:
         An :class:`~precode.attacks.base.AttackResult`.
@@ -118,66 +124,18 @@ def inverting_gradients(
     num_classes = targets[last_layer(model)[0]].shape[1]
     y = prepare_labels(labels, n, batch_size, num_classes).to(device)
 
-    matcher = GradientMatcher(model, targets, batch_size, shape, layers=layers, distance="cosine")
-    return invert(matcher, y, shape, iterations=iterations, restarts=restarts, seed=seed, lr=lr, tv=tv, init=init,
-                  signed=signed, boxed=boxed, progress=progress, attack="ig", start=start)
-
-
-def invert(
-    matcher,
-    labels: torch.Tensor,
-    input_shape: Sequence[int],
-    *,
-    iterations: int,
-    restarts: int,
-    seed: int = 0,
-    lr: float = 0.1,
-    tv: float = 1e-4,
-    init: str = "rand",
-    signed: bool = True,
-    boxed: bool = True,
-    progress: bool = True,
-    attack: str = "ig",
-    start: float | None = None,
-) -> AttackResult:
-    """Inverting Gradients' optimisation for any matcher: signed Adam on the pixels, box, lr steps, restarts.
-
-    The loop of :func:`inverting_gradients`, shared with the attacks that compare something
-    other than one gradient (the weight-update attack of chapter 7,
-    :func:`precode.attacks.updates.inverting_updates`). It minimises
-    ``matcher.distances(x, y) + tv * TV(x)`` and keeps, for each victim, the restart with the
-    lowest final distance (never looking at the victims' images).
-
-    Args:
-        matcher: an object with ``num_victims``, ``batch_size`` (images per victim) and
-            ``distances(images (R, N, B, C, H, W), labels (R, N, B)) -> (R, N)``, such as a
-            :class:`~precode.attacks.matching.GradientMatcher`.
-        labels: ``(N, B)`` integer labels on the matcher's device.
-        input_shape: ``(C, H, W)`` of one image.
-        iterations, restarts, seed, lr, tv, init, signed, boxed, progress: as for
-            :func:`inverting_gradients` (``seed`` seeds the starting point and any noise the
-            replica of the client draws).
-        attack: the name recorded in the result.
-        start: ``time.perf_counter()`` when the attack began (default: now).
-
-    Returns:
-        An :class:`~precode.attacks.base.AttackResult`.
-    """
-    start = time.perf_counter() if start is None else start
-    shape = check_input_shape(input_shape)
-    n, batch_size = matcher.num_victims, matcher.batch_size
-    device = labels.device
+    matcher = GradientMatcher(model, targets, batch_size, shape, layers=layers) if matcher is None else matcher
     x0 = initial_tensor((restarts, 1, batch_size, *shape), seed, init, device)
     x = x0.expand(restarts, n, *x0.shape[2:]).clone().requires_grad_(True)
-    y_trials = labels.expand(restarts, n, batch_size)
+    y_trials = y.expand(restarts, n, batch_size)
     optimizer = torch.optim.Adam([x], lr=lr)
     milestones = sorted({max(1, int(iterations * f)) for f in (3 / 8, 5 / 8, 7 / 8)})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
     history = torch.empty(iterations, restarts, n, device=device)
 
     with seeded(seed, device):
-        bar = tqdm(range(iterations), desc=f"{attack.upper()}: {n} victim(s) x {restarts} restart(s)",
-                   disable=not progress, leave=False)
+        bar = tqdm(range(iterations), desc=f"IG: {n} victim(s) x {restarts} restart(s)", disable=not progress,
+                   leave=False)
         for i in bar:
             distance = matcher.distances(x, y_trials)
             loss = distance + tv * total_variation(x) if tv else distance
@@ -198,10 +156,10 @@ def invert(
     images = x.detach()[best, victims].reshape(n * batch_size, *shape)
     return AttackResult(
         reconstructions=images.clamp(0, 1).cpu(),
-        labels=labels.reshape(-1).cpu(),
+        labels=y.reshape(-1).cpu(),
         loss_history=history[:, best, victims].cpu(),
         seconds=time.perf_counter() - start,
         restart_losses=final.cpu(),
-        attack=attack,
+        attack="ig",
     )
 

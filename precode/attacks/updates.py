@@ -19,8 +19,8 @@ every attack of chapter 2 applies unchanged.
   local steps* on the dummy images and compares the simulated update with the received one
   (cosine distance of the pseudo-gradients, TV prior, signed Adam, box; Geiping et al. 2020,
   section "weight updates"; Dimitrov et al. 2022 simulate FedAvg's epochs the same way). The
-  optimisation loop is :func:`~precode.attacks.ig.invert`, shared with chapter 2's attack; only
-  the distance is new (:class:`UpdateMatcher`).
+  optimisation loop is :func:`~precode.attacks.ig.inverting_gradients`' own (chapter 2's attack);
+  only the distance is new (:class:`UpdateMatcher`, passed as its ``matcher``).
 
 Both also attack the *aggregate* of ``clients`` clients (what a server sees behind secure
 aggregation): the mean of their updates, which the replica simulates as ``clients`` separate
@@ -32,26 +32,22 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from ..profiles import get_profile
 from ..training import loss_fn
 from .analytic import analytic_attack
 from .base import (
     AttackResult,
     check_input_shape,
-    model_device,
     prepare_gradients,
-    prepare_labels,
     preserved_bottleneck_state,
 )
-from .ig import invert
-from .labels import infer_labels, last_layer
+from .ig import inverting_gradients
+from .labels import last_layer
 from .matching import _factorize, select_layers
 
 __all__ = [
@@ -197,6 +193,10 @@ class UpdateMatcher:
         self.local_steps, self.lr, self.clients = int(local_steps), float(lr), int(clients)
         self.client_batch = int(batch_size)
         self.batch_size = self.clients * self.client_batch  # images per victim, as the IG loop sees it
+        # One step from the same weights: the mean of K clients' batch-mean gradients over B images each is
+        # the batch-mean gradient of all K * B images, so the replica simulates them as one client (faster).
+        self._groups = 1 if self.local_steps == 1 else self.clients
+        self._group_batch = self.batch_size // self._groups
         self.input_shape = check_input_shape(input_shape)
         self.names = select_layers(model, layers)
         params = dict(model.named_parameters())
@@ -209,7 +209,7 @@ class UpdateMatcher:
         self._linear: dict[str, nn.Linear] = {}
         self._rows: dict[str, int] = {}
         self._probe_shapes: dict[str, tuple[int, ...]] = {}
-        steps_rows = self.local_steps * self.clients
+        steps_rows = self.local_steps * self._groups
         for name, module in model.named_modules():
             if not isinstance(module, nn.Linear) or f"{name}.weight" not in trainable:
                 continue
@@ -250,7 +250,7 @@ class UpdateMatcher:
         device = next(iter(self._frozen.values())).device
         try:
             with torch.no_grad(), preserved_bottleneck_state(self.model):
-                self.model(torch.zeros((self.client_batch, *self.input_shape), device=device))
+                self.model(torch.zeros((self._group_batch, *self.input_shape), device=device))
         except RuntimeError as e:
             raise ValueError(f"images of shape {self.input_shape} do not fit the model: {e}") from None
         finally:
@@ -289,12 +289,12 @@ class UpdateMatcher:
 
     def _victim_distance(self, x, y, targets, factors, target_sq):
         """Distance for one victim (inside vmap): x ``(clients * B, C, H, W)``, y ``(clients * B,)``."""
-        xs = x.reshape(self.clients, self.client_batch, *x.shape[1:])
-        ys = y.reshape(self.clients, self.client_batch)
+        xs = x.reshape(self._groups, self._group_batch, *x.shape[1:])
+        ys = y.reshape(self._groups, self._group_batch)
         rows_d: dict[str, list[torch.Tensor]] = {n: [] for n in self._linear}
         rows_h: dict[str, list[torch.Tensor]] = {n: [] for n in self._linear}
         dense_sum = {n: torch.zeros_like(self._frozen[n]) for n in self._dense}
-        for k in range(self.clients):
+        for k in range(self._groups):
             dense = {n: self._frozen[n] for n in self._dense}
             history: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in self._linear}
             for _ in range(self.local_steps):
@@ -320,7 +320,7 @@ class UpdateMatcher:
                     dense_sum[n] = dense_sum[n] + g_dense[n]
                 dense = {n: dense[n] - self.lr * g_dense[n] for n in self._dense}
 
-        scale = 1.0 / self.clients
+        scale = 1.0 / self._groups
         dot = x.new_zeros(())
         g_sq = x.new_zeros(())
         for name in self._linear:
@@ -409,24 +409,15 @@ def inverting_updates(
 
     Used in chapter 7.
     """
-    start = time.perf_counter()
     _check_federation(local_steps, clients, client_lr)
     shape = check_input_shape(input_shape)
-    profile = get_profile()
-    iterations = profile.ig_iterations if iterations is None else int(iterations)
-    restarts = profile.ig_restarts if restarts is None else int(restarts)
-    if iterations < 1 or restarts < 1:
-        raise ValueError(f"iterations and restarts must be at least 1, got {iterations} and {restarts}")
-    targets, n = prepare_gradients(model, gradient_from_update(updates, client_lr))
-    per_update = int(clients) * int(batch_size)
-    if labels is None:
-        labels = infer_labels(model, targets, per_update)
-    num_classes = targets[last_layer(model)[0]].shape[1]
-    y = prepare_labels(labels, n, per_update, num_classes).to(model_device(model))
+    pseudo = gradient_from_update(updates, client_lr)
+    targets, _ = prepare_gradients(model, pseudo)
     matcher = UpdateMatcher(model, targets, batch_size, shape, local_steps=local_steps, lr=client_lr,
                             clients=clients, layers=layers)
-    return invert(matcher, y, shape, iterations=iterations, restarts=restarts, seed=seed, lr=lr, tv=tv, init=init,
-                  signed=signed, boxed=boxed, progress=progress, attack="ig", start=start)
+    # Inverting Gradients' own loop (signed Adam, box, lr steps, restarts), on the update's distance
+    return inverting_gradients(model, pseudo, shape, int(clients) * int(batch_size), labels, iterations, restarts,
+                               seed, progress, lr=lr, tv=tv, init=init, signed=signed, boxed=boxed, matcher=matcher)
 
 
 def reconstruct_from_updates(

@@ -45,7 +45,9 @@ class FederationConfig:
         local_steps: ``E``, each client's local SGD steps per round.
         batch_size: ``B``, images each client trains on per round (a new batch every round).
         lr: the clients' SGD learning rate.
-        defense: what each client applies to every step's gradient (:func:`precode.defenses.parse_defense`).
+        defense: what each client applies to every step's gradient (:func:`precode.defenses.parse_defense`);
+            a tuple of specs gives client ``p`` the spec ``defense[p % len(defense)]`` (clients choose
+            their own defenses; chapter 7 compares them in one run).
         attack: the server's attack on each update: ``analytic``, ``ig`` or ``none``.
         secagg: run SecAgg+; the server then sees only the aggregate of the round.
         seed: the experiment's seed (every random stream is derived from it).
@@ -61,7 +63,7 @@ class FederationConfig:
     local_steps: int = 1
     batch_size: int = 1
     lr: float = 0.1
-    defense: str = "none"
+    defense: str | tuple[str, ...] = "none"
     attack: str = "analytic"
     secagg: bool = False
     seed: int = 0
@@ -87,7 +89,15 @@ class FederationConfig:
             raise ValueError(f"the learning rate must be a positive number, got {self.lr}")
         if self.seed < 0:
             raise ValueError(f"the seed must be non-negative, got {self.seed}")
-        parse_defense(self.defense)  # an invalid spec fails here, before any work
+        specs = (self.defense,) if isinstance(self.defense, str) else tuple(self.defense)
+        if not specs:
+            raise ValueError("give at least one defense spec (or 'none')")
+        for spec in specs:
+            parse_defense(spec)  # an invalid spec fails here, before any work
+
+    def defense_of(self, partition: int) -> str:
+        """The defense spec client ``partition`` applies."""
+        return self.defense if isinstance(self.defense, str) else self.defense[int(partition) % len(self.defense)]
 
     @property
     def images_needed(self) -> int:
@@ -151,6 +161,21 @@ def match_reconstructions(reconstructions: torch.Tensor, originals: torch.Tensor
     order = torch.empty(len(originals), dtype=torch.long)
     order[torch.as_tensor(rows)] = torch.as_tensor(cols)
     return order
+
+
+def mean_ci(values, *, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and its 95% percentile-bootstrap interval ``(mean, low, high)``.
+
+    The bootstrap means are means of the data, so the interval never leaves the metric's range
+    (SSIM's ``[-1, 1]``, a rate's ``[0, 1]``), unlike ``mean +- 1.96 SE`` on a few values near a bound.
+    """
+    x = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if x.numel() == 0 or not torch.isfinite(x).all():
+        raise ValueError("need at least one finite value")
+    g = torch.Generator().manual_seed(seed)
+    means = x[torch.randint(len(x), (resamples, len(x)), generator=g)].mean(1)
+    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return float(x.mean()), float(low), float(high)
 
 
 def score(config: FederationConfig, record: Reconstruction) -> list[dict[str, Any]]:

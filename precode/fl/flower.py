@@ -79,7 +79,7 @@ def _client_train(config: FederationConfig, partition: int, clients: int, server
     batch = client_batch(data, partition, server_round, clients, int(settings["batch-size"]))
     model = config.build_model(data.input_shape, data.num_classes)
     new = client_update(model, batch.images, batch.labels, local_steps=int(settings["local-steps"]),
-                        lr=float(settings["lr"]), defense=config.defense,
+                        lr=float(settings["lr"]), defense=config.defense_of(partition),
                         seed=derive_seed(config.seed, "client", server_round, partition), weights=weights)
     return new, len(batch)
 

@@ -105,6 +105,7 @@ class CuriousServer:
         self.seed, self.iterations, self.restarts, self.options = int(seed), iterations, restarts, options
         self.sent: dict[int, dict[str, torch.Tensor]] = {}
         self.reconstructions: list[Reconstruction] = []
+        self.aggregates: dict[int, dict[str, torch.Tensor]] = {}  # what secure aggregation let it see
 
     def __repr__(self) -> str:
         return (f"CuriousServer(attack={self.attack!r}, E={self.local_steps}, B={self.batch_size}, lr={self.lr})\n"
@@ -175,5 +176,6 @@ class CuriousServer:
         """
         if not clients:
             raise ValueError("an aggregate mixes at least one client")
+        self.aggregates[int(server_round)] = {k: torch.as_tensor(v).detach().clone() for k, v in aggregate.items()}
         result = self._attack(server_round, [aggregate], len(clients), labels)
         return self._records(server_round, [tuple(clients)], result, labels_given=labels is not None)[0]
