@@ -22,8 +22,8 @@ from torch import nn
 
 from .. import metrics
 from ..data import ImageData, load_data
-from .client import client_batch, images_needed
-from .server import Reconstruction
+from .client import client_batch, client_update, images_needed
+from .server import CuriousServer, Reconstruction
 from .streams import derive_seed
 
 __all__ = ["ATTACK_CHOICES", "FederationConfig", "FederationReport", "match_reconstructions", "score"]
@@ -178,29 +178,41 @@ def mean_ci(values, *, resamples: int = 2000, seed: int = 0) -> tuple[float, flo
     return float(x.mean()), float(low), float(high)
 
 
-def score(config: FederationConfig, record: Reconstruction) -> list[dict[str, Any]]:
-    """Per client of ``record``: MSE, PSNR and SSIM of its images' reconstructions and label accuracy.
+def image_scores(config: FederationConfig, record: Reconstruction) -> dict[str, torch.Tensor]:
+    """Per image of ``record``, in the order of its clients' images: ``mse``, ``psnr``, ``ssim``, ``label``
+    (the label the attack used for it, ``-1`` unknown) and ``true_label``.
 
-    A client with ``B > 1`` images gets the mean over its images. Label accuracy is ``None`` when
-    the attacker was handed the labels or could not infer them. Reconstructions are matched to
-    the originals first (:func:`match_reconstructions`), within the update.
+    Reconstructions are matched to the originals first (:func:`match_reconstructions`).
     """
     truth = config.victims(record.server_round, record.clients)
     order = match_reconstructions(record.images, truth.images)
-    recon, labels = record.images[order], record.labels[order]
-    mse, psnr = metrics.mse(recon, truth.images), metrics.psnr(recon, truth.images)
-    ssim = metrics.ssim(recon, truth.images) if min(truth.input_shape[1:]) >= 7 else None
+    recon = record.images[order]
+    out = {"mse": metrics.mse(recon, truth.images), "psnr": metrics.psnr(recon, truth.images),
+           "label": record.labels[order], "true_label": truth.labels}
+    if min(truth.input_shape[1:]) >= 7:
+        out["ssim"] = metrics.ssim(recon, truth.images)
+    return out
+
+
+def score(config: FederationConfig, record: Reconstruction) -> list[dict[str, Any]]:
+    """Per client of ``record``: MSE, PSNR and SSIM of its images' reconstructions and label accuracy.
+
+    A client with ``B > 1`` images gets the mean over its images (:func:`image_scores`). Label
+    accuracy is ``None`` when the attacker was handed the labels or could not infer them.
+    """
+    images = image_scores(config, record)
     b = config.batch_size
     out = []
     for i, client in enumerate(record.clients):
         rows = slice(i * b, (i + 1) * b)
-        known = not record.labels_given and bool((labels[rows] >= 0).all())
+        known = not record.labels_given and bool((images["label"][rows] >= 0).all())
         out.append({
             "client": int(client),
-            "mse": float(mse[rows].mean()),
-            "psnr": float(psnr[rows].mean()),
-            "ssim": None if ssim is None else float(ssim[rows].mean()),
-            "label_accuracy": metrics.label_accuracy(labels[rows], truth.labels[rows]) if known else None,
+            "mse": float(images["mse"][rows].mean()),
+            "psnr": float(images["psnr"][rows].mean()),
+            "ssim": float(images["ssim"][rows].mean()) if "ssim" in images else None,
+            "label_accuracy": metrics.label_accuracy(images["label"][rows], images["true_label"][rows]) if known
+            else None,
         })
     return out
 
@@ -218,6 +230,7 @@ class FederationReport:
         attack_seconds: the time spent in the server's attacks.
         data_source: where the clients' images came from.
         engine: how it ran (``"Flower simulation engine (Ray)"`` ...).
+        server: the curious server (what it sent, reconstructed and, behind SecAgg+, saw).
     """
 
     config: FederationConfig
@@ -228,6 +241,7 @@ class FederationReport:
     attack_seconds: float
     data_source: str
     engine: str
+    server: CuriousServer | None = None
 
     def clients(self) -> list[dict[str, Any]]:
         """Every client score of every round, flat, each with its ``round``."""
@@ -264,3 +278,107 @@ class FederationReport:
             for r in range(1, self.config.rounds + 1)
         ]
         return {"config": config, "rounds": rounds, "summary": self.summary()}
+
+
+def client_updates(config: FederationConfig, server_round: int = 1,
+                   weights: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """What every client of ``config`` sends back in ``server_round``, recomputed without Flower.
+
+    Each client runs :func:`~precode.fl.client.client_update` on its batch of that round, with its
+    defense and its own random stream, exactly as its ``ClientApp`` does; so the result equals the
+    replies of a simulation that sent ``weights`` (default: the initial global model).
+
+    Returns:
+        ``(sent, received)``: the weights sent, and each client's returned weights by partition.
+    """
+    train = config.train_data()
+    model = config.build_model(train.input_shape, train.num_classes)
+    if weights is not None:
+        model.load_state_dict(weights)
+    sent = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    received = []
+    for p in range(config.clients):
+        batch = client_batch(train, p, server_round, config.clients, config.batch_size)
+        received.append(client_update(model, batch.images, batch.labels, local_steps=config.local_steps, lr=config.lr,
+                                      defense=config.defense_of(p), seed=derive_seed(config.seed, "client", server_round, p)))
+    return sent, received
+
+
+def distance_at_truth(config: FederationConfig, server: CuriousServer, server_round: int,
+                      received: list[dict] | None = None) -> torch.Tensor:
+    """The update distance the *true* images reach, per client of ``server_round`` (the experimenter's check).
+
+    Inverting Gradients minimises the cosine distance between the update its replica simulates and
+    the one received. Under a defense the true images need not reach zero; if the attack ends at or
+    below this value, its failure to reconstruct is the defense's doing, not a stalled optimiser.
+    The replica draws its noise (PRECODE) from the attacker's stream, as in the attack.
+
+    Returns:
+        ``(config.clients,)`` distances, by partition.
+    """
+    from ..attacks.base import prepare_gradients, seeded
+    from ..attacks.updates import UpdateMatcher, gradient_from_update, weight_update
+
+    sent = server.sent[server_round]
+    if received is None:
+        _, received = client_updates(config, server_round, sent)
+    model = server._global_model(server_round)
+    updates = [weight_update(sent, r, model) for r in received]
+    stacked = {n: torch.stack([u[n] for u in updates]) for n in updates[0]}
+    targets, n = prepare_gradients(model, gradient_from_update(stacked, config.lr))
+    truth = config.victims(server_round, range(config.clients))
+    shape = truth.input_shape
+    matcher = UpdateMatcher(model, targets, config.batch_size, shape, local_steps=server.local_steps, lr=config.lr)
+    x = truth.images.reshape(1, n, config.batch_size, *shape)
+    y = truth.labels.reshape(1, n, config.batch_size)
+    with torch.no_grad(), seeded(derive_seed(config.seed, "attacker", server_round), torch.device("cpu")):
+        return matcher.distances(x, y)[0]
+
+
+def attack_first_round(config: FederationConfig, *, group_size: int | None = None, labels_given: bool = False,
+                       attacker_local_steps: int | None = None, updates: tuple | None = None, progress: bool = False,
+                       **attack_options) -> tuple[CuriousServer, list[dict[str, Any]]]:
+    """Round 1 of ``config`` without Flower: the same clients, the same curious server, no Ray.
+
+    Every client runs :func:`~precode.fl.client.client_update` on its round-1 batch from the
+    initial global model, exactly as its ``ClientApp`` would (:func:`client_updates`); the server
+    attacks the updates with ``config.attack`` in one batched call. Used to measure many victims at
+    once (chapter 7 attacks 32 and more this way, next to the simulations), never as a replacement
+    for the rounds.
+
+    Args:
+        config: the experiment (``config.clients`` clients; ``rounds`` is ignored).
+        group_size: ``None`` to attack every client's own update; ``K`` to attack the mean of each
+            run of ``K`` consecutive clients' updates instead (what secure aggregation among ``K``
+            clients reveals, without SecAgg+'s quantisation).
+        labels_given: hand the attacker the true labels (the aggregate case; see
+            :data:`~precode.fl.server.THREAT_MODEL`).
+        attacker_local_steps: the ``E`` the server's replica assumes (default: the clients' own;
+            1 for a naive attacker that treats an update as one gradient).
+        updates: ``(sent, received)`` from :func:`client_updates`, to reuse them.
+        progress: the attack's progress bar.
+        **attack_options: passed to the attack.
+
+    Returns:
+        The server (its reconstructions) and one score per client (:func:`score`).
+    """
+    if config.attack == "none":
+        raise ValueError("attack_first_round needs an attack (analytic or ig)")
+    sent, received = updates if updates is not None else client_updates(config)
+    train = config.train_data()
+    model = config.build_model(train.input_shape, train.num_classes)
+    server = CuriousServer(model, train.input_shape, attack=config.attack, batch_size=config.batch_size,
+                           local_steps=attacker_local_steps or config.local_steps, lr=config.lr, seed=config.seed,
+                           iterations=config.iterations, restarts=config.restarts, progress=progress,
+                           **attack_options)
+    server.remember(1, sent)
+    if group_size is None:
+        records = server.attack_updates(1, list(range(config.clients)), received)
+    else:
+        if group_size < 1 or config.clients % group_size:
+            raise ValueError(f"{config.clients} clients cannot be cut into groups of {group_size}")
+        groups = [list(range(i, i + group_size)) for i in range(0, config.clients, group_size)]
+        means = [{k: torch.stack([received[c][k].double() for c in g]).mean(0).float() for k in sent} for g in groups]
+        labels = config.victims(1, range(config.clients)).labels if labels_given else None
+        records = server.attack_aggregates(1, groups, means, labels)
+    return server, [s for r in records for s in score(config, r)]

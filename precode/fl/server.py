@@ -61,6 +61,7 @@ class Reconstruction:
         distance: the final gradient distance of the update attack (``None`` for ``analytic``).
         initial_distance: the distance at the first iteration (``None`` for ``analytic``), to
             check that the optimisation made progress.
+        distance_history: the distance at every iteration (``None`` for ``analytic``).
     """
 
     server_round: int
@@ -72,6 +73,7 @@ class Reconstruction:
     seconds: float
     distance: float | None = None
     initial_distance: float | None = None
+    distance_history: torch.Tensor | None = None
 
 
 class CuriousServer:
@@ -145,6 +147,7 @@ class CuriousServer:
                 attack=self.attack, seconds=result.seconds / len(groups),
                 distance=None if history.shape[0] == 0 else float(result.restart_losses.min(0).values[v]),
                 initial_distance=None if history.shape[0] == 0 else float(history[0, v]),
+                distance_history=None if history.shape[0] == 0 else history[:, v].clone(),
             ))
         self.reconstructions.extend(out)
         return out
@@ -174,8 +177,15 @@ class CuriousServer:
             labels: the true labels of all the images, handed to the attacker (``None``: inferred,
                 possible only while they are at most as many as the classes).
         """
-        if not clients:
-            raise ValueError("an aggregate mixes at least one client")
         self.aggregates[int(server_round)] = {k: torch.as_tensor(v).detach().clone() for k, v in aggregate.items()}
-        result = self._attack(server_round, [aggregate], len(clients), labels)
-        return self._records(server_round, [tuple(clients)], result, labels_given=labels is not None)[0]
+        return self.attack_aggregates(server_round, [clients], [aggregate], labels)[0]
+
+    def attack_aggregates(self, server_round: int, groups: Sequence[Sequence[int]],
+                          aggregates: Sequence[Mapping[str, torch.Tensor]],
+                          labels: torch.Tensor | None = None) -> list[Reconstruction]:
+        """:meth:`attack_aggregate` for several aggregates of equally many clients, in one batched attack."""
+        sizes = {len(g) for g in groups}
+        if len(groups) != len(aggregates) or not groups or len(sizes) != 1 or 0 in sizes:
+            raise ValueError("need one non-empty group of clients per aggregate, all of the same size")
+        result = self._attack(server_round, aggregates, sizes.pop(), labels)
+        return self._records(server_round, [tuple(g) for g in groups], result, labels_given=labels is not None)

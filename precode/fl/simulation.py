@@ -125,5 +125,5 @@ def run_federation(config: FederationConfig, *, progress: bool = False, verbose:
     return FederationReport(
         config=config, test_accuracy=dict(sorted(accuracy.items())), reconstructions=records, scores=scores,
         seconds=time.perf_counter() - start, attack_seconds=sum(r.seconds for r in records),
-        data_source=train.source, engine=engine,
+        data_source=train.source, engine=engine, server=server,
     )
