@@ -39,11 +39,15 @@ def backend_config(cpus_per_client: float = 1.0) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _quiet(verbose: bool) -> Iterator[None]:
-    """Keep Flower's and Ray's logs off stdout (and, unless ``verbose``, below warnings)."""
+    """Keep Flower's and Ray's logs off stdout and, unless ``verbose``, show only their errors.
+
+    Hidden when quiet: Flower's notice that ``run_simulation`` is deprecated in favour of
+    ``flwr run``, its note that federated evaluation is off (the server evaluates), Ray's notes.
+    """
     logger = logging.getLogger("flwr")
     level = logger.level
     if not verbose:
-        logger.setLevel(logging.WARNING)
+        logger.setLevel(logging.ERROR)
     saved = os.dup(1)
     sys.stdout.flush()
     os.dup2(2, 1)  # Ray's subprocesses inherit file descriptor 1: point it at stderr
@@ -51,6 +55,8 @@ def _quiet(verbose: bool) -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*deprecated.*")
             warnings.filterwarnings("ignore", category=DeprecationWarning)
+            if not verbose:
+                warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
             yield
     finally:
         sys.stdout.flush()
