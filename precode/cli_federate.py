@@ -94,7 +94,10 @@ def _config(args: argparse.Namespace):
     if config.attack == "analytic":
         from .attacks import first_linear_layer
 
-        first_linear_layer(config.build_model(data.input_shape, data.num_classes), data.input_shape)
+        try:
+            first_linear_layer(config.build_model(data.input_shape, data.num_classes), data.input_shape)
+        except ValueError as e:
+            raise UserError(f"{e}; use --attack ig for this model") from None
     return config
 
 

@@ -39,7 +39,7 @@ THREAT_MODEL = (
     "the global weights it sent, and the clients' local steps E, batch size B and learning rate (it set them "
     "in the round's configuration). It does not know the clients' images, labels or random numbers. "
     "Labels are inferred from each update (iDLG's rule on the last layer); behind secure aggregation, where "
-    "one update mixes more images than there are classes, the attacker is handed the true labels."
+    "one aggregate mixes many clients' images, possibly of the same class, the attacker is handed the true labels."
 )
 
 
