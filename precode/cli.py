@@ -20,7 +20,7 @@ from .data import DataUnavailableError
 
 __all__ = ["main", "UserError", "write_json"]
 
-COMMANDS = ("attack", "train", "evaluate")
+COMMANDS = ("attack", "train", "evaluate", "federate")
 
 
 def _available_commands() -> dict[str, Any]:

@@ -67,6 +67,7 @@ def inverting_gradients(
     init: str = "rand",
     signed: bool = True,
     boxed: bool = True,
+    matcher=None,
 ) -> AttackResult:
     """Reconstruct every victim's images with Inverting Gradients.
 
@@ -97,6 +98,11 @@ def inverting_gradients(
             SSIM 0.99999 on the MLP either way; 0.81 and 0.80 on LeNet after 1,000 steps).
         signed: step on the sign of the gradient (as Inverting Gradients) or on the gradient.
         boxed: clip pixels to ``[0, 1]`` after each step.
+        matcher: the distance to minimise, if not the shared gradient's: any object with
+            ``distances(images (R, N, B, C, H, W), labels (R, N, B)) -> (R, N)``, for example
+            chapter 7's :class:`~precode.attacks.updates.UpdateMatcher`, which replays a client's
+            local steps (``layers`` is then the matcher's business); ``None``: a
+            :class:`~precode.attacks.matching.GradientMatcher` on ``layers``.
 
     Returns:
         An :class:`~precode.attacks.base.AttackResult`.
@@ -118,7 +124,8 @@ def inverting_gradients(
     y = prepare_labels(labels, n, batch_size, num_classes).to(device)
 
     # [ig-loop]
-    matcher = GradientMatcher(model, targets, batch_size, shape, layers=layers, distance="cosine")
+    matcher = (GradientMatcher(model, targets, batch_size, shape, layers=layers, distance="cosine")
+               if matcher is None else matcher)
     x0 = initial_tensor((restarts, 1, batch_size, *shape), seed, init, device)
     x = x0.expand(restarts, n, *x0.shape[2:]).clone().requires_grad_(True)
     y_trials = y.expand(restarts, n, batch_size)

@@ -1,0 +1,384 @@
+"""One federated experiment: its configuration, its data, and the scoring of what the server recovered.
+
+:class:`FederationConfig` holds every knob of a run (model, data, number of clients and rounds,
+``E``, ``B``, learning rate, the clients' defense, the server's attack, secure aggregation,
+seed). The same object configures the Flower apps (:mod:`precode.fl.flower`), the command line
+and chapter 7. :func:`score` compares each :class:`~precode.fl.server.Reconstruction` with the
+images the clients really held; this is the experimenter's view, outside the threat model (the
+server never sees the originals). :class:`FederationReport` collects a run's rounds, test
+accuracy and scores, and writes the command line's JSON.
+
+Used in chapter 7 (``book/07_federated.ipynb``) and by ``python -m precode federate``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import metrics
+from ..attacks.base import prepare_gradients, seeded
+from ..attacks.updates import UpdateMatcher, gradient_from_update, weight_update
+from ..bottleneck import add_precode
+from ..data import ImageData, load_data
+from ..defenses import parse_defense
+from ..models import MODEL_NAMES, build_model
+from .client import client_batch, client_update, images_needed
+from .server import CuriousServer, Reconstruction
+from .streams import derive_seed
+
+__all__ = ["ATTACK_CHOICES", "FederationConfig", "FederationReport", "match_reconstructions", "score"]
+
+ATTACK_CHOICES = ("analytic", "ig", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class FederationConfig:
+    """Everything that defines a federated run (the command line's flags, one to one).
+
+    Attributes:
+        model: ``mlp``, ``cnn`` or ``lenet`` (:func:`precode.build_model`), untrained at round 1.
+        precode: insert a PRECODE bottleneck before the classifier (:func:`precode.add_precode`).
+        data: the data set; clients hold images of its train split, the global model is tested
+            on its test split.
+        clients: number of clients, all of which take part in every round.
+        rounds: FedAvg rounds.
+        local_steps: ``E``, each client's local SGD steps per round.
+        batch_size: ``B``, images each client trains on per round (a new batch every round).
+        lr: the clients' SGD learning rate.
+        defense: what each client applies to every step's gradient (:func:`precode.defenses.parse_defense`);
+            a tuple of specs gives client ``p`` the spec ``defense[p % len(defense)]`` (clients choose
+            their own defenses; chapter 7 compares them in one run).
+        attack: the server's attack on each update: ``analytic``, ``ig`` or ``none``.
+        secagg: run SecAgg+; the server then sees only the aggregate of the round.
+        seed: the experiment's seed (every random stream is derived from it).
+        iterations, restarts: Inverting Gradients' budget (``None``: the profile's).
+        test_images: how many test images the global model is evaluated on, each round.
+    """
+
+    model: str = "mlp"
+    precode: bool = False
+    data: str = "fashion-mnist"
+    clients: int = 10
+    rounds: int = 2
+    local_steps: int = 1
+    batch_size: int = 1
+    lr: float = 0.1
+    defense: str | tuple[str, ...] = "none"
+    attack: str = "analytic"
+    secagg: bool = False
+    seed: int = 0
+    iterations: int | None = None
+    restarts: int | None = None
+    test_images: int = 2000
+
+    def __post_init__(self) -> None:
+
+        if self.model.lower() not in MODEL_NAMES:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+        if self.attack.lower() not in ATTACK_CHOICES:
+            raise ValueError(f"unknown attack {self.attack!r}; choose one of {', '.join(ATTACK_CHOICES)}")
+        for name, value, least in (("clients", self.clients, 2), ("rounds", self.rounds, 1),
+                                   ("local_steps", self.local_steps, 1), ("batch_size", self.batch_size, 1),
+                                   ("iterations", self.iterations, 1), ("restarts", self.restarts, 1),
+                                   ("test_images", self.test_images, 1)):
+            if value is not None and int(value) < least:
+                raise ValueError(f"{name.replace('_', '-')} must be at least {least}, got {value}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"the learning rate must be a positive number, got {self.lr}")
+        if self.seed < 0:
+            raise ValueError(f"the seed must be non-negative, got {self.seed}")
+        specs = (self.defense,) if isinstance(self.defense, str) else tuple(self.defense)
+        if not specs:
+            raise ValueError("give at least one defense spec (or 'none')")
+        for spec in specs:
+            parse_defense(spec)  # an invalid spec fails here, before any work
+
+    def defense_of(self, partition: int) -> str:
+        """The defense spec client ``partition`` applies."""
+        return self.defense if isinstance(self.defense, str) else self.defense[int(partition) % len(self.defense)]
+
+    @property
+    def images_needed(self) -> int:
+        """Training images the clients hold together (``clients * rounds * batch_size``)."""
+        return images_needed(self.clients, self.rounds, self.batch_size)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def build_model(self, input_shape, num_classes: int) -> nn.Module:
+        """The global model at round 1: untrained, its weights from the ``model`` stream of the seed."""
+
+        seed = derive_seed(self.seed, "model") % 2**31
+        model = build_model(self.model, input_shape, num_classes, seed=seed)
+        if self.precode:
+            add_precode(model, seed=seed)
+        return model
+
+    def train_data(self) -> ImageData:
+        """The clients' images: the first :attr:`images_needed` of the train split."""
+        data = _load(self.data, "train")
+        if len(data) < self.images_needed:
+            raise ValueError(
+                f"{self.clients} clients x {self.rounds} rounds x {self.batch_size} images need "
+                f"{self.images_needed} training images, but {self.data} has {len(data)}"
+            )
+        return data.first(self.images_needed)
+
+    def test_data(self) -> ImageData:
+        """The images the server tests the global model on: the first :attr:`test_images` of the test split."""
+        data = _load(self.data, "test")
+        return data.first(min(self.test_images, len(data)))
+
+    def victims(self, server_round: int, clients) -> ImageData:
+        """The images the given clients trained on in ``server_round``, in the order of ``clients``."""
+        data = self.train_data()
+        parts = [client_batch(data, c, server_round, self.clients, self.batch_size) for c in clients]
+        return dataclasses.replace(data, images=torch.cat([p.images for p in parts]),
+                                   labels=torch.cat([p.labels for p in parts]))
+
+
+@functools.lru_cache(maxsize=8)
+def _load(name: str, split: str) -> ImageData:
+    return load_data(name, split)
+
+
+def match_reconstructions(reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
+    """For each original, the index of its reconstruction: the least-MSE one-to-one assignment.
+
+    The server cannot know which reconstruction of a batch (or an aggregate) belongs to which
+    client's image; scoring pairs them as favourably for the attacker as possible.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    if len(reconstructions) == 1:
+        return torch.zeros(1, dtype=torch.long)
+    cost = torch.cdist(originals.flatten(1).double(), reconstructions.clamp(0, 1).flatten(1).double()).square()
+    rows, cols = linear_sum_assignment(cost.numpy())
+    order = torch.empty(len(originals), dtype=torch.long)
+    order[torch.as_tensor(rows)] = torch.as_tensor(cols)
+    return order
+
+
+def mean_ci(values, *, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and its 95% percentile-bootstrap interval ``(mean, low, high)``.
+
+    The bootstrap means are means of the data, so the interval never leaves the metric's range
+    (SSIM's ``[-1, 1]``, a rate's ``[0, 1]``), unlike ``mean +- 1.96 SE`` on a few values near a bound.
+    """
+    x = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if x.numel() == 0 or not torch.isfinite(x).all():
+        raise ValueError("need at least one finite value")
+    g = torch.Generator().manual_seed(seed)
+    means = x[torch.randint(len(x), (resamples, len(x)), generator=g)].mean(1)
+    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return float(x.mean()), float(low), float(high)
+
+
+def image_scores(config: FederationConfig, record: Reconstruction) -> dict[str, torch.Tensor]:
+    """Per image of ``record``, in the order of its clients' images: ``mse``, ``psnr``, ``ssim``, ``label``
+    (the label the attack used for it, ``-1`` unknown) and ``true_label``.
+
+    Reconstructions are matched to the originals first (:func:`match_reconstructions`).
+    """
+    truth = config.victims(record.server_round, record.clients)
+    order = match_reconstructions(record.images, truth.images)
+    recon = record.images[order]
+    out = {"mse": metrics.mse(recon, truth.images), "psnr": metrics.psnr(recon, truth.images),
+           "label": record.labels[order], "true_label": truth.labels}
+    if min(truth.input_shape[1:]) >= 7:
+        out["ssim"] = metrics.ssim(recon, truth.images)
+    return out
+
+
+def score(config: FederationConfig, record: Reconstruction) -> list[dict[str, Any]]:
+    """Per client of ``record``: MSE, PSNR and SSIM of its images' reconstructions and label accuracy.
+
+    A client with ``B > 1`` images gets the mean over its images (:func:`image_scores`). Label
+    accuracy is ``None`` when the attacker was handed the labels or could not infer them.
+    """
+    images = image_scores(config, record)
+    b = config.batch_size
+    out = []
+    for i, client in enumerate(record.clients):
+        rows = slice(i * b, (i + 1) * b)
+        known = not record.labels_given and bool((images["label"][rows] >= 0).all())
+        out.append({
+            "client": int(client),
+            "mse": float(images["mse"][rows].mean()),
+            "psnr": float(images["psnr"][rows].mean()),
+            "ssim": float(images["ssim"][rows].mean()) if "ssim" in images else None,
+            "label_accuracy": metrics.label_accuracy(images["label"][rows], images["true_label"][rows]) if known
+            else None,
+        })
+    return out
+
+
+@dataclasses.dataclass
+class FederationReport:
+    """A finished run: per round the global model's test accuracy and each client's scores.
+
+    Attributes:
+        config: the run's configuration.
+        test_accuracy: ``{round: accuracy}``, round 0 being the initial model.
+        reconstructions: every :class:`~precode.fl.server.Reconstruction`, in order.
+        scores: ``{round: [per-client scores]}`` (:func:`score`), sorted by client.
+        seconds: wall-clock time of the whole run, Flower's start-up included.
+        attack_seconds: the time spent in the server's attacks.
+        data_source: where the clients' images came from.
+        engine: how it ran (``"Flower simulation engine (Ray)"`` ...).
+        server: the curious server (what it sent, reconstructed and, behind SecAgg+, saw).
+    """
+
+    config: FederationConfig
+    test_accuracy: dict[int, float]
+    reconstructions: list[Reconstruction]
+    scores: dict[int, list[dict[str, Any]]]
+    seconds: float
+    attack_seconds: float
+    data_source: str
+    engine: str
+    server: CuriousServer | None = None
+
+    def clients(self) -> list[dict[str, Any]]:
+        """Every client score of every round, flat, each with its ``round``."""
+        return [{"round": r, **c} for r, cs in sorted(self.scores.items()) for c in cs]
+
+    def summary(self) -> dict[str, Any]:
+        rows = self.clients()
+
+        def values(key):
+            return [r[key] for r in rows if r[key] is not None]
+
+        def mean(key):
+            v = values(key)
+            return float(sum(v) / len(v)) if v else None
+
+        last = max(self.test_accuracy) if self.test_accuracy else None
+        return {
+            "victims": len(rows),
+            "mse": mean("mse"), "psnr": mean("psnr"), "ssim": mean("ssim"),
+            "psnr_min": min(values("psnr")) if values("psnr") else None,
+            "ssim_min": min(values("ssim")) if values("ssim") else None,
+            "ssim_max": max(values("ssim")) if values("ssim") else None,
+            "label_accuracy": mean("label_accuracy"),
+            "initial_test_accuracy": self.test_accuracy.get(0),
+            "final_test_accuracy": None if last is None else self.test_accuracy[last],
+            "seconds": self.seconds, "attack_seconds": self.attack_seconds,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The command line's JSON: ``{"config", "rounds": [...], "summary"}``."""
+        config = {**self.config.as_dict(), "data_source": self.data_source, "engine": self.engine}
+        rounds = [
+            {"round": r, "test_accuracy": self.test_accuracy.get(r), "clients": self.scores.get(r, [])}
+            for r in range(1, self.config.rounds + 1)
+        ]
+        return {"config": config, "rounds": rounds, "summary": self.summary()}
+
+
+def client_updates(config: FederationConfig, server_round: int = 1,
+                   weights: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """What every client of ``config`` sends back in ``server_round``, recomputed without Flower.
+
+    Each client runs :func:`~precode.fl.client.client_update` on its batch of that round, with its
+    defense and its own random stream, exactly as its ``ClientApp`` does; so the result equals the
+    replies of a simulation that sent ``weights`` (default: the initial global model).
+
+    Returns:
+        ``(sent, received)``: the weights sent, and each client's returned weights by partition.
+    """
+    train = config.train_data()
+    model = config.build_model(train.input_shape, train.num_classes)
+    if weights is not None:
+        model.load_state_dict(weights)
+    sent = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    received = []
+    for p in range(config.clients):
+        batch = client_batch(train, p, server_round, config.clients, config.batch_size)
+        received.append(client_update(model, batch.images, batch.labels, local_steps=config.local_steps, lr=config.lr,
+                                      defense=config.defense_of(p),
+                                      seed=derive_seed(config.seed, "client", server_round, p)))
+    return sent, received
+
+
+def distance_at_truth(config: FederationConfig, server: CuriousServer, server_round: int,
+                      received: list[dict] | None = None) -> torch.Tensor:
+    """The update distance the *true* images reach, per client of ``server_round`` (the experimenter's check).
+
+    Inverting Gradients minimises the cosine distance between the update its replica simulates and
+    the one received. Under a defense the true images need not reach zero; if the attack ends at or
+    below this value, its failure to reconstruct is the defense's doing, not a stalled optimiser.
+    The replica draws its noise (PRECODE) from the attacker's stream, as in the attack.
+
+    Returns:
+        ``(config.clients,)`` distances, by partition.
+    """
+
+    sent = server.sent[server_round]
+    if received is None:
+        _, received = client_updates(config, server_round, sent)
+    model = server._global_model(server_round)
+    updates = [weight_update(sent, r, model) for r in received]
+    stacked = {n: torch.stack([u[n] for u in updates]) for n in updates[0]}
+    targets, n = prepare_gradients(model, gradient_from_update(stacked, config.lr))
+    truth = config.victims(server_round, range(config.clients))
+    shape = truth.input_shape
+    matcher = UpdateMatcher(model, targets, config.batch_size, shape, local_steps=server.local_steps, lr=config.lr)
+    x = truth.images.reshape(1, n, config.batch_size, *shape)
+    y = truth.labels.reshape(1, n, config.batch_size)
+    with torch.no_grad(), seeded(derive_seed(config.seed, "attacker", server_round), torch.device("cpu")):
+        return matcher.distances(x, y)[0]
+
+
+def attack_first_round(config: FederationConfig, *, group_size: int | None = None, labels_given: bool = False,
+                       attacker_local_steps: int | None = None, updates: tuple | None = None, progress: bool = False,
+                       **attack_options) -> tuple[CuriousServer, list[dict[str, Any]]]:
+    """Round 1 of ``config`` without Flower: the same clients, the same curious server, no Ray.
+
+    Every client runs :func:`~precode.fl.client.client_update` on its round-1 batch from the
+    initial global model, exactly as its ``ClientApp`` would (:func:`client_updates`); the server
+    attacks the updates with ``config.attack`` in one batched call. Used to measure many victims at
+    once (chapter 7 attacks 32 and more this way, next to the simulations), never as a replacement
+    for the rounds.
+
+    Args:
+        config: the experiment (``config.clients`` clients; ``rounds`` is ignored).
+        group_size: ``None`` to attack every client's own update; ``K`` to attack the mean of each
+            run of ``K`` consecutive clients' updates instead (what secure aggregation among ``K``
+            clients reveals, without SecAgg+'s quantisation).
+        labels_given: hand the attacker the true labels (the aggregate case; see
+            :data:`~precode.fl.server.THREAT_MODEL`).
+        attacker_local_steps: the ``E`` the server's replica assumes (default: the clients' own;
+            1 for a naive attacker that treats an update as one gradient).
+        updates: ``(sent, received)`` from :func:`client_updates`, to reuse them.
+        progress: the attack's progress bar.
+        **attack_options: passed to the attack.
+
+    Returns:
+        The server (its reconstructions) and one score per client (:func:`score`).
+    """
+    if config.attack == "none":
+        raise ValueError("attack_first_round needs an attack (analytic or ig)")
+    sent, received = updates if updates is not None else client_updates(config)
+    train = config.train_data()
+    model = config.build_model(train.input_shape, train.num_classes)
+    server = CuriousServer(model, train.input_shape, attack=config.attack, batch_size=config.batch_size,
+                           local_steps=attacker_local_steps or config.local_steps, lr=config.lr, seed=config.seed,
+                           iterations=config.iterations, restarts=config.restarts, progress=progress,
+                           **attack_options)
+    server.remember(1, sent)
+    if group_size is None:
+        records = server.attack_updates(1, list(range(config.clients)), received)
+    else:
+        if group_size < 1 or config.clients % group_size:
+            raise ValueError(f"{config.clients} clients cannot be cut into groups of {group_size}")
+        groups = [list(range(i, i + group_size)) for i in range(0, config.clients, group_size)]
+        means = [{k: torch.stack([received[c][k].double() for c in g]).mean(0).float() for k in sent} for g in groups]
+        labels = config.victims(1, range(config.clients)).labels if labels_given else None
+        records = server.attack_aggregates(1, groups, means, labels)
+    return server, [s for r in records for s in score(config, r)]
