@@ -24,19 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import chapters as book
 
 
-def _forget(path: Path) -> None:
-    """Remove the chapter's current cache entry, so the next execution is cold."""
-    import nbformat
-
-    with book._locked():
-        cache = book.open_cache()
-        try:
-            record = cache.match_cache_notebook(nbformat.read(path, nbformat.NO_CONVERT))
-        except KeyError:
-            return
-        cache.remove_cache(record.pk)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chapters", nargs="*", help="chapter number prefixes (default: all)")
@@ -46,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [p for p in book.chapters() if not args.chapters or any(p.name.startswith(c) for c in args.chapters)]
     rows = []
     for path in chosen:
-        _forget(path)
+        book.forget(path)
         result, cold = book.execute(path)
         if result.error is not None:
             print(f"{path.name} failed in cell {result.error.failing_cell_index}", file=sys.stderr)

@@ -110,6 +110,17 @@ def is_current(path: Path) -> bool:
         return True
 
 
+def forget(path: Path) -> None:
+    """Remove the chapter's current cache entry, so that it is executed again (a cold run)."""
+    with _locked():
+        cache = open_cache()
+        try:
+            record = cache.match_cache_notebook(nbformat.read(path, nbformat.NO_CONVERT))
+        except KeyError:
+            return
+        cache.remove_cache(record.pk)
+
+
 def execute(path: Path):
     """Execute one chapter with nbmake in its own folder; store it in the cache when it passes.
 
