@@ -59,6 +59,15 @@ def test_laplacian_noise_has_the_requested_scale():
     assert abs(noise.mean().item()) < 1e-3
 
 
+def test_laplacian_noise_follows_the_laplace_distribution():
+    # the whole distribution, not only its moments: a Kolmogorov-Smirnov test against Laplace(0, b)
+    from scipy import stats
+
+    noise = LaplacianNoise(0.05, seed=1)({"w": torch.zeros(50_000)})["w"].double().numpy()
+    assert stats.kstest(noise, stats.laplace(scale=0.05).cdf).pvalue > 0.01
+    assert stats.kstest(noise, stats.norm(scale=math.sqrt(2) * 0.05).cdf).pvalue < 1e-6  # it can fail
+
+
 def test_zero_scale_and_none_change_nothing():
     grads = {"w": torch.randn(10, 3), "b": None}
     for d in (GaussianNoise(0.0), LaplacianNoise(0.0), GradientPruning(0.0), NoDefense()):
