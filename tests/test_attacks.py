@@ -173,6 +173,42 @@ def test_matcher_low_rank_shortcut_equals_the_plain_cosine(victims):
     torch.testing.assert_close(out[0][1], out[1][1], atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("noisy", [False, True])
+def test_matcher_low_rank_shortcut_equals_the_plain_l2(victims, noisy):
+    # DLG's squared distance through the shortcut (exact factors, or a noisy target compared as delta^T T h)
+    images, labels = victims
+    model = small_mlp(precode=True)
+    shared = compute_victim_gradients(model, images[:4], labels[:4], batch_size=2)
+    if noisy:
+        shared = {k: g + 1e-3 * torch.randn(g.shape, generator=torch.Generator().manual_seed(1))
+                  for k, g in shared.items()}
+    targets, n = prepare_gradients(model, shared)
+    x = torch.rand(2, n, 2, 1, 28, 28, requires_grad=True)
+    y = labels[:4].reshape(1, n, 2).expand(2, n, 2)
+    out = []
+    for low_rank in (True, False):
+        matcher = GradientMatcher(model, targets, 2, (1, 28, 28), distance="l2", low_rank=low_rank)
+        assert bool(matcher._linear) == low_rank and bool(matcher._factors) == (low_rank and not noisy)
+        torch.manual_seed(0)  # the same PRECODE noise for both
+        d = matcher.distances(x, y)
+        out.append((d, torch.autograd.grad(d.sum(), x)[0]))
+    torch.testing.assert_close(out[0][0], out[1][0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out[0][1], out[1][1], atol=1e-7, rtol=1e-4)
+
+
+def test_matcher_low_rank_l2_keeps_its_precision_near_the_answer(victims):
+    # at the true images the squared distance is ~0 (float32 round-off), not the ~1e-7 |t|^2 that
+    # |g|^2 - 2 <g, t> + |t|^2 would leave in float32
+    images, labels = victims
+    model = small_mlp()
+    targets, _ = prepare_gradients(model, compute_victim_gradients(model, images[:3], labels[:3]))
+    truth, y = images[:3].reshape(1, 3, 1, 1, 28, 28), labels[:3].reshape(1, 3, 1)
+    matcher = GradientMatcher(model, targets, 1, (1, 28, 28), distance="l2")
+    assert matcher._factors, "the shortcut should apply to the MLP's layers"
+    target_sq = sum(t.double().square().flatten(1).sum(1) for t in targets.values())
+    assert (matcher.distances(truth, y)[0].double() / target_sq).max() < 1e-10
+
+
 def test_matcher_replays_the_clients_loss_including_kl(victims):
     images, labels = victims
     model = add_precode(small_mlp(), size=16, eval_mode="mean").eval()  # deterministic bottleneck

@@ -14,10 +14,13 @@ as every client does.
 
 One shortcut keeps many victims cheap on wide fully connected layers (the 1024-wide MLP has
 1.8 million weights per victim): the weight gradient of a ``Linear`` layer is
-``delta^T h`` (errors times inputs, rank at most the batch size), so the cosine distance needs
+``delta^T h`` (errors times inputs, rank at most the batch size), so both distances need
 only ``delta``, ``h`` and the shared gradient's exact low-rank factors, never a per-victim
-weight gradient. The result is the same number (up to rounding) as the plain computation;
-gradients that are not of low rank (a defense added noise) are compared in full.
+weight gradient: the cosine from ``<g, t>`` and ``|g|^2``, the squared distance as
+``|g|^2 - 2 <g, t> + |t|^2``, that sum in float64 so that it keeps its precision near zero,
+where DLG converges. The result is the same number (up to rounding) as the plain computation;
+gradients that are not of low rank (a defense added noise) are compared with ``delta^T T h``,
+still without a per-victim weight gradient.
 
 Used in chapter 2 (``book/02_attacks.ipynb``) through :mod:`precode.attacks.dlg` and
 :mod:`precode.attacks.ig`, and by the PRECODE-aware attacks of chapter 6.
@@ -75,7 +78,7 @@ class GradientMatcher:
         distance: ``"cosine"``: ``1 - <g, t> / (|g| |t|)`` with the inner product and norms
             summed over all chosen layers (Inverting Gradients), in ``[0, 2]``; ``"l2"``:
             ``sum |g - t|^2`` over the chosen layers (DLG).
-        low_rank: use the low-rank shortcut for wide ``Linear`` layers (cosine only).
+        low_rank: use the low-rank shortcut for wide ``Linear`` layers.
     """
 
     def __init__(
@@ -106,7 +109,7 @@ class GradientMatcher:
         self._probe_shapes: dict[str, tuple[int, ...]] = {}
         for name, module in model.named_modules():
             wname = f"{name}.weight"
-            if not (low_rank and distance == "cosine" and isinstance(module, nn.Linear) and wname in self.names):
+            if not (low_rank and isinstance(module, nn.Linear) and wname in self.names):
                 continue
             shapes = calls.get(module, [])
             if len(shapes) != 1:
@@ -119,9 +122,16 @@ class GradientMatcher:
         self._dense = [n for n in self.names if n not in covered]
 
         self._targets = {n: targets[n] for n in self.names}
-        self._target_sq = sum(t.double().square().flatten(1).sum(1) for t in self._targets.values()).to(
-            targets[self.names[0]].dtype
-        )
+        if distance == "cosine":  # |t|^2 over all chosen layers
+            self._target_sq = sum(t.double().square().flatten(1).sum(1) for t in self._targets.values()).to(
+                targets[self.names[0]].dtype
+            )
+        else:  # l2: |t|^2 over the weights of the shortcut's layers only, in float64 (see _victim_distance)
+            self._target_sq = sum((self._targets[f"{m}.weight"].double().square().flatten(1).sum(1)
+                                   for m in self._linear), torch.zeros(self.num_victims, dtype=torch.float64,
+                                                                       device=self._device))
+            for m in self._linear:
+                self._targets[f"{m}.weight"] = self._targets[f"{m}.weight"].double()
         self._factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for name in self._linear:
             rows = math.prod(self._probe_shapes[name][:-1])
@@ -191,7 +201,7 @@ class GradientMatcher:
 
         # [matcher-distance]
         if self.distance == "l2":
-            return sum((g_dense[n] - targets[n]).square().sum() for n in self._dense)
+            return self._victim_l2(g_probe, g_dense, inputs, targets, factors, target_sq).to(x.dtype)
         dot = x.new_zeros(())
         g_sq = x.new_zeros(())
         for name, module in self._linear.items():
@@ -212,6 +222,24 @@ class GradientMatcher:
             g_sq = g_sq + g_dense[n].square().sum()
         return 1 - dot / (g_sq * target_sq).clamp_min(1e-30).sqrt()
         # [/matcher-distance]
+
+    def _victim_l2(self, g_probe, g_dense, inputs, targets, factors, weight_sq):
+        """``sum |g - t|^2`` of one victim; the shortcut layers' weights as ``|g|^2 - 2 <g, t> + |t|^2`` in float64."""
+        total = weight_sq
+        for name, module in self._linear.items():
+            delta = g_probe[name].reshape(-1, module.out_features).double()
+            h = inputs[name].reshape(-1, module.in_features).double()
+            if name in factors:
+                q, vt = factors[name]
+                dot = ((delta @ q) * (h @ vt.mT)).sum()
+            else:
+                dot = ((delta @ targets[f"{name}.weight"]) * h).sum()
+            total = total + ((delta @ delta.mT) * (h @ h.mT)).sum() - 2 * dot
+            if f"{name}.bias" in self.names:
+                total = total + (delta.sum(0) - targets[f"{name}.bias"]).square().sum()
+        for n in self._dense:
+            total = total + (g_dense[n] - targets[n]).square().sum()
+        return total
 
     # -- public ------------------------------------------------------------------------------------
 
