@@ -35,14 +35,18 @@ __all__ = [
 EVAL_MODES = ("sample", "mean")
 
 
-def kl_divergence_bits(mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+def kl_divergence_bits(mu: torch.Tensor, std: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """KL divergence of ``N(mu, diag(std^2))`` from ``N(0, I)`` in bits, averaged over the batch.
 
     ``mean_batch( sum_K -0.5 * (1 + 2 log std - mu^2 - std^2) ) / ln 2``. ``mu`` and ``std``
-    have shape ``(batch, K)``.
+    have shape ``(batch, K)``. ``reduction="none"`` returns the ``(batch,)`` per-sample values.
     """
-    per_sample = (-0.5 * (1 + 2 * torch.log(std) - mu.pow(2) - std.pow(2))).sum(dim=-1)
-    return per_sample.mean() / math.log(2)
+    per_sample = (-0.5 * (1 + 2 * torch.log(std) - mu.pow(2) - std.pow(2))).sum(dim=-1) / math.log(2)
+    if reduction == "none":
+        return per_sample
+    if reduction != "mean":
+        raise ValueError(f"unknown reduction {reduction!r}; choose 'mean' or 'none'")
+    return per_sample.mean()
 
 
 class VariationalBottleneck(nn.Module):
@@ -59,9 +63,11 @@ class VariationalBottleneck(nn.Module):
             reference's test accuracy). Training mode always samples.
 
     After each forward pass :attr:`kl` holds ``beta * KL`` (bits) of that pass, which
-    :func:`bottleneck_loss` adds to the loss. Setting :attr:`noise` to a tensor of shape
-    ``(batch, K)`` replaces the random ``eps`` on the following forward passes (chapter 6's
-    attacker optimises it); ``None`` (the default) draws fresh noise each pass.
+    :func:`bottleneck_loss` adds to the loss, and :attr:`kl_per_sample` the ``(batch,)`` values
+    it is the mean of (DP-SGD's ghost clipping needs the loss of every sample). Setting
+    :attr:`noise` to a tensor of shape ``(batch, K)`` replaces the random ``eps`` on the
+    following forward passes (chapter 6's attacker optimises it); ``None`` (the default) draws
+    fresh noise each pass.
     """
 
     def __init__(self, in_features: int, size: int = 256, beta: float = 1e-3, eval_mode: str = "sample"):
@@ -81,6 +87,7 @@ class VariationalBottleneck(nn.Module):
         self.encoder = nn.Linear(self.in_features, 2 * self.size)
         self.decoder = nn.Linear(self.size, self.in_features)
         self.kl: torch.Tensor | None = None
+        self.kl_per_sample: torch.Tensor | None = None
         self.noise: torch.Tensor | None = None
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,7 +108,8 @@ class VariationalBottleneck(nn.Module):
             z = mu + eps * std
         else:
             z = mu
-        self.kl = self.beta * kl_divergence_bits(mu, std)
+        self.kl_per_sample = self.beta * kl_divergence_bits(mu, std, reduction="none")
+        self.kl = self.kl_per_sample.mean()
         return self.decoder(z).reshape(x.shape)
 
     def extra_repr(self) -> str:

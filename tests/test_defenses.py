@@ -228,7 +228,9 @@ def test_train_dp_reports_epsilon_and_leaves_no_hooks(sample):
 
 def test_train_dp_keeps_its_numbers_and_leaves_the_callers_random_state(sample):
     # Recorded before train_dp() stopped leaving the global RNG reseeded (at 58ba614); the PRECODE
-    # model's noise comes from the global RNG, so equal numbers mean the same draws.
+    # model's noise comes from the global RNG, so equal numbers mean the same draws. Recorded with
+    # Opacus' hooks (stored per-sample gradients): that they still hold shows that ghost clipping
+    # (and the per-sample KL it clips) trains the same model.
     data = _tiny(sample)
     for caller_seed in (123, 7):
         model = add_precode(build_model("mlp", data.input_shape, 10, seed=0, width=32), size=8, seed=0)
