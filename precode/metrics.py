@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy import stats
 
 __all__ = [
     "mse", "psnr", "ssim", "label_accuracy", "nearest_neighbours", "identification_rate", "mean_ci95",
@@ -117,8 +118,11 @@ def identification_rate(
 
 
 def mean_ci95(values: Sequence[float] | torch.Tensor | np.ndarray) -> tuple[float, float]:
-    """Mean and half-width of its 95% confidence interval (normal approximation, 1.96 * SE).
+    """Mean and half-width of its 95% confidence interval, Student's t: ``t(0.975, n - 1) * SE``.
 
+    ``SE`` is the sample standard deviation over ``sqrt(n)``. With the few victims of the quick
+    profile the t quantile matters: 2.36 for 8 values, 2.04 for 32, against the normal 1.96. The
+    interval is symmetric and can cross a metric's bound (SSIM's 1) for values piled up near it.
     One value gives a half-width of 0; NaN values are an error.
     """
     if isinstance(values, torch.Tensor):
@@ -128,5 +132,5 @@ def mean_ci95(values: Sequence[float] | torch.Tensor | np.ndarray) -> tuple[floa
         raise ValueError("no values to summarise")
     if np.isnan(x).any():
         raise ValueError("values contain NaN")
-    half = 1.96 * x.std(ddof=1) / math.sqrt(x.size) if x.size > 1 else 0.0
+    half = float(stats.t.ppf(0.975, x.size - 1)) * x.std(ddof=1) / math.sqrt(x.size) if x.size > 1 else 0.0
     return float(x.mean()), float(half)

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,7 +69,8 @@ def test_identification_rate():
 def test_mean_ci95():
     m, h = mean_ci95([1.0, 2.0, 3.0, 4.0])
     assert m == 2.5
-    assert h == pytest.approx(1.96 * math.sqrt(5 / 3) / 2)
+    assert h == pytest.approx(3.182446 * math.sqrt(5 / 3) / 2, rel=1e-6)  # t(0.975, 3), not the normal 1.96
+    assert mean_ci95(np.arange(8.0))[1] == pytest.approx(2.364624 * np.arange(8.0).std(ddof=1) / math.sqrt(8), rel=1e-6)
     assert mean_ci95([3.0]) == (3.0, 0.0)
     with pytest.raises(ValueError):
         mean_ci95([])

@@ -9,7 +9,7 @@ Per cell (:func:`summarize_cell`), over its ``n`` victims:
 * ``identification_rate``: the fraction of reconstructions whose nearest real image (MSE, among
   the victims and a pool of further test images) is their victim; no threshold;
 * ``psnr_mean``, ``ssim_mean`` with the half-widths of their 95% confidence intervals
-  (``psnr_ci95``, ``ssim_ci95``: normal approximation, :func:`precode.metrics.mean_ci95`), and
+  (``psnr_ci95``, ``ssim_ci95``: Student's t, :func:`precode.metrics.mean_ci95`), and
   ``ssim_median``; ``label_accuracy`` of the labels the attacker inferred;
 * ``test_accuracy`` of the model trained under the cell's defense (``test_accuracy_ci95``: the
   half-width of its 95% interval from the finite test set alone, not from training noise), with what it was trained on
