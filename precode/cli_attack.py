@@ -40,6 +40,7 @@ from .defenses import parse_defense
 from .federated import compute_victim_gradients
 from .models import MODEL_NAMES, build_model
 from .profiles import get_profile
+from .seeds import streams
 from .training import train
 
 __all__ = ["add_parser", "run"]
@@ -71,7 +72,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--restarts", type=int, metavar="R", help="random restarts (default: the profile's)")
     p.add_argument("--trained-epochs", type=int, default=0, metavar="E",
                    help="train the model for E epochs on the train split first (default 0: untrained)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the model and the attack")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="experiment seed: the model's weights; the clients' noise and the attacker's come "
+                   "from separate streams derived from it (precode.seeds)")
     p.add_argument("--json", metavar="PATH|-", help="write the results as JSON to PATH, or to stdout with '-'")
     p.add_argument("--figure", metavar="PATH", help="save originals above reconstructions as a PNG")
 
@@ -87,9 +90,10 @@ def gradient_transform(args: argparse.Namespace):
     """The defense each client applies to its gradients before sharing them, or ``None``.
 
     The single place where the command changes what the server receives: ``--defense SPEC``
-    parsed by :func:`precode.defenses.parse_defense`, seeded with ``--seed``.
+    parsed by :func:`precode.defenses.parse_defense`, seeded with the client's stream of ``--seed``
+    (:func:`precode.seeds.streams`).
     """
-    defense = parse_defense(args.defense, seed=args.seed)
+    defense = parse_defense(args.defense, seed=streams(args.seed).client)
     return None if defense.name == "none" else defense
 
 
@@ -236,15 +240,17 @@ def _run(args: argparse.Namespace) -> int:
         train(model, train_data, epochs=args.trained_epochs, seed=args.seed, progress=progress)
 
     # what the clients share: one gradient per client batch, after any transform they apply;
-    # PRECODE's sampling noise comes from the global generator, seeded here
+    # PRECODE's sampling noise comes from the global generator, seeded here with the client's
+    # stream; the attack gets the attacker's (precode.seeds: it must not replay the client's noise)
+    rng = streams(args.seed)
     images, labels = victims.images.to(device), victims.labels.to(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(args.seed)
+        torch.manual_seed(rng.client)
         shared = compute_victim_gradients(model, images, labels, batch_size=args.batch_size,
                                           defense=gradient_transform(args))
     iterations, restarts = _resolved_budget(attack, args, profile)
     result = reconstruct(attack, model, shared, input_shape=victims.input_shape, batch_size=args.batch_size,
-                         iterations=iterations, restarts=restarts, seed=args.seed, progress=progress)
+                         iterations=iterations, restarts=restarts, seed=rng.attacker, progress=progress)
 
     order = _match_batches(result.reconstructions, victims.images, args.batch_size)
     recon = result.reconstructions[order]
@@ -258,6 +264,7 @@ def _run(args: argparse.Namespace) -> int:
         "defense": args.defense, "data": str(args.data),
         "data_source": victims.source, "images": args.images, "batch_size": args.batch_size,
         "iterations": iterations, "restarts": restarts, "trained_epochs": args.trained_epochs, "seed": args.seed,
+        "client_seed": rng.client, "attacker_seed": rng.attacker,
         "profile": profile.name, "device": str(device),
     }
     results = [

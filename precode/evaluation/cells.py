@@ -6,10 +6,11 @@ the summary and the same attack run alone give the same numbers:
 1. the victims are the first ``N`` test images of the setting's data set;
 2. the model is built from the seed, untrained (PRECODE: a bottleneck with weights from the
    seed is inserted before the classifier, or before the layer of ``precode@LAYER``);
-3. every victim's client shares the gradient of its own image, after the defense (seeded; for
+3. every victim's client shares the gradient of its own image, after the defense (its noise and
+   PRECODE's from the client's stream of the seed, :func:`precode.seeds.streams`; for
    ``precode+SPEC`` the gradient defense ``SPEC`` on the PRECODE model's gradient);
 4. the attack runs on all victims at once (:func:`precode.attacks.reconstruct`, labels inferred
-   from the gradients, the grid's budget, the seed);
+   from the gradients, the grid's budget, the attacker's stream of the seed);
 5. each reconstruction is compared with its victim: MSE, PSNR, SSIM, whether the label was
    recovered, and whether its nearest real image (by MSE, among the victims and the ``pool``
    following test images) is the victim itself (identification).
@@ -34,6 +35,7 @@ from ..bottleneck import add_precode
 from ..defenses import parse_defense
 from ..federated import compute_victim_gradients
 from ..models import build_model
+from ..seeds import streams
 from .grid import Cell, Grid, Setting, split_defense
 from .schema import TRAINING_FIELDS
 
@@ -60,7 +62,8 @@ def defended_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Ten
 
     The defense's noise comes from its own generator, seeded with ``seed`` and drawn victim by
     victim in order; PRECODE's sampling noise from the global generator, seeded with ``seed``
-    for this call (the caller's random state is restored afterwards).
+    for this call (the caller's random state is restored afterwards). :func:`run_cell` passes the
+    client's stream (:func:`precode.seeds.streams`), never the attacker's.
     """
     spec = split_defense(defense)[1]
     transform = None if spec == "none" else parse_defense(spec, seed=seed)
@@ -87,10 +90,11 @@ def run_cell(cell: Cell, grid: Grid, victims, pool: torch.Tensor) -> tuple[list[
     model = victim_model(cell.setting.model, victims.input_shape, victims.num_classes, cell.defense, grid.seed)
     model.to(device)
     images, labels = victims.images.to(device), victims.labels.to(device)
-    shared = defended_gradients(model, images, labels, cell.defense, grid.seed)
+    rng = streams(grid.seed)  # the clients' noise and the attacker's are separate streams
+    shared = defended_gradients(model, images, labels, cell.defense, rng.client)
     iterations, restarts = grid.budget(cell.attack)
     result = reconstruct(cell.attack, model, shared, input_shape=victims.input_shape, batch_size=1,
-                         iterations=iterations, restarts=restarts, seed=grid.seed, progress=False)
+                         iterations=iterations, restarts=restarts, seed=rng.attacker, progress=False)
     recon, originals = result.reconstructions, victims.images
     mse, psnr = metrics.mse(recon, originals), metrics.psnr(recon, originals)
     ssim = metrics.ssim(recon, originals)
