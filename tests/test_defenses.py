@@ -113,6 +113,16 @@ def test_pruning_zeroes_the_fraction_and_keeps_the_largest_entries():
     assert GradientPruning(0.99)({"w": torch.randn(1000)})["w"].count_nonzero() == 10
 
 
+def test_pruning_breaks_ties_and_zeroes_exactly_the_fraction():
+    # exact zeros (a dead unit's gradient) and equal magnitudes at the threshold
+    g = torch.tensor([0.0, 0.0, 0.0, 1.0, -1.0, 1.0, 2.0, -2.0])
+    out = prune_gradients({"w": g}, 0.5)["w"]
+    assert int((out == 0).sum()) == 4 and torch.equal(out[6:], g[6:])
+    assert int((out[3:6] == 0).sum()) == 1  # one of the three tied magnitudes goes
+    assert torch.equal(prune_gradients({"w": torch.ones(10)}, 0.3)["w"].count_nonzero(), torch.tensor(7))
+    assert g[3] == 1.0  # the input is left unchanged
+
+
 def test_pruning_fraction_bounds():
     for bad in (-0.1, 1.0, float("nan")):
         with pytest.raises(ValueError, match="pruning fraction"):
