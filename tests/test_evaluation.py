@@ -285,3 +285,14 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
     assert main(["evaluate", "--out", str(tmp_path / "run"), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_comparison_table_shows_the_label_accuracy():
+    # a defense that "works" because the attacker's labels came out wrong must be visible
+    row = {"model": "mlp", "data": "fashion-mnist", "defense": "prune:0.99", "attack": "ig", "n": 8,
+           "threshold": 0.5, "attack_success_rate": 0.0, "success_ci95_low": 0.0, "success_ci95_high": 0.32,
+           "ssim_mean": -0.07, "label_accuracy": 0.0, "test_accuracy": 0.8}
+    table = evaluation.comparison_table([row])
+    assert "labels" in table.splitlines()[0]
+    assert "0% (0-32%), -0.07, 0%" in table
+    assert ", -" in evaluation.comparison_table([{**row, "label_accuracy": ""}])  # not recorded: a dash

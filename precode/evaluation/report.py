@@ -131,8 +131,10 @@ def _short(defense: str) -> str:
 def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | None = None, html: bool = False) -> str:
     """The paper's comparison as a table: a row per model and defense, the attacks side by side.
 
-    Each attack column shows the attack success rate with its Wilson 95% interval and the mean
-    SSIM; the last column is the test accuracy after training under the defense.
+    Each attack column shows the attack success rate with its Wilson 95% interval, the mean SSIM
+    and the share of victims whose label the attack inferred correctly (the server is given no
+    label: a defense that "works" because the labels came out wrong shows here); the last column
+    is the test accuracy after training under the defense.
 
     Args:
         summary: rows of ``summary.csv``.
@@ -147,7 +149,7 @@ def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | Non
     cells = {(r["model"], r["data"], r["defense"], r["attack"]): r for r in summary}
     groups = list(dict.fromkeys((r["model"], r["data"], r["defense"]) for r in summary))
     head = ["model (victims)", "defense"] + [
-        f"{ATTACK_TITLES.get(a, a)}: success (95% CI), mean SSIM" for a in attacks] + ["test accuracy"]
+        f"{ATTACK_TITLES.get(a, a)}: success (95% CI), mean SSIM, labels" for a in attacks] + ["test accuracy"]
     body = []
     for model, data, defense in groups:
         out = [f"{model} ({data})", _short(defense)]
@@ -158,12 +160,14 @@ def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | Non
                 out.append("-")
                 continue
             accuracy = r["test_accuracy"]
+            labels = "-" if r.get("label_accuracy") in (None, "") else f"{100 * float(r['label_accuracy']):.0f}%"
             out.append(f"{100 * r['attack_success_rate']:.0f}% ({100 * r['success_ci95_low']:.0f}-"
-                       f"{100 * r['success_ci95_high']:.0f}%), {r['ssim_mean']:.2f}")
+                       f"{100 * r['success_ci95_high']:.0f}%), {r['ssim_mean']:.2f}, {labels}")
         out.append("-" if accuracy is None else f"{100 * accuracy:.1f}%")
         body.append(out)
     first = summary[0]
     note = (f"Success: SSIM >= {first['threshold']:g}; {first['n']} victims per cell; Wilson 95% intervals; "
+            "labels: victims whose label the attack inferred from the gradient (none is given); "
             "-: not run (the analytic attack needs a first fully connected layer; ig-omit and ig-joint need a "
             "PRECODE bottleneck).")
     if html:
