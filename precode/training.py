@@ -116,8 +116,31 @@ def train(
         return _train(model, dataset, test_data, epochs, lr, batch_size, seed, gradient_transform, progress)
 
 
+def _uses_channels_last(model: nn.Module) -> bool:
+    """Whether training keeps images and convolution weights channels-last (NHWC) in memory.
+
+    On a CPU, oneDNN's convolutions are faster that way: a CNN training step of 64 Fashion-MNIST
+    images takes about 40 instead of 71 ms on one thread. The same numbers up to rounding.
+    """
+    return _device_of(model).type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
 def _train(model: nn.Module, dataset: Dataset, test_data: ImageData | Dataset | None, epochs: int, lr: float,
            batch_size: int, seed: int, gradient_transform: GradientTransform | None, progress: bool) -> list[dict]:
+    if not _uses_channels_last(model):
+        return _train_loop(model, dataset, test_data, epochs, lr, batch_size, seed, gradient_transform, progress,
+                           torch.contiguous_format)
+    model.to(memory_format=torch.channels_last)
+    try:
+        return _train_loop(model, dataset, test_data, epochs, lr, batch_size, seed, gradient_transform, progress,
+                           torch.channels_last)
+    finally:
+        model.to(memory_format=torch.contiguous_format)  # the trained model is an ordinary one again
+
+
+def _train_loop(model: nn.Module, dataset: Dataset, test_data: ImageData | Dataset | None, epochs: int, lr: float,
+                batch_size: int, seed: int, gradient_transform: GradientTransform | None, progress: bool,
+                memory_format: torch.memory_format) -> list[dict]:
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -131,7 +154,7 @@ def _train(model: nn.Module, dataset: Dataset, test_data: ImageData | Dataset | 
         total_loss, correct, n = 0.0, 0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
         for x, y in bar:
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, memory_format=memory_format), y.to(device)
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
             loss = loss_fn(model, logits, y)

@@ -56,6 +56,32 @@ def test_train_keeps_its_numbers_and_leaves_the_callers_random_state(sample):
         assert history[0]["train_loss"] == pytest.approx(2.375059962272644, rel=1e-5)
 
 
+@pytest.mark.parametrize("spec", ["none", "gaussian:0.01", "prune:0.9"])
+def test_channels_last_training_gives_the_same_model(sample, monkeypatch, spec):
+    # CNNs train with NHWC tensors on the CPU (faster convolutions); the model is the same as with
+    # the ordinary layout, up to rounding, under a gradient defense too, and comes back contiguous
+    from precode import training
+    from precode.defenses import parse_defense
+
+    data = sample.subset(96, seed=0)
+    weights = []
+    for channels_last in (True, False):
+        monkeypatch.setattr(training, "_uses_channels_last", lambda model, flag=channels_last: flag)
+        model = build_model("cnn", data.input_shape, 10, seed=0, widths=(4, 8))
+        transform = None if spec == "none" else parse_defense(spec, seed=0)
+        history = train(model, data, data, epochs=1, batch_size=32, seed=1, gradient_transform=transform,
+                        progress=False)
+        assert all(p.is_contiguous() for p in model.parameters())
+        weights.append((_weights(model), history[-1]["train_loss"]))
+    # Adam divides by the root of tiny second moments, so a rounding difference can reach 1e-5
+    torch.testing.assert_close(weights[0][0], weights[1][0], rtol=1e-3, atol=1e-4)
+    assert weights[0][1] == pytest.approx(weights[1][1], rel=1e-5)
+    assert training._uses_channels_last(build_model("cnn", data.input_shape, 10)) is False  # still patched
+    monkeypatch.undo()
+    assert training._uses_channels_last(build_model("cnn", data.input_shape, 10))
+    assert not training._uses_channels_last(build_model("mlp", data.input_shape, 10))
+
+
 def test_train_bad_arguments(sample):
     model = build_model("mlp", sample.input_shape, 10, width=8)
     with pytest.raises(ValueError, match="epochs"):
