@@ -8,6 +8,32 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 os.environ.setdefault("PRECODE_PROFILE", "quick")
 
 
+# The chapters are the longest tests by far (minutes each, against seconds). `make test` runs
+# pytest-xdist's worksteal on two workers, which hands the first worker the first half of the
+# collected tests and the second worker the rest, then lets an idle worker steal from the other's
+# tail. So the chapters are split between the two halves, longest first, each to the half with
+# less so far, and each half starts with its chapters (a chapter cannot be stolen once started).
+# Scheduling hints only (seconds alone, one thread: benchmarks/bench_book.py, 2026-12-01); a
+# wrong hint costs time, never a result.
+CHAPTER_SECONDS = {"01": 22, "02": 299, "03": 358, "04": 191, "05": 265, "06": 398, "07": 172}
+
+
+def _chapter_cost(item) -> int:
+    return CHAPTER_SECONDS.get(item.callspec.id[:2], 300)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    chapters = [i for i in items if i.path.name == "test_chapters.py"]
+    others = [i for i in items if i.path.name != "test_chapters.py"]
+    if len(others) < len(chapters):  # the chapters (nearly) alone, as in `make chapters`: keep the order
+        return
+    halves: tuple[list, list] = ([], [])
+    for item in sorted(chapters, key=_chapter_cost, reverse=True):
+        min(halves, key=lambda h: sum(map(_chapter_cost, h))).append(item)
+    first = others[: max(0, len(items) // 2 - len(halves[0]))]
+    items[:] = halves[0] + first + halves[1] + others[len(first):]
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread for the test (the attacks are many small operations), restored afterwards."""
