@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .bottleneck import bottleneck_loss
+from .bottleneck import bottleneck_loss, bottlenecks
 from .data import ImageData
 
 __all__ = ["loss_fn", "train", "evaluate", "seeded", "GradientTransform"]
@@ -26,11 +26,20 @@ __all__ = ["loss_fn", "train", "evaluate", "seeded", "GradientTransform"]
 GradientTransform = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
-def loss_fn(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def loss_fn(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy plus the KL term of every PRECODE bottleneck in ``model``.
 
-    Call it right after the forward pass that produced ``logits``.
+    Call it right after the forward pass that produced ``logits``. ``reduction="none"`` gives the
+    ``(batch,)`` loss of every sample (their mean is the ``"mean"`` loss; DP-SGD's ghost clipping
+    needs them).
     """
+    if reduction == "none":
+        per_sample = F.cross_entropy(logits, labels, reduction="none")
+        for vb in bottlenecks(model):
+            per_sample = per_sample + vb.kl_per_sample
+        return per_sample
+    if reduction != "mean":
+        raise ValueError(f"unknown reduction {reduction!r}; choose 'mean' or 'none'")
     return F.cross_entropy(logits, labels) + bottleneck_loss(model)
 
 
@@ -127,13 +136,11 @@ def _uses_channels_last(model: nn.Module) -> bool:
 
 def _train(model: nn.Module, dataset: Dataset, test_data: ImageData | Dataset | None, epochs: int, lr: float,
            batch_size: int, seed: int, gradient_transform: GradientTransform | None, progress: bool) -> list[dict]:
-    if not _uses_channels_last(model):
-        return _train_loop(model, dataset, test_data, epochs, lr, batch_size, seed, gradient_transform, progress,
-                           torch.contiguous_format)
-    model.to(memory_format=torch.channels_last)
+    memory_format = torch.channels_last if _uses_channels_last(model) else torch.contiguous_format
+    model.to(memory_format=memory_format)
     try:
         return _train_loop(model, dataset, test_data, epochs, lr, batch_size, seed, gradient_transform, progress,
-                           torch.channels_last)
+                           memory_format)
     finally:
         model.to(memory_format=torch.contiguous_format)  # the trained model is an ordinary one again
 

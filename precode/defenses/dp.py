@@ -49,12 +49,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..bottleneck import bottlenecks
 from ..data import ImageData
 from ..training import evaluate, loss_fn, seeded
 from .base import Defense, SharedGradients, TrainingResult, _check_finite
@@ -362,10 +360,7 @@ class _PerSampleClientLoss:
         self.reduction = "mean"
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        per_sample = F.cross_entropy(logits, labels, reduction="none")
-        for vb in bottlenecks(self.model):
-            per_sample = per_sample + vb.kl_per_sample
-        return per_sample if self.reduction == "none" else per_sample.mean()
+        return loss_fn(self.model, logits, labels, reduction=self.reduction)
 
 
 class DPSGD(Defense):
