@@ -21,17 +21,31 @@ ENV_VAR = "PRECODE_PROFILE"
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """Scale settings of one profile.
+    """Scale settings of one profile, down to the size of each chapter's single experiments (so
+    that no chapter chooses a size by the profile's name).
 
     Attributes:
         name: ``"quick"`` or ``"full"``.
         victims: number of victim images a chapter or command attacks by default.
         ig_iterations: Inverting Gradients iterations per restart.
         ig_restarts: Inverting Gradients restarts (the best is chosen by gradient loss only).
-        dlg_iterations: DLG / iDLG L-BFGS iterations.
+        dlg_iterations: DLG / iDLG L-BFGS iterations, of up to 25 evaluations of the matching loss
+            each: ``25 * dlg_iterations <= ig_iterations``, so that L-BFGS never gets a larger
+            budget than Inverting Gradients' signed Adam (one evaluation per step).
         epochs: training epochs for the accuracy and convergence experiments.
         train_subset: number of training images used for training experiments
             (``None``: the whole training split).
+        stat_images: victims of chapter 1's leakage statistics (one image each).
+        stat_batches: client batches per batch size in chapter 1's "which rows are copies" count.
+        label_victims: victims of chapter 2's label-rule accuracy.
+        sweep_iterations_mlp, sweep_iterations_lenet: Inverting Gradients' iterations in chapter
+            2's batch-size sweep and its attacks after training.
+        short_train_images: training images of the one- and two-epoch trainings of chapters 2, 4
+            and 6 (``None``: the whole split).
+        short_epochs: epochs of chapter 6's trainings of the CNN variants.
+        dp_train_images: training images for DP-SGD in chapter 3 (one gradient per image;
+            ``None``: the whole split).
+        spread_victims: victims of chapter 4's gradient-agreement spread.
     """
 
     name: str
@@ -41,11 +55,19 @@ class Profile:
     dlg_iterations: int
     epochs: int
     train_subset: int | None
+    stat_images: int
+    stat_batches: int
+    label_victims: int
+    sweep_iterations_mlp: int
+    sweep_iterations_lenet: int
+    short_train_images: int | None
+    short_epochs: int
+    dp_train_images: int | None
+    spread_victims: int
 
     def __str__(self) -> str:
-        fields = ", ".join(
-            f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self) if f.name != "name"
-        )
+        shown = ("victims", "ig_iterations", "ig_restarts", "dlg_iterations", "epochs", "train_subset")
+        fields = ", ".join(f"{name}={getattr(self, name)}" for name in shown)
         return f"profile {self.name!r}: {fields}"
 
 
@@ -55,18 +77,36 @@ PROFILES: dict[str, Profile] = {
         victims=8,
         ig_iterations=1000,
         ig_restarts=1,
-        dlg_iterations=100,
+        dlg_iterations=40,
         epochs=3,
         train_subset=10_000,
+        stat_images=1000,
+        stat_batches=40,
+        label_victims=1000,
+        sweep_iterations_mlp=300,
+        sweep_iterations_lenet=500,
+        short_train_images=5000,
+        short_epochs=2,
+        dp_train_images=1000,
+        spread_victims=50,
     ),
     "full": Profile(
         name="full",
         victims=128,
         ig_iterations=7000,
         ig_restarts=1,
-        dlg_iterations=300,
+        dlg_iterations=280,
         epochs=30,
         train_subset=None,
+        stat_images=5000,
+        stat_batches=200,
+        label_victims=10_000,
+        sweep_iterations_mlp=2000,
+        sweep_iterations_lenet=3000,
+        short_train_images=None,
+        short_epochs=30,
+        dp_train_images=None,
+        spread_victims=500,
     ),
 }
 

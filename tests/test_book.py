@@ -87,3 +87,14 @@ def test_built_book_if_present(page):
     if not built.exists():
         pytest.skip("no built book; run make book")
     assert check_book.mathjax_problems(ROOT / "_build" / "html") == []
+
+
+def _code_cells(path: Path) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("chapter", sorted(p.name for p in (ROOT / "book").glob("*.ipynb")))
+def test_chapters_take_their_sizes_from_the_profile(chapter):
+    # a size chosen by the profile's name in a chapter is a size the profile does not document
+    code = "\n".join(_code_cells(ROOT / "book" / chapter))
+    assert "profile.name" not in code, f"{chapter}: use a field of precode.profiles.Profile instead of profile.name"

@@ -20,3 +20,10 @@ def test_unknown_profile(monkeypatch):
     monkeypatch.setenv("PRECODE_PROFILE", "medium")
     with pytest.raises(ValueError, match="unknown profile 'medium'"):
         get_profile()
+
+
+@pytest.mark.parametrize("name", ["quick", "full"])
+def test_lbfgs_never_gets_a_larger_budget_than_inverting_gradients(name):
+    p = get_profile(name)
+    assert 25 * p.dlg_iterations <= p.ig_iterations * p.ig_restarts  # at most 25 evaluations per L-BFGS iteration
+    assert 25 * p.dlg_iterations >= 0.9 * p.ig_iterations  # and not a much smaller one
