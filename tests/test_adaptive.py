@@ -156,3 +156,32 @@ def test_cli_ig_joint_refuses_a_plain_model(capsys):
                  "--images", "1", "--iterations", "1"])
     assert code != 0
     assert "no PRECODE bottleneck" in capsys.readouterr().err
+
+
+# -- the encoder leak ------------------------------------------------------------------------------
+
+def test_encoder_leak_reads_the_bottlenecks_input_exactly_and_inverts_the_front():
+    model = tiny()
+    images, _labels, shared = shared_of(model, n=3)
+    recon, features = attacks.encoder_leak(model, shared, (1, 4, 4), steps=300, lr=0.05, seed=1)
+    front = nn.Sequential(model.flatten, model.fc1, model.act)
+    with torch.no_grad():
+        truth = front(images)
+    # the division is exact whatever the bottleneck's noise did to the error signal
+    assert torch.allclose(features, truth, rtol=1e-4, atol=1e-6)
+    assert recon.shape == images.shape and 0 <= recon.min() and recon.max() <= 1
+    with torch.no_grad():
+        start = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+        before = (front(start) - truth).square().sum(1) / truth.square().sum(1)
+        after = (front(recon) - truth).square().sum(1) / truth.square().sum(1)
+    assert torch.all(after < 0.1 * before)  # the inversion made progress on every victim
+
+
+def test_encoder_leak_needs_a_bottleneck_and_its_gradients():
+    with pytest.raises(ValueError, match="no PRECODE bottleneck"):
+        attacks.encoder_leak(tiny(precode=False), {}, (1, 4, 4))
+    model = tiny()
+    _images, _labels, shared = shared_of(model)
+    del shared["precode.encoder.bias"]
+    with pytest.raises(ValueError, match=r"precode\.encoder\.bias"):
+        attacks.encoder_leak(model, shared, (1, 4, 4))

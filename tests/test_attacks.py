@@ -1,10 +1,11 @@
 """The attacks of chapter 2: the invariants the book teaches, and the batched machinery behind them."""
+import inspect
 import math
 
 import pytest
 import torch
 
-from precode import attacks
+from precode import attacks, load_data
 from precode.attacks.base import prepare_gradients
 from precode.attacks.lbfgs import batched_lbfgs
 from precode.attacks.matching import GradientMatcher
@@ -273,7 +274,8 @@ def test_batched_lbfgs_follows_torch_lbfgs_on_each_problem():
         return valley + 0.1 * (a * x).sum(-1)
 
     x0 = torch.randn(4, 5, dtype=torch.float64)
-    x, _, history = batched_lbfgs(lambda z: rosenbrock(z, shift), x0, iterations=3, max_iter=6, history_size=5)
+    x, _, history, spent = batched_lbfgs(lambda z: rosenbrock(z, shift), x0, iterations=3, max_iter=6,
+                                         history_size=5)
     assert history.shape == (3, 4)
     for p in range(4):
         z = x0[p].clone().requires_grad_(True)
@@ -288,6 +290,8 @@ def test_batched_lbfgs_follows_torch_lbfgs_on_each_problem():
         for _ in range(3):
             opt.step(closure)
         torch.testing.assert_close(x[p], z.detach(), atol=1e-9, rtol=0)
+        # torch evaluates the closure again at the start of every step; the batched version keeps it
+        assert int(spent[p]) == opt.state[opt._params[0]]["func_evals"] - 2
 
 
 # -- the optimisation attacks --------------------------------------------------------------------
@@ -388,3 +392,36 @@ def test_total_variation_of_flat_and_striped_images():
     stripes = torch.zeros(1, 1, 4, 4)
     stripes[..., ::2] = 1.0
     assert math.isclose(float(attacks.total_variation(stripes)), 1.0)
+
+
+def test_every_registered_attack_takes_its_settings_by_keyword_only():
+    # the model, the shared gradients and the image shape are the only positional arguments, so that a
+    # call cannot pass the labels as the batch size, or the seed as the restarts
+    assert sorted(attacks.ATTACKS) == sorted(attacks.ATTACK_NAMES) == sorted(
+        ["dlg", "idlg", "ig", "analytic", "ig-omit", "ig-joint"])
+    for name, attack in attacks.ATTACKS.items():
+        params = list(inspect.signature(attack).parameters.values())
+        assert [p.name for p in params[:3]] == ["model", "shared_gradients", "input_shape"], name
+        rest = [p for p in params[3:] if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        assert rest and all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in rest), name
+        assert {"batch_size", "labels", "iterations", "restarts", "seed", "progress"} <= {p.name for p in rest}, name
+    model = build_model("mlp", (1, 28, 28), 10, seed=0)
+    data = load_data("fashion-mnist-sample").first(1)
+    shared = compute_victim_gradients(model, data.images, data.labels)
+    with pytest.raises(TypeError, match="positional"):
+        attacks.ATTACKS["ig"](model, shared, (1, 28, 28), 1)
+
+
+def test_attacks_report_the_evaluations_they_spent():
+    model = build_model("lenet", (1, 28, 28), 10, seed=0)
+    data = load_data("fashion-mnist-sample").first(2)
+    shared = compute_victim_gradients(model, data.images, data.labels)
+    ig = attacks.reconstruct("ig", model, shared, input_shape=(1, 28, 28), iterations=7, progress=False)
+    assert ig.evaluations == 7
+    idlg = attacks.reconstruct("idlg", model, shared, input_shape=(1, 28, 28), iterations=3, progress=False)
+    # L-BFGS: the start, then at most 25 evaluations (20 inner iterations and their line searches) per step
+    assert 3 < idlg.evaluations <= 1 + 3 * 25
+    mlp = build_model("mlp", (1, 28, 28), 10, seed=0)
+    analytic = attacks.reconstruct("analytic", mlp, compute_victim_gradients(mlp, data.images, data.labels),
+                                   input_shape=(1, 28, 28), progress=False)
+    assert analytic.evaluations == 0

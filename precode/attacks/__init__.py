@@ -16,6 +16,9 @@ name       attack
 ``ig-joint`` IG that optimises PRECODE's noise jointly with the images (:mod:`.adaptive`, chapter 6)
 ========== ===================================================================================
 
+Beyond the registry, :func:`encoder_leak` (:mod:`.adaptive`, chapter 6) divides the PRECODE
+encoder's gradients to read its input, then inverts the layers in front of the bottleneck.
+
 Example (chapter 2)::
 
     from precode import attacks, build_model, compute_victim_gradients, load_data
@@ -33,7 +36,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .adaptive import ig_joint, ig_omit, layers_before_sampling
+from .adaptive import encoder_leak, ig_joint, ig_omit, layers_before_sampling
 from .analytic import analytic_attack, first_linear_layer, linear_layer_input
 from .base import AttackResult, prepare_gradients
 from .dlg import dlg, idlg
@@ -46,7 +49,8 @@ __all__ = [
     "ATTACK_NAMES", "ATTACKS", "AttackResult", "reconstruct", "dlg", "idlg", "inverting_gradients",
     "analytic_attack", "infer_labels", "last_layer", "first_linear_layer", "linear_layer_input",
     "GradientMatcher", "select_layers",
-    "total_variation", "batched_lbfgs", "prepare_gradients", "ig_omit", "ig_joint", "layers_before_sampling",
+    "total_variation", "batched_lbfgs", "prepare_gradients", "ig_omit", "ig_joint", "encoder_leak",
+    "layers_before_sampling",
 ]
 
 ATTACKS: dict[str, Callable[..., AttackResult]] = {
@@ -104,5 +108,5 @@ def reconstruct(
         raise ValueError(f"unknown attack {name!r}; choose one of {list(ATTACK_NAMES)}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    return ATTACKS[key](model, shared_gradients, input_shape, int(batch_size), labels, iterations, restarts, seed,
-                        progress, **options)
+    return ATTACKS[key](model, shared_gradients, input_shape, batch_size=int(batch_size), labels=labels,
+                        iterations=iterations, restarts=restarts, seed=seed, progress=progress, **options)

@@ -15,8 +15,12 @@ it, both implemented here on top of
 * ``ig-joint`` (:func:`ig_joint`): keep every gradient but treat the unknown ``eps`` of each
   victim's images as a variable, optimised jointly with the images (Adam on ``eps``, signed
   Adam on the pixels, a ``N(0, I)`` prior on ``eps``).
+* the encoder leak (:func:`encoder_leak`): the bottleneck's encoder is a fully connected layer
+  with a bias, so dividing its weight gradient by its bias gradient gives its input exactly
+  (chapter 2's analytic attack on the encoder); an image whose features match that input is
+  then found by inverting the layers in front of the bottleneck.
 
-Both need a model with exactly one PRECODE bottleneck and raise ``ValueError`` otherwise.
+All need a model with exactly one PRECODE bottleneck and raise ``ValueError`` otherwise.
 
 Used in chapter 6 (``book/06_adaptive_attacks.ipynb``).
 """
@@ -32,12 +36,13 @@ from tqdm.auto import tqdm
 from ..bottleneck import VariationalBottleneck
 from ..profiles import get_profile
 from ..training import seeded
+from .analytic import linear_layer_input
 from .base import AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels
 from .ig import inverting_gradients, total_variation
 from .labels import infer_labels, last_layer
 from .matching import GradientMatcher
 
-__all__ = ["ig_omit", "ig_joint", "layers_before_sampling", "precode_bottleneck"]
+__all__ = ["ig_omit", "ig_joint", "encoder_leak", "layers_before_sampling", "precode_bottleneck"]
 
 
 def precode_bottleneck(model: nn.Module, attack: str = "this attack") -> tuple[str, VariationalBottleneck]:
@@ -75,6 +80,7 @@ def ig_omit(
     model: nn.Module,
     shared_gradients: dict[str, torch.Tensor],
     input_shape: Sequence[int],
+    *,
     batch_size: int = 1,
     labels: torch.Tensor | Sequence[int] | None = None,
     iterations: int | None = None,
@@ -98,8 +104,9 @@ def ig_omit(
         raise TypeError("ig-omit chooses the layers itself (those before PRECODE's sampling); use 'ig' for others")
     prepare_gradients(model, shared_gradients)  # gradients that do not fit fail first, as for every attack
     layers = layers_before_sampling(model)
-    result = inverting_gradients(model, shared_gradients, input_shape, batch_size, labels, iterations, restarts,
-                                 seed, progress, layers=layers, **options)
+    result = inverting_gradients(model, shared_gradients, input_shape, batch_size=batch_size, labels=labels,
+                                 iterations=iterations, restarts=restarts, seed=seed, progress=progress,
+                                 layers=layers, **options)
     result.attack = "ig-omit"
     return result
 
@@ -108,13 +115,13 @@ def ig_joint(
     model: nn.Module,
     shared_gradients: dict[str, torch.Tensor],
     input_shape: Sequence[int],
+    *,
     batch_size: int = 1,
     labels: torch.Tensor | Sequence[int] | None = None,
     iterations: int | None = None,
     restarts: int | None = None,
     seed: int = 0,
     progress: bool = True,
-    *,
     lr: float = 0.1,
     noise_lr: float = 0.1,
     tv: float = 1e-4,
@@ -205,4 +212,74 @@ def ig_joint(
         seconds=time.perf_counter() - start,
         restart_losses=final.cpu(),
         attack="ig-joint",
+        evaluations=int(iterations),
     )
+
+
+def encoder_leak(
+    model: nn.Module,
+    shared_gradients: dict[str, torch.Tensor],
+    input_shape: Sequence[int],
+    *,
+    steps: int = 200,
+    lr: float = 0.05,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read the bottleneck's input off its encoder's gradients, then invert the layers in front.
+
+    1. **Divide.** Row ``i`` of the encoder's weight gradient is entry ``i`` of its bias gradient
+       times the encoder's input ``h`` (the noise changes the error signal, not the input), so
+       ``h = sum_i g_b[i] g_W[i] / sum_i g_b[i]^2`` for each victim
+       (:func:`~precode.attacks.analytic.linear_layer_input`).
+    2. **Invert the layers in front.** Adam on images ``x`` in ``[0, 1]`` (uniform start from
+       ``seed``) minimising ``|f(x) - h|^2 / |h|^2``, where ``f`` is the part of the network in
+       front of the bottleneck (a ``Sequential`` model, as :func:`~precode.bottleneck.add_precode`
+       builds).
+
+    Args:
+        model: the model with one PRECODE bottleneck, a child of a ``Sequential``.
+        shared_gradients: one gradient per victim (client batches of one image), as
+            :func:`precode.compute_victim_gradients` gives: ``name -> (N, *shape)``.
+        input_shape: ``(C, H, W)``.
+        steps, lr: the inversion's Adam steps and learning rate.
+        seed: the start's seed (the attacker's).
+
+    Returns:
+        ``(images, features)``: ``(N, C, H, W)`` reconstructions and the recovered encoder inputs
+        ``(N, D)``, both on the CPU.
+
+    Raises:
+        ValueError: no bottleneck, a bottleneck that is not a child of a ``Sequential``, or
+            shared gradients without the encoder's.
+
+    Used in chapter 6.
+    """
+    name, _vb = precode_bottleneck(model, "the encoder leak")
+    shape = check_input_shape(input_shape)
+    children = [n for n, _ in model.named_children()]
+    if not isinstance(model, nn.Sequential) or name not in children:
+        raise ValueError(f"the encoder leak inverts the layers in front of the bottleneck and needs it as a child of "
+                         f"a Sequential model; {name!r} is not one")
+    keys = (f"{name}.encoder.weight", f"{name}.encoder.bias")
+    missing = [k for k in keys if k not in shared_gradients]
+    if missing:
+        raise ValueError(f"the shared gradients lack {missing}: the encoder leak needs the encoder's weight and bias "
+                         "gradients")
+    device = model_device(model)
+    weight, bias = (shared_gradients[k].to(device) for k in keys)
+    features = linear_layer_input(weight, bias).float()
+    if features.dim() == 1:  # one victim without its batch axis
+        features = features[None]
+    front = nn.Sequential(*[model.get_submodule(n) for n in children[: children.index(name)]])
+    x = initial_tensor((len(features), *shape), seed, "rand", device).requires_grad_(True)
+    optimizer = torch.optim.Adam([x], lr=lr)
+    scale = features.square().sum(1).clamp_min(torch.finfo(torch.float32).tiny)  # h = 0: nothing to match
+    for _ in range(int(steps)):
+        loss = (front(x).flatten(1) - features).square().sum(1) / scale
+        optimizer.zero_grad()
+        loss.sum().backward()
+        optimizer.step()
+        with torch.no_grad():
+            x.clamp_(0, 1)
+    return x.detach().cpu(), features.detach().cpu()
+

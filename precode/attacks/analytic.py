@@ -102,13 +102,13 @@ def analytic_attack(
     model: nn.Module,
     shared_gradients: dict[str, torch.Tensor],
     input_shape: Sequence[int],
+    *,
     batch_size: int = 1,
     labels: torch.Tensor | Sequence[int] | None = None,
     iterations: int | None = None,
     restarts: int | None = None,
     seed: int = 0,
     progress: bool = True,
-    *,
     tolerance: float = 1e-3,
 ) -> AttackResult:
     """Recover every victim's images exactly from the first layer's weight and bias gradients.

@@ -50,13 +50,13 @@ def dlg(
     model: nn.Module,
     shared_gradients: dict[str, torch.Tensor],
     input_shape: Sequence[int],
+    *,
     batch_size: int = 1,
     labels: torch.Tensor | Sequence[int] | None = None,
     iterations: int | None = None,
     restarts: int | None = None,
     seed: int = 0,
     progress: bool = True,
-    *,
     lr: float = 1.0,
     max_eval: int = 20,
     min_progress: float = 0.0,
@@ -117,7 +117,7 @@ def dlg(
                leave=False)
 
     with seeded(seed, device):
-        z, final, history = batched_lbfgs(evaluate, x0.reshape(restarts * n, -1), iterations, lr=lr,
+        z, final, history, spent = batched_lbfgs(evaluate, x0.reshape(restarts * n, -1), iterations, lr=lr,
                                           max_iter=max_eval, min_progress=min_progress,
                                           on_iteration=lambda i, f: bar.update(1))
     # [/dlg-lbfgs]
@@ -137,6 +137,7 @@ def dlg(
         seconds=time.perf_counter() - start,
         restart_losses=final.cpu(),
         attack="dlg" if known is None else "idlg",
+        evaluations=int(spent.max()),  # the most any victim and restart used
     )
 
 
@@ -144,6 +145,7 @@ def idlg(
     model: nn.Module,
     shared_gradients: dict[str, torch.Tensor],
     input_shape: Sequence[int],
+    *,
     batch_size: int = 1,
     labels: torch.Tensor | Sequence[int] | None = None,
     iterations: int | None = None,
@@ -161,8 +163,8 @@ def idlg(
     source = options.pop("label_source", "auto")
     if labels is None:
         labels = infer_labels(model, shared_gradients, batch_size, source=source)
-    result = dlg(model, shared_gradients, input_shape, batch_size, labels, iterations, restarts, seed, progress,
-                 **options)
+    result = dlg(model, shared_gradients, input_shape, batch_size=batch_size, labels=labels, iterations=iterations,
+                 restarts=restarts, seed=seed, progress=progress, **options)
     result.attack = "idlg"
     return result
     # [/idlg]

@@ -54,13 +54,13 @@ def inverting_gradients(
     model: nn.Module,
     shared_gradients: dict[str, torch.Tensor],
     input_shape: Sequence[int],
+    *,
     batch_size: int = 1,
     labels: torch.Tensor | Sequence[int] | None = None,
     iterations: int | None = None,
     restarts: int | None = None,
     seed: int = 0,
     progress: bool = True,
-    *,
     lr: float = 0.1,
     tv: float = 1e-4,
     layers: Sequence[str] | None = None,
@@ -163,5 +163,6 @@ def inverting_gradients(
         seconds=time.perf_counter() - start,
         restart_losses=final.cpu(),
         attack="ig",
+        evaluations=int(iterations),
     )
 

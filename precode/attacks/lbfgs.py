@@ -40,7 +40,7 @@ def batched_lbfgs(
     tolerance_change: float = 1e-9,
     min_progress: float = 0.0,
     on_iteration: Callable[[int, Tensor], None] | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Minimise ``P`` independent problems with L-BFGS and strong-Wolfe line searches.
 
     Args:
@@ -56,8 +56,11 @@ def batched_lbfgs(
         on_iteration: called as ``on_iteration(i, losses)`` after each iteration.
 
     Returns:
-        ``(x, losses, history)``: final variables ``(P, D)``, final losses ``(P,)`` and the
-        loss after every iteration ``(iterations, P)`` (on the CPU).
+        ``(x, losses, history, evaluations)``: final variables ``(P, D)``, final losses ``(P,)``,
+        the loss after every iteration ``(iterations, P)`` (on the CPU) and the evaluations of
+        loss and gradient each problem used ``(P,)``, its start included: at most
+        ``1 + iterations * max_iter * 5 // 4``. (``evaluate`` is called for all problems at once,
+        whenever one needs it, so it may be called more often than any one problem counts.)
     """
     p_count, dim = x0.shape
     dtype, device = x0.dtype, x0.device
@@ -85,6 +88,7 @@ def batched_lbfgs(
     started = torch.zeros(p_count, dtype=torch.bool, device=device)  # has made a first inner iteration
     history = torch.empty(iterations, p_count, dtype=dtype)
     stopped = torch.zeros(p_count, dtype=torch.bool, device=device)
+    spent = torch.ones(p_count, dtype=torch.long, device=device)  # the start's evaluation
 
     for it in range(iterations):
         if bool(stopped.all()):  # nothing left to do: the remaining iterations repeat the last loss
@@ -143,6 +147,7 @@ def batched_lbfgs(
             f = torch.where(running, f_ls, f)
             g = torch.where(running[:, None], g_ls, g)
             evals += n_ls
+            spent += torch.where(running, n_ls, 0)
             running &= n_iter < max_iter
             running &= evals < max_eval
             running &= g.abs().amax(1) > tolerance_grad
@@ -152,7 +157,7 @@ def batched_lbfgs(
         history[it] = f.cpu()
         if on_iteration is not None:
             on_iteration(it, f)
-    return x, f, history
+    return x, f, history, spent.cpu()
 
 
 def _cubic_minimum(x1: Tensor, f1: Tensor, g1: Tensor, x2: Tensor, f2: Tensor, g2: Tensor,

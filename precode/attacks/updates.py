@@ -135,11 +135,11 @@ def analytic_update_attack(
     num_classes = dict(model.named_parameters())[last_layer(model)[0]].shape[0]
     if labels is None and per_update > num_classes:  # the label rule cannot name more labels than classes
         _, n = prepare_gradients(model, pseudo)
-        result = analytic_attack(model, pseudo, input_shape, per_update, torch.zeros(n * per_update, dtype=torch.long),
-                                 tolerance=tolerance)
+        result = analytic_attack(model, pseudo, input_shape, batch_size=per_update,
+                                 labels=torch.zeros(n * per_update, dtype=torch.long), tolerance=tolerance)
         result.labels = torch.full((n * per_update,), -1, dtype=torch.long)
     else:
-        result = analytic_attack(model, pseudo, input_shape, per_update, labels, tolerance=tolerance)
+        result = analytic_attack(model, pseudo, input_shape, batch_size=per_update, labels=labels, tolerance=tolerance)
     result.attack = "analytic"
     return result
 
@@ -419,8 +419,9 @@ def inverting_updates(
     matcher = UpdateMatcher(model, targets, batch_size, shape, local_steps=local_steps, lr=client_lr,
                             clients=clients, layers=layers)
     # Inverting Gradients' own loop (signed Adam, box, lr steps, restarts), on the update's distance
-    return inverting_gradients(model, pseudo, shape, int(clients) * int(batch_size), labels, iterations, restarts,
-                               seed, progress, lr=lr, tv=tv, init=init, signed=signed, boxed=boxed, matcher=matcher)
+    return inverting_gradients(model, pseudo, shape, batch_size=int(clients) * int(batch_size), labels=labels,
+                               iterations=iterations, restarts=restarts, seed=seed, progress=progress, lr=lr, tv=tv,
+                               init=init, signed=signed, boxed=boxed, matcher=matcher)
 
 
 def reconstruct_from_updates(
