@@ -4,11 +4,13 @@ import json
 import math
 
 import pytest
+import torch
 
-from precode import evaluation
+from precode import evaluation, load_data
 from precode.cli import main
 from precode.evaluation import cells as cells_module
 from precode.evaluation import runner as runner_module
+from precode.evaluation import store as store_module
 from precode.evaluation.grid import Grid, Setting
 
 TINY = ["--victims", "2", "--iterations", "3", "--epochs", "1", "--train-images", "64", "--test-images", "50",
@@ -195,6 +197,59 @@ def test_files_columns_and_statistics(tmp_path, one_thread):
     assert {"ssim_distributions.png", "convergence.png", "privacy_utility_ig.png"} <= names
     config = json.loads((out / "config.json").read_text())
     assert config["grid"]["threshold"] == 0.5
+
+
+def test_stored_reconstructions_are_the_cells_own(tmp_path, one_thread):
+    out = evaluation.run_evaluation(tiny_grid(defenses=("none",)), tmp_path / "run", progress=False, figures=False)
+    victims = load_data("fashion-mnist-sample", "test").first(2)
+    for attack in ("analytic", "ig"):
+        key = ("mlp", "fashion-mnist-sample", "none", attack)
+        recon = evaluation.read_reconstructions(out, key)
+        assert recon.shape == victims.images.shape and recon.dtype == torch.float32
+        rows = [r for r in evaluation.read_csv(out / "results.csv") if r["attack"] == attack]
+        # the stored images give the stored metrics (up to half precision)
+        mse = ((recon - victims.images) ** 2).flatten(1).mean(1)
+        assert torch.allclose(mse, torch.tensor([r["mse"] for r in rows], dtype=torch.float32), rtol=1e-2, atol=1e-4)
+    with pytest.raises(FileNotFoundError, match="no reconstructions of cell"):
+        evaluation.read_reconstructions(out, ("mlp", "fashion-mnist-sample", "prune:0.5", "ig"))
+    # overwriting the run removes the old cells' images with their rows
+    evaluation.run_evaluation(tiny_grid(defenses=("prune:0.5",), attacks=("analytic",)), out, overwrite=True,
+                              progress=False, figures=False)
+    stored = [p.name for p in (out / "reconstructions").iterdir()]
+    assert stored == ["mlp__fashion-mnist-sample__prune_0.5__analytic.pt"]
+
+
+def test_reuse_reads_a_finished_run_and_recomputes_it_when_anything_changed(tmp_path, monkeypatch, one_thread):
+    calls = {"cells": 0, "training": 0}
+    real_cell, real_train = cells_module.run_cell, cells_module.train_model
+
+    def counting_cell(*args, **kwargs):
+        calls["cells"] += 1
+        return real_cell(*args, **kwargs)
+
+    def counting_train(*args, **kwargs):
+        calls["training"] += 1
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "run_cell", counting_cell)
+    monkeypatch.setattr(runner_module, "train_model", counting_train)
+    grid, out = tiny_grid(), tmp_path / "run"
+    evaluation.run_evaluation(grid, out, reuse=True, progress=False, figures=False)
+    first = evaluation.read_csv(out / "summary.csv")
+    assert calls == {"cells": 4, "training": 2}
+    evaluation.run_evaluation(grid, out, reuse=True, progress=False, figures=False)
+    assert calls == {"cells": 4, "training": 2}  # the same run: nothing recomputed
+    assert evaluation.read_csv(out / "summary.csv") == first
+    # another grid, other code or other data: everything again, never a stale cell
+    evaluation.run_evaluation(grid.replace(ig_iterations=2), out, reuse=True, progress=False, figures=False)
+    assert calls == {"cells": 8, "training": 4}
+    monkeypatch.setattr(store_module, "package_fingerprint", lambda: "edited")
+    evaluation.run_evaluation(grid.replace(ig_iterations=2), out, reuse=True, progress=False, figures=False)
+    assert calls == {"cells": 12, "training": 6}
+    config = json.loads((out / "config.json").read_text())
+    assert config["code"] == "edited" and "fashion-mnist-sample test" in config["data"]
+    with pytest.raises(ValueError, match="reuse"):
+        evaluation.run_evaluation(grid, out, reuse=True, resume=True, progress=False, figures=False)
 
 
 def _without_seconds(rows):

@@ -73,7 +73,7 @@ def defended_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Ten
         return compute_victim_gradients(model, images, labels, batch_size=1, defense=transform)
 
 
-def run_cell(cell: Cell, grid: Grid, victims, pool: torch.Tensor) -> tuple[list[dict[str, Any]], float]:
+def run_cell(cell: Cell, grid: Grid, victims, pool: torch.Tensor) -> tuple[list[dict[str, Any]], float, torch.Tensor]:
     """Attack the victims of one cell and measure every reconstruction.
 
     Args:
@@ -83,8 +83,9 @@ def run_cell(cell: Cell, grid: Grid, victims, pool: torch.Tensor) -> tuple[list[
         pool: further real test images, ``(P, C, H, W)``, for the identification rate.
 
     Returns:
-        ``(rows, seconds)``: one dict per victim (``victim, label, label_pred, mse, psnr, ssim,
-        identified, success``) and the attack's wall-clock seconds (as ``precode attack`` reports).
+        ``(rows, seconds, reconstructions)``: one dict per victim (``victim, label, label_pred, mse,
+        psnr, ssim, identified, success``), the attack's wall-clock seconds (as ``precode attack``
+        reports) and the reconstructions, ``(N, C, H, W)`` on the CPU.
     """
     device = _device()
     model = victim_model(cell.setting.model, victims.input_shape, victims.num_classes, cell.defense, grid.seed)
@@ -106,7 +107,7 @@ def run_cell(cell: Cell, grid: Grid, victims, pool: torch.Tensor) -> tuple[list[
          "identified": int(nearest[i] == i), "success": int(float(ssim[i]) >= grid.threshold)}
         for i in range(len(victims))
     ]
-    return rows, float(result.seconds)
+    return rows, float(result.seconds), recon.detach().cpu()
 
 
 def train_model(setting: Setting, defense: str, grid: Grid, train_full,

@@ -36,7 +36,8 @@ class _DataCache:
 
 
 def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite: bool = False,
-                   progress: bool = True, figures: bool = True, threads: int | None = None) -> Path:
+                   progress: bool = True, figures: bool = True, threads: int | None = None,
+                   reuse: bool = False) -> Path:
     """Run every cell of ``grid`` that ``out`` does not hold yet, then draw the figures.
 
     For each model and defense, the model is first trained under the defense (once; its history
@@ -50,6 +51,9 @@ def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite:
         out: the output folder.
         resume: keep the finished cells (and trained models) already in ``out``.
         overwrite: replace an earlier run in ``out``.
+        reuse: read the cells of ``out`` when it holds this very run (the same grid, package code and
+            data; :class:`~precode.evaluation.store.RunFolder`), recompute nothing that is finished,
+            and start over otherwise: what the chapters do, so that running one again is quick.
         progress: a tqdm bar over cells on stderr.
         figures: draw ``out/figures/*.png`` at the end.
         threads: torch CPU threads during the run (restored afterwards); ``None``: one thread on
@@ -66,14 +70,15 @@ def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite:
 
     Used by ``python -m precode evaluate`` and chapter 5.
     """
-    folder = RunFolder(out, grid, resume=resume, overwrite=overwrite)
+    load = _DataCache()
+    folder = RunFolder(out, grid, resume=resume, overwrite=overwrite, reuse=reuse, data=_data_sources(grid, load))
     previous = torch.get_num_threads()
     if threads is None and not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
         threads = 1
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        _run_cells(grid, folder, progress)
+        _run_cells(grid, folder, progress, load)
     finally:
         torch.set_num_threads(previous)
     if figures:
@@ -81,11 +86,17 @@ def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite:
     return folder.path
 
 
-def _run_cells(grid: Grid, folder: RunFolder, progress: bool) -> None:
+def _data_sources(grid: Grid, load: _DataCache) -> dict[str, str]:
+    """Where each split the grid reads comes from (the victims' test splits, the training data's splits)."""
+    splits = {(s.data, "test") for s in grid.settings} | {(s.train_data, split) for s in grid.settings
+                                                          for split in ("train", "test")}
+    return {f"{name} {split}": load(name, split).source for name, split in sorted(splits)}
+
+
+def _run_cells(grid: Grid, folder: RunFolder, progress: bool, load: _DataCache) -> None:
     done = folder.finished_cells()
     cells = grid.cells()
     todo = [c for c in cells if c.key not in done]
-    load = _DataCache()
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", desc="evaluate", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
     try:
@@ -105,12 +116,12 @@ def _run_cells(grid: Grid, folder: RunFolder, progress: bool) -> None:
             victims = test.first(grid.victims)
             pool = test.images[grid.victims : grid.victims + grid.pool]
             bar.set_description(f"{cell.attack} on {setting.model} ({setting.data}) under {defense}")
-            rows, seconds = run_cell(cell, grid, victims, pool)
+            rows, seconds, reconstructions = run_cell(cell, grid, victims, pool)
             training = {"test_accuracy": last["test_accuracy"], "train_data": setting.train_data,
                         "train_images": last["train_images"], "test_images": last["test_images"],
                         "epsilon": last.get("epsilon")}
             summary = summarize_cell(cell.key, rows, grid, seconds, training, len(pool))
-            folder.add_cell([dict(zip(CELL_FIELDS, cell.key), **r) for r in rows], summary)
+            folder.add_cell([dict(zip(CELL_FIELDS, cell.key), **r) for r in rows], summary, reconstructions)
             bar.update(1)
     finally:
         bar.close()

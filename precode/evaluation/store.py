@@ -2,14 +2,18 @@
 
 ``DIR/`` holds
 
-* ``config.json``: the grid (:meth:`~precode.evaluation.grid.Grid.to_dict`) and the package version;
-  ``--resume`` refuses a folder whose grid differs;
+* ``config.json``: what the results depend on: the grid (:meth:`~precode.evaluation.grid.Grid.to_dict`),
+  the package's version and a fingerprint of its code (:func:`package_fingerprint`), and where each
+  data split came from (the embedded Fashion-MNIST sample or the full data); ``--resume`` refuses a
+  folder whose grid differs, and ``reuse`` (the chapters) reads a folder only when all of it is equal;
 * ``training.csv``: one row per trained model and epoch (``model, train_data, defense, epoch,
   train_loss, train_accuracy, test_loss, test_accuracy, seconds, epsilon``), written when a
   model finishes training;
 * ``results.csv``: one row per victim and cell (the victim's metrics);
 * ``summary.csv``: one row per cell (:data:`~precode.evaluation.schema.SUMMARY_FIELDS`), written
   right after the cell's victims;
+* ``reconstructions/MODEL__DATA__DEFENSE__ATTACK.pt``: the cell's reconstructions, ``(N, C, H, W)``
+  in half precision, written before the cell's summary row (:func:`read_reconstructions`);
 * ``figures/*.png``: drawn from the CSV files at the end.
 
 A cell counts as finished when its summary row exists. Each cell's rows are appended and
@@ -21,18 +25,24 @@ Used by ``python -m precode evaluate`` and chapter 5.
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from .. import __version__
 from .grid import Grid
 from .schema import CELL_FIELDS, RESULT_FIELDS, SUMMARY_FIELDS, TRAINING_CSV_FIELDS
 
-__all__ = ["RunFolder", "read_csv", "RESULT_FIELDS", "TRAINING_CSV_FIELDS", "CELL_FIELDS"]
+__all__ = ["RunFolder", "read_csv", "read_reconstructions", "package_fingerprint", "RESULT_FIELDS",
+           "TRAINING_CSV_FIELDS", "CELL_FIELDS"]
 
 
 def _cell_text(value: Any) -> str:
@@ -66,6 +76,47 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
         return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+@functools.cache
+def package_fingerprint() -> str:
+    """A hash of the installed package's files (code and bundled data): any edit changes it.
+
+    Stored in ``config.json``, so that a chapter never reads cells computed by other code.
+    """
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _reconstructions_path(folder: Path, key: Sequence[str]) -> Path:
+    if len(key) != len(CELL_FIELDS):
+        raise ValueError(f"a cell's key is {CELL_FIELDS}, got {tuple(key)!r}")
+    name = "__".join(re.sub(r"[^A-Za-z0-9.-]+", "_", str(part)) for part in key)
+    return folder / "reconstructions" / f"{name}.pt"
+
+
+def read_reconstructions(out: str | os.PathLike, key: Sequence[str]) -> torch.Tensor:
+    """The reconstructions of one finished cell of a run, ``(N, C, H, W)`` float32 in ``[0, 1]``.
+
+    Args:
+        out: the run's folder.
+        key: the cell's ``(model, data, defense, attack)``, as in its CSV rows.
+
+    Raises:
+        FileNotFoundError: the folder holds no reconstructions for that cell (not run, or run by a
+            version of the package that did not store them: run it again with ``--overwrite``).
+
+    Used in chapter 6 to show the reconstructions of the grid's cells.
+    """
+    path = _reconstructions_path(Path(out), key)
+    if not path.exists():
+        raise FileNotFoundError(f"no reconstructions of cell {tuple(key)} in {out} ({path.name} is missing); "
+                                "run the evaluation of that cell first, or again with --overwrite")
+    return torch.load(path, weights_only=True).float()
+
+
 class RunFolder:
     """The output folder ``DIR`` of one evaluation.
 
@@ -74,6 +125,10 @@ class RunFolder:
         grid: the grid being run.
         resume: keep the finished cells of an earlier run of the same grid.
         overwrite: delete the CSV files and figures of an earlier run first.
+        reuse: keep the finished cells when the folder holds this very run (the same grid, package
+            code and data: ``config.json`` equal), else start over; excludes ``resume`` and
+            ``overwrite``. :attr:`reused` says which happened.
+        data: where each data split came from (``{"NAME SPLIT": source}``), stored in ``config.json``.
 
     Raises:
         PermissionError / OSError: the folder cannot be created or written (the command turns this
@@ -82,7 +137,10 @@ class RunFolder:
             or ``resume`` is set and the stored grid differs.
     """
 
-    def __init__(self, out: str | os.PathLike, grid: Grid, resume: bool = False, overwrite: bool = False):
+    def __init__(self, out: str | os.PathLike, grid: Grid, resume: bool = False, overwrite: bool = False,
+                 reuse: bool = False, data: dict[str, str] | None = None):
+        if reuse and (resume or overwrite):
+            raise ValueError("reuse decides by itself whether to resume or start over; pass it alone")
         self.path = Path(out)
         self.grid = grid
         self.summary_fields = SUMMARY_FIELDS
@@ -93,8 +151,12 @@ class RunFolder:
         probe.unlink()
         (self.path / "figures").mkdir(exist_ok=True)
 
-        config = {"grid": grid.to_dict(), "version": __version__}
+        config = {"grid": grid.to_dict(), "version": __version__, "code": package_fingerprint(),
+                  "data": dict(sorted((data or {}).items()))}
         stored = self._read_config()
+        self.reused = bool(reuse and stored == config)
+        if reuse:
+            resume, overwrite = self.reused, not self.reused
         has_results = any((self.path / n).exists() for n in ("summary.csv", "results.csv", "training.csv"))
         if resume and stored is not None:
             if stored.get("grid") != config["grid"]:
@@ -113,6 +175,8 @@ class RunFolder:
                 (self.path / name).unlink(missing_ok=True)
             for png in (self.path / "figures").glob("*.png"):
                 png.unlink()
+            for stored in (self.path / "reconstructions").glob("*.pt"):
+                stored.unlink()
         with open(self.path / "config.json", "w") as f:
             json.dump(config, f, indent=2)
             f.write("\n")
@@ -172,7 +236,13 @@ class RunFolder:
         """Append a trained model's history (one row per epoch)."""
         self._write(self.training_path, TRAINING_CSV_FIELDS, rows)
 
-    def add_cell(self, results: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-        """Append a finished cell: its victims' rows, then its summary row (the 'finished' mark)."""
+    def add_cell(self, results: list[dict[str, Any]], summary: dict[str, Any],
+                 reconstructions: torch.Tensor | None = None) -> None:
+        """Append a finished cell: its reconstructions and victims' rows, then its summary row (the
+        'finished' mark)."""
+        if reconstructions is not None:
+            path = _reconstructions_path(self.path, [summary[k] for k in CELL_FIELDS])
+            path.parent.mkdir(exist_ok=True)
+            torch.save(reconstructions.detach().to("cpu", torch.float16).contiguous(), path)
         self._write(self.results_path, RESULT_FIELDS, results)
         self._write(self.summary_path, self.summary_fields, [summary])
