@@ -41,6 +41,7 @@ from .federated import compute_victim_gradients
 from .models import MODEL_NAMES, build_model
 from .profiles import get_profile
 from .seeds import streams
+from .threat import ThreatModel
 from .training import train
 
 __all__ = ["add_parser", "run"]
@@ -95,6 +96,19 @@ def gradient_transform(args: argparse.Namespace):
     """
     defense = parse_defense(args.defense, seed=streams(args.seed).client)
     return None if defense.name == "none" else defense
+
+
+def threat_model(args: argparse.Namespace) -> ThreatModel:
+    """The command's threat model: an honest-but-curious server that infers the labels (DLG optimises
+    them), the client's batch size and defense (PRECODE and ``--defense``), the seed."""
+    defense = parse_defense(args.defense).spec
+    if args.precode or args.precode_at:
+        at = args.precode_at or "classifier"
+        precode = "precode" if at == "classifier" else f"precode@{at}"
+        defense = precode if defense == "none" else f"{precode}+{defense}"
+    rule = "optimised" if args.attack.lower() == "dlg" else "auto"
+    return ThreatModel(server="honest", labels="inferred", label_rule=rule, batch_size=args.batch_size,
+                       defense=defense, seed=args.seed)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -185,7 +199,7 @@ def _save_figure(path: str, originals: torch.Tensor, recon: torch.Tensor, title:
         plt.close(fig)
 
 
-def _table(config: dict[str, Any], results: list[dict], summary: dict[str, Any]) -> str:
+def _table(config: dict[str, Any], results: list[dict], summary: dict[str, Any], threat: ThreatModel) -> str:
     def fmt(v, spec):
         return "n/a" if v is None else format(v, spec)
 
@@ -196,6 +210,7 @@ def _table(config: dict[str, Any], results: list[dict], summary: dict[str, Any])
         f"{config['attack']} on {config['model']}{' + PRECODE' if config['precode'] else ''}"
         f" ({config['trained_epochs']} training epochs), victims: first {config['images']} of {config['data']}"
         f" in batches of {config['batch_size']}{budget}, seed {config['seed']}, profile {config['profile']}",
+        str(threat),
         f"{'index':>6} {'label':>6} {'pred':>6} {'mse':>10} {'psnr':>8} {'ssim':>7}",
     ]
     for r in results:
@@ -242,7 +257,8 @@ def _run(args: argparse.Namespace) -> int:
     # what the clients share: one gradient per client batch, after any transform they apply;
     # PRECODE's sampling noise comes from the global generator, seeded here with the client's
     # stream; the attack gets the attacker's (precode.seeds: it must not replay the client's noise)
-    rng = streams(args.seed)
+    threat = threat_model(args)
+    rng = threat.streams
     images, labels = victims.images.to(device), victims.labels.to(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(rng.client)
@@ -265,7 +281,7 @@ def _run(args: argparse.Namespace) -> int:
         "data_source": victims.source, "images": args.images, "batch_size": args.batch_size,
         "iterations": iterations, "restarts": restarts, "trained_epochs": args.trained_epochs, "seed": args.seed,
         "client_seed": rng.client, "attacker_seed": rng.attacker,
-        "profile": profile.name, "device": str(device),
+        "profile": profile.name, "device": str(device), "threat_model": threat.to_dict(),
     }
     results = [
         {"index": i, "label": int(victims.labels[i]), "label_pred": int(predicted[i]), "mse": float(mse[i]),
@@ -277,7 +293,7 @@ def _run(args: argparse.Namespace) -> int:
         "ssim": None if ssim is None else float(sum(ssim) / len(ssim)),
         "label_accuracy": metrics.label_accuracy(predicted, victims.labels), "seconds": float(result.seconds),
     }
-    table = _table(config, results, summary)
+    table = _table(config, results, summary, threat)
     print(table, file=sys.stderr if args.json == "-" else sys.stdout)
     write_json({"config": config, "results": results, "summary": summary}, args.json)
     if args.figure:

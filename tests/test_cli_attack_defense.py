@@ -26,6 +26,11 @@ def test_defense_changes_what_the_server_sees_and_is_recorded():
     assert noisy.returncode == 0, noisy.stderr
     noisy = json.loads(noisy.stdout)
     assert noisy["config"]["defense"] == "gaussian:0.1" and plain["config"]["defense"] == "none"
+    threat = noisy["config"]["threat_model"]  # what the server knows, recorded with the results
+    assert (threat["server"], threat["labels"], threat["batch_size"], threat["defense"]) == (
+        "honest", "inferred", 1, "gaussian:0.1")
+    assert (threat["client_seed"], threat["attacker_seed"]) == (noisy["config"]["client_seed"],
+                                                               noisy["config"]["attacker_seed"])
     assert min(r["psnr"] for r in plain["results"]) >= 60
     assert max(r["psnr"] for r in noisy["results"]) < 40, "noise of 0.1 must spoil the exact analytic recovery"
 
@@ -42,6 +47,8 @@ def test_precode_at_places_the_bottleneck_and_bad_layers_fail_clearly():
     assert ok.returncode == 0, ok.stderr
     config = json.loads(ok.stdout)["config"]
     assert config["precode"] is True and config["precode_at"] == "block2"
+    assert config["threat_model"]["defense"] == "precode@block2"
+    assert "threat model: honest-but-curious server" in ok.stderr  # the table goes to stderr with --json -
     bad = run("--attack", "ig", "--model", "cnn", "--data", "photos", "--images", "1", "--precode-at", "block9")
     assert bad.returncode != 0 and "block9" in bad.stderr and "Traceback" not in bad.stderr
 

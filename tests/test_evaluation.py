@@ -197,6 +197,8 @@ def test_files_columns_and_statistics(tmp_path, one_thread):
     assert {"ssim_distributions.png", "convergence.png", "privacy_utility_ig.png"} <= names
     config = json.loads((out / "config.json").read_text())
     assert config["grid"]["threshold"] == 0.5
+    assert "labels inferred from the gradient" in config["threat_model"]
+    assert "client batches of 1 image" in config["threat_model"]
 
 
 def test_stored_reconstructions_are_the_cells_own(tmp_path, one_thread):

@@ -35,7 +35,6 @@ from ..bottleneck import add_precode
 from ..defenses import parse_defense
 from ..federated import compute_victim_gradients
 from ..models import build_model
-from ..seeds import streams
 from .grid import Cell, Grid, Setting, split_defense
 from .schema import TRAINING_FIELDS
 
@@ -91,7 +90,7 @@ def run_cell(cell: Cell, grid: Grid, victims, pool: torch.Tensor) -> tuple[list[
     model = victim_model(cell.setting.model, victims.input_shape, victims.num_classes, cell.defense, grid.seed)
     model.to(device)
     images, labels = victims.images.to(device), victims.labels.to(device)
-    rng = streams(grid.seed)  # the clients' noise and the attacker's are separate streams
+    rng = grid.threat_model(cell.defense, cell.attack).streams  # the clients' and the attacker's: separate
     shared = defended_gradients(model, images, labels, cell.defense, rng.client)
     iterations, restarts = grid.budget(cell.attack)
     result = reconstruct(cell.attack, model, shared, input_shape=victims.input_shape, batch_size=1,

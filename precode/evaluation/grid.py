@@ -66,6 +66,7 @@ from ..attacks import ATTACK_NAMES, first_linear_layer
 from ..defenses import parse_defense
 from ..models import build_model
 from ..profiles import Profile, get_profile
+from ..threat import ThreatModel
 
 __all__ = [
     "Setting", "Grid", "Cell", "GRIDS", "DEFENSES", "ATTACKS", "PAPER_DEFENSES", "PAPER_ATTACKS",
@@ -282,6 +283,14 @@ class Grid:
     def cells(self) -> list[Cell]:
         """Every cell, in the order they are run: setting, then defense, then attack."""
         return [Cell(s, d, a) for s in self.settings for d in self.defenses for a in self.attacks_for(s, d)]
+
+    def threat_model(self, defense: str = "none", attack: str = "ig") -> ThreatModel:
+        """The threat model of a cell: an honest-but-curious server, labels inferred from the gradient
+        (DLG: optimised), client batches of one image, the cell's defense, the grid's seed (whose
+        client and attacker streams the cell uses)."""
+        rule = "optimised" if attack == "dlg" else "auto"
+        return ThreatModel(server="honest", labels="inferred", label_rule=rule, batch_size=1, defense=defense,
+                           seed=self.seed)
 
     def budget(self, attack: str) -> tuple[int | None, int | None]:
         """``(iterations, restarts)`` of an attack (``(None, None)`` for the analytic attack).

@@ -2,7 +2,8 @@
 
 ``DIR/`` holds
 
-* ``config.json``: what the results depend on: the grid (:meth:`~precode.evaluation.grid.Grid.to_dict`),
+* ``config.json``: the cells' threat model (:meth:`~precode.evaluation.grid.Grid.threat_model`, in
+  words) and what the results depend on: the grid (:meth:`~precode.evaluation.grid.Grid.to_dict`),
   the package's version and a fingerprint of its code (:func:`package_fingerprint`), and where each
   data split came from (the embedded Fashion-MNIST sample or the full data); ``--resume`` refuses a
   folder whose grid differs, and ``reuse`` (the chapters) reads a folder only when all of it is equal;
@@ -152,7 +153,8 @@ class RunFolder:
         (self.path / "figures").mkdir(exist_ok=True)
 
         config = {"grid": grid.to_dict(), "version": __version__, "code": package_fingerprint(),
-                  "data": dict(sorted((data or {}).items()))}
+                  "data": dict(sorted((data or {}).items())),
+                  "threat_model": str(grid.threat_model(defense="the cell's"))}
         stored = self._read_config()
         self.reused = bool(reuse and stored == config)
         if reuse:

@@ -1,0 +1,49 @@
+"""The threat model: validated fields, separate streams, the sentence every experiment prints."""
+import json
+
+import pytest
+
+from precode.seeds import streams
+from precode.threat import ThreatModel
+
+
+def test_defaults_are_the_commands_threat_model():
+    tm = ThreatModel()
+    assert (tm.server, tm.labels, tm.label_rule, tm.batch_size, tm.defense, tm.seed) == (
+        "honest", "inferred", "auto", 1, "none", 0)
+    text = str(tm)
+    assert "honest-but-curious" in text and "labels inferred from the gradient (rule: auto)" in text
+    assert "client batches of 1 image;" in text and "; no defense;" in text
+
+
+def test_the_sentence_names_every_field():
+    text = str(ThreatModel(labels="given", batch_size=4, defense="gaussian:0.01", seed=7))
+    assert "labels given to the attacker" in text and "rule" not in text
+    assert "client batches of 4 images" in text and "client defense gaussian:0.01 (known to the server" in text
+    assert "seed 7" in text
+
+
+def test_streams_are_derived_separately_from_the_seed():
+    tm = ThreatModel(seed=3)
+    assert tm.streams == streams(3) and tm.streams.client != tm.streams.attacker
+    data = tm.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert (data["client_seed"], data["attacker_seed"]) == (streams(3).client, streams(3).attacker)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"server": "curious"}, "unknown server 'curious'"),
+    ({"server": "malicious"}, "not implemented"),
+    ({"labels": "known"}, "unknown labels 'known'"),
+    ({"label_rule": "magic"}, "unknown label rule 'magic'"),
+    ({"batch_size": 0}, "batch size must be at least 1"),
+    ({"seed": -1}, "non-negative"),
+])
+def test_bad_fields_are_named(fields, message):
+    with pytest.raises(ValueError, match=message):
+        ThreatModel(**fields)
+
+
+def test_dlg_labels_are_neither_given_nor_read():
+    text = str(ThreatModel(label_rule="optimised"))
+    assert "labels not given: optimised with the image" in text
