@@ -130,15 +130,22 @@ def execute(path: Path):
     from jupyter_cache.base import CacheBundleIn
     from nbmake.nb_run import NotebookRun
 
+    # What is executed, read before it runs: a chapter or package edited while it runs must not be
+    # stored as current with outputs of the code that was there before.
+    source = nbformat.read(path, nbformat.NO_CONVERT)
+    stamp = dependency_stamp()
     start = time.perf_counter()
     result = NotebookRun(path, default_timeout=TIMEOUT).execute()
     seconds = time.perf_counter() - start
     if result.error is None:
         # Cache the chapter's own source with the executed outputs, so the build's hash matches.
-        source = nbformat.read(path, nbformat.NO_CONVERT)
         executed = [c for c in result.nb.cells if c.cell_type == "code"]
         code = [c for c in source.cells if c.cell_type == "code"]
         assert len(executed) == len(code), "nbmake returned a different number of code cells"
+        changed = any(cell.source != ran.source for cell, ran in zip(code, executed)) or dependency_stamp() != stamp
+        if changed:
+            print(f"{path.name} or its dependencies changed while it ran: not stored in the cache", file=sys.stderr)
+            return result, seconds
         for cell, ran in zip(code, executed):
             cell.outputs, cell.execution_count = ran.outputs, ran.execution_count
         with _locked():

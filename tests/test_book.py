@@ -98,3 +98,32 @@ def test_chapters_take_their_sizes_from_the_profile(chapter):
     # a size chosen by the profile's name in a chapter is a size the profile does not document
     code = "\n".join(_code_cells(ROOT / "book" / chapter))
     assert "profile.name" not in code, f"{chapter}: use a field of precode.profiles.Profile instead of profile.name"
+
+
+def _tiny_chapter(path: Path, code: str) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_a_chapter_edited_while_it_runs_is_not_stored_as_current(tmp_path, monkeypatch):
+    monkeypatch.setattr(chapters, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(chapters, "STAMP_FILE", tmp_path / "cache" / "stamp.json")
+    monkeypatch.setattr(chapters, "LOCK_FILE", tmp_path / "lock")
+    plain = tmp_path / "plain.ipynb"
+    _tiny_chapter(plain, "print(1 + 1)")
+    result, _ = chapters.execute(plain)
+    assert result.error is None and chapters.is_current(plain)
+    # a chapter whose code changes on disk while it executes (here: it edits itself)
+    edited = tmp_path / "edited.ipynb"
+    _tiny_chapter(edited, "import json, pathlib\n"
+                          f"p = pathlib.Path({str(edited)!r})\n"
+                          "nb = json.loads(p.read_text())\n"
+                          "nb['cells'][0]['source'] = 'print(2)'\n"
+                          "p.write_text(json.dumps(nb))")
+    result, _ = chapters.execute(edited)
+    assert result.error is None
+    assert not chapters.is_current(edited), "outputs of the old code were stored as the new code's"
