@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import InputError
+
 __all__ = [
     "VariationalBottleneck",
     "kl_divergence_bits",
@@ -45,7 +47,7 @@ def kl_divergence_bits(mu: torch.Tensor, std: torch.Tensor, reduction: str = "me
     if reduction == "none":
         return per_sample
     if reduction != "mean":
-        raise ValueError(f"unknown reduction {reduction!r}; choose 'mean' or 'none'")
+        raise InputError(f"unknown reduction {reduction!r}; choose 'mean' or 'none'")
     return per_sample.mean()
 
 
@@ -73,13 +75,13 @@ class VariationalBottleneck(nn.Module):
     def __init__(self, in_features: int, size: int = 256, beta: float = 1e-3, eval_mode: str = "sample"):
         super().__init__()
         if int(in_features) < 1:
-            raise ValueError(f"in_features must be positive, got {in_features}")
+            raise InputError(f"in_features must be positive, got {in_features}")
         if int(size) < 1:
-            raise ValueError(f"bottleneck size K must be positive, got {size}")
+            raise InputError(f"bottleneck size K must be positive, got {size}")
         if not (beta >= 0 and math.isfinite(beta)):
-            raise ValueError(f"beta must be a finite number >= 0, got {beta}")
+            raise InputError(f"beta must be a finite number >= 0, got {beta}")
         if eval_mode not in EVAL_MODES:
-            raise ValueError(f"unknown eval_mode {eval_mode!r}; choose one of {list(EVAL_MODES)}")
+            raise InputError(f"unknown eval_mode {eval_mode!r}; choose one of {list(EVAL_MODES)}")
         self.in_features = int(in_features)
         self.size = int(size)
         self.beta = float(beta)
@@ -94,7 +96,7 @@ class VariationalBottleneck(nn.Module):
         """Return ``(mu, std)``, each ``(batch, K)``, for an input batch."""
         h = x.reshape(x.shape[0], -1)
         if h.shape[1] != self.in_features:
-            raise ValueError(
+            raise InputError(
                 f"bottleneck expects {self.in_features} input features per sample, got input of shape "
                 f"{tuple(x.shape)} ({h.shape[1]} features)"
             )
@@ -179,11 +181,11 @@ def add_precode(
     names = _layer_names(model)
     if before not in names:
         shown = ", ".join(names[:30]) + (" ..." if len(names) > 30 else "")
-        raise ValueError(f"cannot insert PRECODE before {before!r}: the model has no such layer. Layers: {shown}")
+        raise InputError(f"cannot insert PRECODE before {before!r}: the model has no such layer. Layers: {shown}")
     if input_shape is None:
         input_shape = getattr(model, "input_shape", None)
     if input_shape is None:
-        raise ValueError("add_precode needs input_shape=(channels, height, width) for a model without .input_shape")
+        raise InputError("add_precode needs input_shape=(channels, height, width) for a model without .input_shape")
     target = model.get_submodule(before)
 
     captured: list[torch.Size] = []
@@ -199,7 +201,7 @@ def add_precode(
         handle.remove()
         model.train(was_training)
     if not captured:
-        raise ValueError(f"layer {before!r} is never called in the model's forward pass; choose another layer")
+        raise InputError(f"layer {before!r} is never called in the model's forward pass; choose another layer")
     in_features = math.prod(captured[0][1:])
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:

@@ -3,8 +3,9 @@
 Each command lives in its own module (``precode/cli_<command>.py``) that provides
 ``add_parser(subparsers)`` and ``run(args) -> int``, and imports :class:`UserError` and
 :func:`write_json` from :mod:`precode.cli_common` (re-exported here). User errors (unknown
-names, bad numbers, missing data) are raised as :class:`UserError` or ``ValueError`` and printed
-as one line on stderr with exit status 2, without a traceback.
+names, bad numbers, missing data) are raised as :class:`UserError`, or by the package as
+:class:`precode.errors.InputError`, and printed as one line on stderr with exit status 2, without a
+traceback; any other exception (a plain ``ValueError`` from a bug included) keeps its traceback.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from .cli_common import UserError, write_json
 from .data import DataUnavailableError
+from .errors import InputError
 
 __all__ = ["main", "UserError", "write_json"]
 
@@ -51,11 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
     try:
         return int(commands[args.command].run(args) or 0)
-    except (UserError, ValueError, FileNotFoundError) as e:
+    except (UserError, InputError, FileNotFoundError, DataUnavailableError) as e:
+        # what the user asked for is wrong or missing: one line, exit status 2; anything else (a
+        # plain ValueError from a bug included) keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # data errors and the like: still one line, no traceback
-        if isinstance(e, DataUnavailableError):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise

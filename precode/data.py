@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import InputError
+
 __all__ = ["ImageData", "DATASET_NAMES", "load_data", "data_root", "DataUnavailableError"]
 
 DATASET_NAMES = ("fashion-mnist", "fashion-mnist-sample", "mnist", "cifar10", "cifar100", "photos")
@@ -74,13 +76,13 @@ class ImageData:
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
-            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
+            raise InputError(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
         if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(
+            raise InputError(
                 f"need one label per image: {self.images.shape[0]} images, labels of shape {tuple(self.labels.shape)}"
             )
         if len(self) == 0:
-            raise ValueError(f"data set {self.name!r} holds no images")
+            raise InputError(f"data set {self.name!r} holds no images")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -102,7 +104,7 @@ class ImageData:
         """
         n = int(n)
         if n < 1 or n > len(self):
-            raise ValueError(f"asked for {n} images but {self.name!r} has {len(self)}; choose 1 to {len(self)}")
+            raise InputError(f"asked for {n} images but {self.name!r} has {len(self)}; choose 1 to {len(self)}")
         return dataclasses.replace(self, images=self.images[:n], labels=self.labels[:n])
 
     def subset(self, n: int | None, seed: int | None = None) -> ImageData:
@@ -121,7 +123,7 @@ class ImageData:
             ValueError: ``n`` is not positive.
         """
         if n is not None and int(n) < 1:
-            raise ValueError(f"a subset needs at least one image, asked for {n}")
+            raise InputError(f"a subset needs at least one image, asked for {n}")
         if n is None or n >= len(self):
             return self
         n = int(n)
@@ -289,30 +291,30 @@ def _load_npz(path: Path) -> ImageData:
     try:
         f = np.load(path, allow_pickle=False)
     except Exception as e:
-        raise ValueError(f"{path} is not a readable .npz file: {e}") from None
+        raise InputError(f"{path} is not a readable .npz file: {e}") from None
     with f:
         missing = [k for k in ("images", "labels") if k not in f.files]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"{path} lacks the array(s) {missing}; it needs 'images' (uint8, N x H x W or N x H x W x C) "
                 f"and 'labels' (integers, N); it has {f.files}"
             )
         images, labels = f["images"], f["labels"]
     if images.dtype != np.uint8:
-        raise ValueError(f"{path}: 'images' must be uint8 (0-255), got {images.dtype}")
+        raise InputError(f"{path}: 'images' must be uint8 (0-255), got {images.dtype}")
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
-        raise ValueError(
+        raise InputError(
             f"{path}: 'images' must be N x H x W or N x H x W x C with C in (1, 3), got shape {images.shape}"
         )
     if images.shape[0] == 0:
-        raise ValueError(f"{path}: 'images' is empty")
+        raise InputError(f"{path}: 'images' is empty")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0] or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
+        raise InputError(
             f"{path}: 'labels' must be {images.shape[0]} integers (one per image), "
             f"got {labels.dtype} of shape {labels.shape}"
         )
     if labels.min() < 0:
-        raise ValueError(f"{path}: labels must be >= 0, found {labels.min()}")
+        raise InputError(f"{path}: labels must be >= 0, found {labels.min()}")
     n_classes = max(int(labels.max()) + 1, 2)
     return ImageData(
         _from_uint8(images), torch.from_numpy(labels.astype(np.int64)), [f"class {i}" for i in range(n_classes)],
@@ -342,20 +344,20 @@ def load_data(
     Used in every chapter.
     """
     if split not in ("train", "test"):
-        raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
+        raise InputError(f"unknown split {split!r}; choose 'train' or 'test'")
     text = os.fspath(name)
     if text.lower().endswith(".npz"):
         return _load_npz(Path(text).expanduser())
     key = text.lower()
     if key not in DATASET_NAMES:
-        raise ValueError(
+        raise InputError(
             f"unknown data set {text!r}; choose one of {list(DATASET_NAMES)} or give a path to an .npz file"
         )
     if key == "fashion-mnist-sample":
         return _load_sample(split)
     if key == "photos":
         if split != "test":
-            raise ValueError("'photos' holds victims only (split='test'); train on cifar10 or fashion-mnist instead")
+            raise InputError("'photos' holds victims only (split='test'); train on cifar10 or fashion-mnist instead")
         return _load_photos()
     base = data_root(root)
     if key == "fashion-mnist":

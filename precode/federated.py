@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .data import ImageData
+from .errors import InputError
 from .training import loss_fn, train
 
 __all__ = [
@@ -59,11 +60,11 @@ def compute_shared_gradients(
         ``{parameter name: gradient}``, detached, in the order of ``model.named_parameters()``.
     """
     if images.ndim != 4:
-        raise ValueError(f"images must be a batch (B, C, H, W), got shape {tuple(images.shape)}")
+        raise InputError(f"images must be a batch (B, C, H, W), got shape {tuple(images.shape)}")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise ValueError(f"need one label per image: {images.shape[0]} images, labels of shape {tuple(labels.shape)}")
+        raise InputError(f"need one label per image: {images.shape[0]} images, labels of shape {tuple(labels.shape)}")
     if images.shape[0] == 0:
-        raise ValueError("a client cannot share the gradient of an empty batch")
+        raise InputError("a client cannot share the gradient of an empty batch")
     named = _trainable(model)
     loss = loss_fn(model, model(images), labels)
     grads = torch.autograd.grad(loss, [p for _, p in named])
@@ -90,9 +91,9 @@ def compute_victim_gradients(
         ``{parameter name: tensor (N, *parameter shape)}``.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
     if images.shape[0] == 0 or images.shape[0] % batch_size:
-        raise ValueError(
+        raise InputError(
             f"{images.shape[0]} images cannot be cut into client batches of {batch_size}; give a positive multiple"
         )
     if defense is not None and hasattr(defense, "shared_gradients"):
@@ -122,13 +123,13 @@ def validate_gradients(model: nn.Module, gradients: SharedGradients, stacked: bo
         ValueError: a missing or extra parameter, a wrong shape, or NaN / infinite values.
     """
     if not isinstance(gradients, dict):
-        raise ValueError(f"shared gradients must be a dict parameter name -> tensor, got {type(gradients).__name__}")
+        raise InputError(f"shared gradients must be a dict parameter name -> tensor, got {type(gradients).__name__}")
     named = _trainable(model)
     expected = [n for n, _ in named]
     missing = [n for n in expected if n not in gradients]
     extra = [n for n in gradients if n not in expected]
     if missing or extra:
-        raise ValueError(
+        raise InputError(
             f"shared gradients do not match the model's {len(expected)} parameters: "
             f"missing {missing[:5]}, unexpected {extra[:5]}"
         )
@@ -138,16 +139,16 @@ def validate_gradients(model: nn.Module, gradients: SharedGradients, stacked: bo
         shape = tuple(g.shape[1:]) if stacked else tuple(g.shape)
         if shape != tuple(p.shape):
             expected = f"{('N',) if stacked else ()}{tuple(p.shape)}"
-            raise ValueError(f"gradient of {name!r} has shape {tuple(g.shape)}, expected {expected}")
+            raise InputError(f"gradient of {name!r} has shape {tuple(g.shape)}, expected {expected}")
         if stacked:
             if n_victims is None:
                 n_victims = g.shape[0]
             elif g.shape[0] != n_victims:
-                raise ValueError(f"gradient of {name!r} holds {g.shape[0]} victims, others hold {n_victims}")
+                raise InputError(f"gradient of {name!r} holds {g.shape[0]} victims, others hold {n_victims}")
         if not torch.isfinite(g).all():
-            raise ValueError(f"gradient of {name!r} contains NaN or infinite values; the client's update is broken")
+            raise InputError(f"gradient of {name!r} contains NaN or infinite values; the client's update is broken")
     if stacked and (n_victims is None or n_victims == 0):
-        raise ValueError("shared gradients hold no victims")
+        raise InputError("shared gradients hold no victims")
     return int(n_victims) if stacked else 1
 
 
@@ -164,7 +165,7 @@ class Client:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 32, seed: int = 0,
                  defense: Callable[[SharedGradients], SharedGradients] | None = None):
         if len(images) == 0:
-            raise ValueError("a client needs at least one image")
+            raise InputError("a client needs at least one image")
         self.images, self.labels = images, labels
         self.batch_size = int(batch_size)
         self.defense = defense
@@ -190,7 +191,7 @@ class Client:
 def split_among_clients(data: ImageData, n_clients: int, batch_size: int = 32, seed: int = 0) -> list[Client]:
     """Split ``data`` at random (IID) into ``n_clients`` equal shares, one :class:`Client` each."""
     if not 1 <= n_clients <= len(data):
-        raise ValueError(f"n_clients must be between 1 and the number of images ({len(data)}), got {n_clients}")
+        raise InputError(f"n_clients must be between 1 and the number of images ({len(data)}), got {n_clients}")
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     return [Client(data.images[idx], data.labels[idx], batch_size=batch_size, seed=seed + i)
             for i, idx in enumerate(perm.chunk(n_clients))]
@@ -202,7 +203,7 @@ def fedsgd_round(model: nn.Module, clients: Sequence[Client], lr: float = 0.1) -
     Returns the averaged gradient (what the server applied).
     """
     if not clients:
-        raise ValueError("a round needs at least one client")
+        raise InputError("a round needs at least one client")
     updates = [c.compute_local_update(model) for c in clients]
     average = {k: torch.stack([u[k] for u in updates]).mean(0) for k in updates[0]}
     with torch.no_grad():
@@ -214,7 +215,7 @@ def fedsgd_round(model: nn.Module, clients: Sequence[Client], lr: float = 0.1) -
 def fedavg_round(model: nn.Module, clients: Sequence[Client], local_epochs: int = 1, lr: float = 1e-3) -> None:
     """One FedAvg round: clients train locally; the server sets the model to their data-weighted mean."""
     if not clients:
-        raise ValueError("a round needs at least one client")
+        raise InputError("a round needs at least one client")
     states = [c.train_locally(model, local_epochs, lr) for c in clients]
     weights = torch.tensor([len(c) for c in clients], dtype=torch.float64)
     weights = weights / weights.sum()

@@ -23,9 +23,11 @@ import numpy as np
 import torch
 from scipy import stats
 
+from .errors import InputError
+
 __all__ = [
     "mse", "psnr", "ssim", "label_accuracy", "nearest_neighbours", "identification_rate", "mean_ci95",
-    "PSNR_CAP_DB",
+    "mean_bootstrap_ci", "PSNR_CAP_DB",
 ]
 
 PSNR_CAP_DB = 200.0
@@ -37,14 +39,14 @@ def _pair(reconstructions: torch.Tensor, originals: torch.Tensor) -> tuple[torch
     if r.ndim == 3 and o.ndim == 3:
         r, o = r[None], o[None]
     if r.ndim != 4 or r.shape != o.shape:
-        raise ValueError(
+        raise InputError(
             f"reconstructions and originals must both be (N, C, H, W) of the same shape, got "
             f"{tuple(r.shape)} and {tuple(o.shape)}"
         )
     if r.shape[0] == 0:
-        raise ValueError("no images to compare (N = 0)")
+        raise InputError("no images to compare (N = 0)")
     if not torch.isfinite(r).all():
-        raise ValueError("reconstructions contain NaN or infinite pixels; the attack diverged")
+        raise InputError("reconstructions contain NaN or infinite pixels; the attack diverged")
     return r.clamp(0, 1), o
 
 
@@ -70,7 +72,7 @@ def ssim(reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor
 
     r, o = _pair(reconstructions, originals)
     if min(r.shape[2:]) < 7:
-        raise ValueError(f"SSIM needs images of at least 7x7 pixels, got {tuple(r.shape[2:])}")
+        raise InputError(f"SSIM needs images of at least 7x7 pixels, got {tuple(r.shape[2:])}")
     values = []
     for a, b in zip(r.numpy(), o.numpy()):
         if a.shape[0] == 1:
@@ -84,9 +86,9 @@ def label_accuracy(predicted: Sequence[int] | torch.Tensor, true: Sequence[int] 
     """Fraction of predicted labels equal to the true ones."""
     p, t = torch.as_tensor(predicted).flatten(), torch.as_tensor(true).flatten()
     if p.shape != t.shape:
-        raise ValueError(f"{p.numel()} predicted labels for {t.numel()} true labels")
+        raise InputError(f"{p.numel()} predicted labels for {t.numel()} true labels")
     if p.numel() == 0:
-        raise ValueError("no labels to compare")
+        raise InputError("no labels to compare")
     return float((p == t).float().mean())
 
 
@@ -95,9 +97,9 @@ def nearest_neighbours(reconstructions: torch.Tensor, pool: torch.Tensor) -> tor
     r = torch.as_tensor(reconstructions).detach().float().cpu().clamp(0, 1).flatten(1)
     p = torch.as_tensor(pool).detach().float().cpu().flatten(1)
     if r.shape[1] != p.shape[1]:
-        raise ValueError(f"reconstructions have {r.shape[1]} values each but pool images have {p.shape[1]}")
+        raise InputError(f"reconstructions have {r.shape[1]} values each but pool images have {p.shape[1]}")
     if p.shape[0] == 0:
-        raise ValueError("the pool of real images is empty")
+        raise InputError("the pool of real images is empty")
     return torch.cdist(r.double(), p.double()).argmin(dim=1)
 
 
@@ -129,8 +131,29 @@ def mean_ci95(values: Sequence[float] | torch.Tensor | np.ndarray) -> tuple[floa
         values = values.detach().cpu().double().numpy()
     x = np.asarray(values, dtype=float).ravel()
     if x.size == 0:
-        raise ValueError("no values to summarise")
+        raise InputError("no values to summarise")
     if np.isnan(x).any():
-        raise ValueError("values contain NaN")
+        raise InputError("values contain NaN")
     half = float(stats.t.ppf(0.975, x.size - 1)) * x.std(ddof=1) / math.sqrt(x.size) if x.size > 1 else 0.0
     return float(x.mean()), float(half)
+
+
+def mean_bootstrap_ci(values, *, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and its 95% percentile-bootstrap interval ``(mean, low, high)``.
+
+    The bootstrap means are means of the data, so the interval never leaves the metric's range
+    (SSIM's ``[-1, 1]``, a rate's ``[0, 1]``), unlike :func:`mean_ci95`'s symmetric t interval on a
+    few values near a bound. Seeded: the same values give the same interval.
+
+    Raises:
+        InputError: no values, or values that are not finite.
+
+    Used in chapter 7 (through :func:`precode.fl.experiment.mean_ci`).
+    """
+    x = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if x.numel() == 0 or not torch.isfinite(x).all():
+        raise InputError("need at least one finite value")
+    g = torch.Generator().manual_seed(seed)
+    means = x[torch.randint(len(x), (resamples, len(x)), generator=g)].mean(1)
+    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return float(x.mean()), float(low), float(high)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .errors import InputError
+
 __all__ = ["MLP", "CNN", "LeNet", "MODEL_NAMES", "build_model"]
 
 MODEL_NAMES = ("mlp", "cnn", "lenet")
@@ -23,11 +25,11 @@ MODEL_NAMES = ("mlp", "cnn", "lenet")
 def _check_shape(input_shape: Sequence[int], num_classes: int) -> tuple[int, int, int]:
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(
+        raise InputError(
             f"input_shape must be (channels, height, width) with positive sizes, got {tuple(input_shape)}"
         )
     if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        raise InputError(f"num_classes must be at least 2, got {num_classes}")
     return shape  # type: ignore[return-value]
 
 
@@ -72,12 +74,12 @@ class CNN(nn.Sequential):
         shape = _check_shape(input_shape, num_classes)
         widths = tuple(int(w) for w in widths)
         if not widths or min(widths) < 1:
-            raise ValueError(f"widths must be a non-empty sequence of positive channel counts, got {widths}")
+            raise InputError(f"widths must be a non-empty sequence of positive channel counts, got {widths}")
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         c, h, w = shape
         for i, width in enumerate(widths, start=1):
             if h < 2 or w < 2:
-                raise ValueError(
+                raise InputError(
                     f"input {shape} is too small for {len(widths)} pooling blocks; use fewer widths"
                 )
             layers[f"block{i}"] = nn.Sequential(
@@ -142,7 +144,7 @@ def build_model(
     classes = {"mlp": MLP, "cnn": CNN, "lenet": LeNet}
     key = str(name).lower()
     if key not in classes:
-        raise ValueError(f"unknown model {name!r}; choose one of {list(MODEL_NAMES)}")
+        raise InputError(f"unknown model {name!r}; choose one of {list(MODEL_NAMES)}")
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from .errors import InputError
+
 __all__ = ["Profile", "PROFILES", "get_profile"]
 
 ENV_VAR = "PRECODE_PROFILE"
@@ -121,7 +123,7 @@ def get_profile(name: str | None = None) -> Profile:
         name = os.environ.get(ENV_VAR, "quick").strip() or "quick"
     key = name.lower()
     if key not in PROFILES:
-        raise ValueError(
+        raise InputError(
             f"unknown profile {name!r}; choose one of {sorted(PROFILES)} "
             f"(set {ENV_VAR}=quick or {ENV_VAR}=full)"
         )

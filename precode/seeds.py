@@ -18,6 +18,8 @@ import dataclasses
 
 import numpy as np
 
+from .errors import InputError
+
 __all__ = ["Streams", "streams"]
 
 
@@ -44,6 +46,6 @@ def streams(seed: int) -> Streams:
     """
     seed = int(seed)
     if seed < 0:
-        raise ValueError(f"the seed must be a non-negative integer, got {seed}")
+        raise InputError(f"the seed must be a non-negative integer, got {seed}")
     client, attacker = (int(s.generate_state(1)[0] >> 1) for s in np.random.SeedSequence(seed).spawn(2))
     return Streams(seed=seed, client=client, attacker=attacker)

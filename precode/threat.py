@@ -28,6 +28,7 @@ import dataclasses
 from typing import Any
 
 from .attacks.labels import LABEL_SOURCES
+from .errors import InputError
 from .seeds import Streams, streams
 
 __all__ = ["ThreatModel", "SERVERS", "LABELS", "LABEL_RULES"]
@@ -68,19 +69,19 @@ class ThreatModel:
 
     def __post_init__(self) -> None:
         if self.server not in SERVERS:
-            raise ValueError(f"unknown server {self.server!r}; choose one of {list(SERVERS)}")
+            raise InputError(f"unknown server {self.server!r}; choose one of {list(SERVERS)}")
         if self.server == "malicious":
-            raise ValueError("a malicious server (one that chooses the weights it sends) is not implemented by any "
+            raise InputError("a malicious server (one that chooses the weights it sends) is not implemented by any "
                              "attack of this package; use server='honest'")
         if self.labels not in LABELS:
-            raise ValueError(f"unknown labels {self.labels!r}; choose 'given' (the server knows them) or "
+            raise InputError(f"unknown labels {self.labels!r}; choose 'given' (the server knows them) or "
                              "'inferred' (read off the gradient)")
         if self.label_rule not in LABEL_RULES:
-            raise ValueError(f"unknown label rule {self.label_rule!r}; choose one of {list(LABEL_RULES)}")
+            raise InputError(f"unknown label rule {self.label_rule!r}; choose one of {list(LABEL_RULES)}")
         if int(self.batch_size) < 1:
-            raise ValueError(f"the client's batch size must be at least 1, got {self.batch_size}")
+            raise InputError(f"the client's batch size must be at least 1, got {self.batch_size}")
         if int(self.seed) < 0:
-            raise ValueError(f"the seed must be a non-negative integer, got {self.seed}")
+            raise InputError(f"the seed must be a non-negative integer, got {self.seed}")
 
     @property
     def streams(self) -> Streams:

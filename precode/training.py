@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .bottleneck import bottleneck_loss, bottlenecks
 from .data import ImageData
+from .errors import InputError
 
 __all__ = ["loss_fn", "train", "evaluate", "seeded", "GradientTransform"]
 
@@ -39,7 +40,7 @@ def loss_fn(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor, reduct
             per_sample = per_sample + vb.kl_per_sample
         return per_sample
     if reduction != "mean":
-        raise ValueError(f"unknown reduction {reduction!r}; choose 'mean' or 'none'")
+        raise InputError(f"unknown reduction {reduction!r}; choose 'mean' or 'none'")
     return F.cross_entropy(logits, labels) + bottleneck_loss(model)
 
 
@@ -66,7 +67,7 @@ def evaluate(model: nn.Module, data: ImageData | Dataset, batch_size: int = 500)
     """Mean loss (cross-entropy + KL) and accuracy of ``model`` on ``data``, in eval mode."""
     dataset = _as_dataset(data)
     if len(dataset) == 0:
-        raise ValueError("cannot evaluate on an empty data set")
+        raise InputError("cannot evaluate on an empty data set")
     device = _device_of(model)
     was_training = model.training
     model.eval()
@@ -115,12 +116,12 @@ def train(
         (the test entries are ``None`` without ``test_data``) and ``seconds`` since the start.
     """
     if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
+        raise InputError(f"epochs must be at least 1, got {epochs}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
     dataset = _as_dataset(train_data)
     if len(dataset) == 0:
-        raise ValueError("cannot train on an empty data set")
+        raise InputError("cannot train on an empty data set")
     with seeded(seed, _device_of(model)):
         return _train(model, dataset, test_data, epochs, lr, batch_size, seed, gradient_transform, progress)
 

@@ -126,3 +126,27 @@ def test_the_seed_fixes_precode_runs(capsys):
         assert main(args) == 0
         runs.append([r["mse"] for r in json.loads(capsys.readouterr().out)["results"]])
     assert runs[0] == runs[1]  # the bottleneck's weights, the client's noise and the attack's all come from --seed
+
+
+def test_a_bugs_value_error_keeps_its_traceback_and_bad_input_is_one_line(monkeypatch, capsys):
+    from precode import cli_attack
+    from precode.cli import main
+    from precode.errors import InputError
+
+    args = ["attack", "--attack", "analytic", "--model", "mlp", "--data", "photos", "--images", "1"]
+
+    def bug(_args):
+        raise ValueError("too many values to unpack")  # what a bug looks like, not bad input
+
+    monkeypatch.setattr(cli_attack, "run", bug)
+    with pytest.raises(ValueError, match="too many values"):
+        main(args)
+
+    def bad_input(_args):
+        raise InputError("unknown thing 'x'; choose 'y'")
+
+    monkeypatch.setattr(cli_attack, "run", bad_input)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: unknown thing 'x'; choose 'y'"
+    assert issubclass(InputError, ValueError)  # library callers may still catch ValueError

@@ -74,3 +74,14 @@ def test_mean_ci95():
     assert mean_ci95([3.0]) == (3.0, 0.0)
     with pytest.raises(ValueError):
         mean_ci95([])
+
+
+def test_bootstrap_interval_stays_in_the_metrics_range_and_is_seeded():
+    from precode.metrics import mean_bootstrap_ci
+
+    values = [1.0] * 7 + [0.6]  # piled up at SSIM's bound: the t interval crosses 1
+    m, low, high = mean_bootstrap_ci(values)
+    assert m == pytest.approx(0.95) and 0.6 <= low < m < high <= 1.0
+    assert mean_bootstrap_ci(values) == (m, low, high)
+    with pytest.raises(ValueError, match="finite"):
+        mean_bootstrap_ci([0.5, float("nan")])

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .adaptive import encoder_leak, ig_joint, ig_omit, layers_before_sampling
 from .analytic import analytic_attack, first_linear_layer, linear_layer_input
 from .base import AttackResult, prepare_gradients
@@ -105,8 +106,8 @@ def reconstruct(
     """
     key = str(name).lower()
     if key not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; choose one of {list(ATTACK_NAMES)}")
+        raise InputError(f"unknown attack {name!r}; choose one of {list(ATTACK_NAMES)}")
     if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
     return ATTACKS[key](model, shared_gradients, input_shape, batch_size=int(batch_size), labels=labels,
                         iterations=iterations, restarts=restarts, seed=seed, progress=progress, **options)

@@ -34,6 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..bottleneck import VariationalBottleneck
+from ..errors import InputError
 from ..profiles import get_profile
 from ..training import seeded
 from .analytic import linear_layer_input
@@ -53,10 +54,10 @@ def precode_bottleneck(model: nn.Module, attack: str = "this attack") -> tuple[s
     """
     found = [(n, m) for n, m in model.named_modules() if isinstance(m, VariationalBottleneck)]
     if not found:
-        raise ValueError(f"{attack} attacks PRECODE, but the model has no PRECODE bottleneck; "
+        raise InputError(f"{attack} attacks PRECODE, but the model has no PRECODE bottleneck; "
                          "add one (add_precode, or --precode on the command line) or use another attack")
     if len(found) > 1:
-        raise ValueError(f"{attack} needs exactly one PRECODE bottleneck, the model has {len(found)}")
+        raise InputError(f"{attack} needs exactly one PRECODE bottleneck, the model has {len(found)}")
     return found[0]
 
 
@@ -165,9 +166,9 @@ def ig_joint(
     iterations = profile.ig_iterations if iterations is None else int(iterations)
     restarts = profile.ig_restarts if restarts is None else int(restarts)
     if iterations < 1 or restarts < 1:
-        raise ValueError(f"iterations and restarts must be at least 1, got {iterations} and {restarts}")
+        raise InputError(f"iterations and restarts must be at least 1, got {iterations} and {restarts}")
     if not (lr > 0 and noise_lr > 0 and tv >= 0 and noise_prior >= 0):
-        raise ValueError(f"lr and noise_lr must be positive, tv and noise_prior non-negative; got lr={lr}, "
+        raise InputError(f"lr and noise_lr must be positive, tv and noise_prior non-negative; got lr={lr}, "
                          f"noise_lr={noise_lr}, tv={tv}, noise_prior={noise_prior}")
     device = model_device(model)
     if labels is None:
@@ -258,12 +259,12 @@ def encoder_leak(
     shape = check_input_shape(input_shape)
     children = [n for n, _ in model.named_children()]
     if not isinstance(model, nn.Sequential) or name not in children:
-        raise ValueError(f"the encoder leak inverts the layers in front of the bottleneck and needs it as a child of "
+        raise InputError(f"the encoder leak inverts the layers in front of the bottleneck and needs it as a child of "
                          f"a Sequential model; {name!r} is not one")
     keys = (f"{name}.encoder.weight", f"{name}.encoder.bias")
     missing = [k for k in keys if k not in shared_gradients]
     if missing:
-        raise ValueError(f"the shared gradients lack {missing}: the encoder leak needs the encoder's weight and bias "
+        raise InputError(f"the shared gradients lack {missing}: the encoder leak needs the encoder's weight and bias "
                          "gradients")
     device = model_device(model)
     weight, bias = (shared_gradients[k].to(device) for k in keys)

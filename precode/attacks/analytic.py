@@ -37,6 +37,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .base import (
     AttackResult,
     check_input_shape,
@@ -75,23 +76,23 @@ def first_linear_layer(model: nn.Module, input_shape: Sequence[int]) -> str:
         with torch.no_grad(), preserved_bottleneck_state(model):
             model(x)
     except RuntimeError as e:
-        raise ValueError(f"images of shape {shape} do not fit the model: {e}") from None
+        raise InputError(f"images of shape {shape} do not fit the model: {e}") from None
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
     if not order:
-        raise ValueError("the analytic attack needs a model with parameters")
+        raise InputError("the analytic attack needs a model with parameters")
     module, seen = order[0]
     name = names[module]
     if not isinstance(module, nn.Linear) or module.bias is None:
         kind = type(module).__name__ + ("" if not isinstance(module, nn.Linear) else " without a bias")
-        raise ValueError(
+        raise InputError(
             f"the analytic attack needs a model whose first layer is fully connected with a bias "
             f"(y = Wx + b on the pixels); this model's first layer {name!r} is a {kind}"
         )
     if seen.shape != (2, math.prod(shape)) or not torch.equal(seen, x.flatten(1)):
-        raise ValueError(
+        raise InputError(
             f"the analytic attack needs the first layer {name!r} to see the raw flattened pixels, "
             f"but its input is transformed first"
         )
@@ -181,7 +182,7 @@ def linear_layer_input(weight_grad: torch.Tensor, bias_grad: torch.Tensor) -> to
     if single:
         dw, db = dw[None], db[None]
     if dw.dim() != 3 or db.dim() != 2 or dw.shape[:2] != db.shape:
-        raise ValueError(f"a linear layer's gradients are weight (out, in) and bias (out,), or (N, out, in) and "
+        raise InputError(f"a linear layer's gradients are weight (out, in) and bias (out,), or (N, out, in) and "
                          f"(N, out); got {tuple(weight_grad.shape)} and {tuple(bias_grad.shape)}")
     out = torch.zeros(dw.shape[0], dw.shape[2], dtype=torch.float64, device=dw.device)
     for v in range(dw.shape[0]):

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..bottleneck import bottlenecks
+from ..errors import InputError
 from ..federated import validate_gradients
 from ..training import seeded
 
@@ -84,12 +85,12 @@ def prepare_gradients(
         ValueError: missing or extra parameters, wrong shapes, NaN or infinite values.
     """
     if not isinstance(shared_gradients, dict):
-        raise ValueError(
+        raise InputError(
             f"shared gradients must be a dict parameter name -> tensor, got {type(shared_gradients).__name__}"
         )
     bad = [n for n, g in shared_gradients.items() if not isinstance(g, torch.Tensor)]
     if bad:
-        raise ValueError(f"shared gradients must be tensors; {bad[:5]} are not")
+        raise InputError(f"shared gradients must be tensors; {bad[:5]} are not")
     params = dict(model.named_parameters())
     common = [n for n in params if isinstance(shared_gradients.get(n), torch.Tensor)]
     if common and shared_gradients[common[0]].ndim == params[common[0]].ndim:
@@ -109,18 +110,18 @@ def prepare_labels(
     """Known labels as an ``(N, B)`` integer tensor; accepts ``(N * B,)`` or ``(N, B)``."""
     y = torch.as_tensor(labels).long()
     if y.numel() != n_victims * batch_size:
-        raise ValueError(
+        raise InputError(
             f"need {n_victims * batch_size} labels ({n_victims} victims x batch size {batch_size}), got {y.numel()}"
         )
     if y.numel() and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {y.min().item()}..{y.max().item()}")
+        raise InputError(f"labels must lie in 0..{num_classes - 1}, got {y.min().item()}..{y.max().item()}")
     return y.reshape(n_victims, batch_size)
 
 
 def check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"input_shape must be (channels, height, width), got {tuple(input_shape)}")
+        raise InputError(f"input_shape must be (channels, height, width), got {tuple(input_shape)}")
     return shape  # type: ignore[return-value]
 
 
@@ -149,5 +150,5 @@ def initial_tensor(shape: Sequence[int], seed: int, init: str, device: torch.dev
     elif init == "gray":
         x = torch.full(tuple(shape), 0.5)
     else:
-        raise ValueError(f"unknown init {init!r}; choose 'randn', 'rand' or 'gray'")
+        raise InputError(f"unknown init {init!r}; choose 'randn', 'rand' or 'gray'")
     return x.to(device)

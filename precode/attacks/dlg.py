@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..errors import InputError
 from ..profiles import get_profile
 from ..training import seeded
 from .base import AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels
@@ -89,7 +90,7 @@ def dlg(
     iterations = get_profile().dlg_iterations if iterations is None else int(iterations)
     restarts = 1 if restarts is None else int(restarts)
     if iterations < 1 or restarts < 1:
-        raise ValueError(f"iterations and restarts must be at least 1, got {iterations} and {restarts}")
+        raise InputError(f"iterations and restarts must be at least 1, got {iterations} and {restarts}")
     targets, n = prepare_gradients(model, shared_gradients)
     device = model_device(model)
     num_classes = targets[last_layer(model)[0]].shape[1]

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..errors import InputError
 from ..profiles import get_profile
 from ..training import seeded
 from .base import AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels
@@ -113,9 +114,9 @@ def inverting_gradients(
     iterations = profile.ig_iterations if iterations is None else int(iterations)
     restarts = profile.ig_restarts if restarts is None else int(restarts)
     if iterations < 1 or restarts < 1:
-        raise ValueError(f"iterations and restarts must be at least 1, got {iterations} and {restarts}")
+        raise InputError(f"iterations and restarts must be at least 1, got {iterations} and {restarts}")
     if not (lr > 0 and tv >= 0):
-        raise ValueError(f"lr must be positive and tv non-negative, got lr={lr}, tv={tv}")
+        raise InputError(f"lr must be positive and tv non-negative, got lr={lr}, tv={tv}")
     targets, n = prepare_gradients(model, shared_gradients)
     device = model_device(model)
     if labels is None:

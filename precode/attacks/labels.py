@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .base import prepare_gradients
 
 __all__ = ["infer_labels", "last_layer", "LABEL_SOURCES"]
@@ -38,7 +39,7 @@ def last_layer(model: nn.Module) -> tuple[str, str | None]:
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     weights = [n for n, p in params if p.ndim == 2]
     if not weights:
-        raise ValueError("the label rule needs a model whose last layer is fully connected (a 2-D weight)")
+        raise InputError("the label rule needs a model whose last layer is fully connected (a 2-D weight)")
     weight = weights[-1]
     prefix = weight[: -len("weight")] if weight.endswith("weight") else None
     shapes = dict(params)
@@ -75,17 +76,17 @@ def infer_labels(
         larger than the number of classes, or a last-layer gradient that is all zero.
     """
     if source not in LABEL_SOURCES:
-        raise ValueError(f"unknown label source {source!r}; choose one of {list(LABEL_SOURCES)}")
+        raise InputError(f"unknown label source {source!r}; choose one of {list(LABEL_SOURCES)}")
     targets, _ = prepare_gradients(model, shared_gradients)
     weight, bias = last_layer(model)
     if source == "bias" and bias is None:
-        raise ValueError(f"the last layer ({weight}) has no bias; use source='weight'")
+        raise InputError(f"the last layer ({weight}) has no bias; use source='weight'")
     # [label-rule]
     use_bias = bias is not None and source in ("auto", "bias")
     row_sums = targets[weight].sum(dim=2)  # (N, classes)
     scores = targets[bias] if use_bias else row_sums
     if not 1 <= batch_size <= scores.shape[1]:
-        raise ValueError(
+        raise InputError(
             f"batch_size must be between 1 and the number of classes ({scores.shape[1]}) for the label rule, "
             f"got {batch_size}"
         )
@@ -97,7 +98,7 @@ def infer_labels(
         scores = torch.where(silent[:, None], row_sums, scores)
     empty = (scores == 0).all(dim=1)
     if bool(empty.any()):
-        raise ValueError(
+        raise InputError(
             f"the last layer's shared gradient ({bias if source == 'bias' else weight}) is all zero for victim(s) "
             f"{torch.nonzero(empty).flatten().tolist()[:5]}: the labels cannot be read off it; give the labels"
         )

@@ -37,6 +37,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..bottleneck import bottleneck_loss, bottlenecks
+from ..errors import InputError
 from ..training import loss_fn
 from .base import preserved_bottleneck_state
 
@@ -59,9 +60,9 @@ def select_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
     chosen = list(dict.fromkeys(layers))
     unknown = [n for n in chosen if n not in names]
     if unknown:
-        raise ValueError(f"unknown parameter name(s) {unknown[:5]} in layers; the model has {names}")
+        raise InputError(f"unknown parameter name(s) {unknown[:5]} in layers; the model has {names}")
     if not chosen:
-        raise ValueError("layers selects no parameters; give None (all) or a list of parameter names")
+        raise InputError("layers selects no parameters; give None (all) or a list of parameter names")
     return [n for n in names if n in chosen]
 
 
@@ -92,7 +93,7 @@ class GradientMatcher:
         low_rank: bool = True,
     ):
         if distance not in DISTANCES:
-            raise ValueError(f"unknown distance {distance!r}; choose one of {list(DISTANCES)}")
+            raise InputError(f"unknown distance {distance!r}; choose one of {list(DISTANCES)}")
         self.model = model
         self.distance = distance
         self.batch_size = int(batch_size)
@@ -155,7 +156,7 @@ class GradientMatcher:
             with torch.no_grad(), preserved_bottleneck_state(self.model):
                 self.model(torch.zeros((self.batch_size, *self.input_shape), device=self._device))
         except RuntimeError as e:
-            raise ValueError(f"images of shape {self.input_shape} do not fit the model: {e}") from None
+            raise InputError(f"images of shape {self.input_shape} do not fit the model: {e}") from None
         finally:
             for h in handles:
                 h.remove()
@@ -267,11 +268,11 @@ class GradientMatcher:
             ``(R, N)`` distances.
         """
         if images.ndim != 6 or tuple(images.shape[1:3]) != (self.num_victims, self.batch_size):
-            raise ValueError(
+            raise InputError(
                 f"dummy images must be (R, {self.num_victims}, {self.batch_size}, C, H, W), got {tuple(images.shape)}"
             )
         if noise is not None and len(bottlenecks(self.model)) != 1:
-            raise ValueError("noise can be given only for a model with exactly one PRECODE bottleneck")
+            raise InputError("noise can be given only for a model with exactly one PRECODE bottleneck")
         noise_dim = None if noise is None else 0
         per_victim = vmap(self._victim_distance, in_dims=(0, 0, noise_dim, 0, 0, 0), randomness="different")
         per_trial = vmap(per_victim, in_dims=(0, 0, noise_dim, None, None, None), randomness="different")

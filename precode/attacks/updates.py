@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from ..errors import InputError
 from ..training import loss_fn
 from .analytic import analytic_attack
 from .base import (
@@ -75,7 +76,7 @@ def weight_update(sent: Mapping[str, torch.Tensor], received: Mapping[str, torch
     names = [n for n, p in model.named_parameters() if p.requires_grad] if model is not None else list(received)
     missing = [n for n in names if n not in sent or n not in received]
     if missing:
-        raise ValueError(f"weights missing for {missing[:5]}: the update needs the sent and the received weights")
+        raise InputError(f"weights missing for {missing[:5]}: the update needs the sent and the received weights")
     return {n: (torch.as_tensor(received[n]).double() - torch.as_tensor(sent[n]).double()).float() for n in names}
 
 
@@ -86,17 +87,17 @@ def gradient_from_update(update: Mapping[str, torch.Tensor], lr: float) -> dict[
     client's learning rate (the server chose it, so it knows it).
     """
     if not lr > 0:
-        raise ValueError(f"the client's learning rate must be positive, got {lr}")
+        raise InputError(f"the client's learning rate must be positive, got {lr}")
     return {n: -u / lr for n, u in update.items()}
 
 
 def _check_federation(local_steps: int, clients: int, client_lr: float) -> None:
     if int(local_steps) < 1:
-        raise ValueError(f"local_steps must be at least 1, got {local_steps}")
+        raise InputError(f"local_steps must be at least 1, got {local_steps}")
     if int(clients) < 1:
-        raise ValueError(f"clients must be at least 1, got {clients}")
+        raise InputError(f"clients must be at least 1, got {clients}")
     if not client_lr > 0:
-        raise ValueError(f"the client's learning rate must be positive, got {client_lr}")
+        raise InputError(f"the client's learning rate must be positive, got {client_lr}")
 
 
 def analytic_update_attack(
@@ -253,7 +254,7 @@ class UpdateMatcher:
             with torch.no_grad(), preserved_bottleneck_state(self.model):
                 self.model(torch.zeros((self._group_batch, *self.input_shape), device=device))
         except RuntimeError as e:
-            raise ValueError(f"images of shape {self.input_shape} do not fit the model: {e}") from None
+            raise InputError(f"images of shape {self.input_shape} do not fit the model: {e}") from None
         finally:
             for h in handles:
                 h.remove()
@@ -358,7 +359,7 @@ class UpdateMatcher:
             ``(R, N)`` cosine distances in ``[0, 2]``.
         """
         if images.ndim != 6 or tuple(images.shape[1:3]) != (self.num_victims, self.batch_size):
-            raise ValueError(
+            raise InputError(
                 f"dummy images must be (R, {self.num_victims}, {self.batch_size}, C, H, W), got {tuple(images.shape)}"
             )
         per_victim = vmap(self._victim_distance, in_dims=(0, 0, 0, 0, 0), randomness="different")
@@ -455,4 +456,4 @@ def reconstruct_from_updates(
     if key == "ig":
         return inverting_updates(model, updates, input_shape, batch_size, labels, iterations, restarts, seed,
                                  progress, client_lr=client_lr, local_steps=local_steps, clients=clients, **options)
-    raise ValueError(f"unknown update attack {name!r}; choose one of {list(UPDATE_ATTACK_NAMES)}")
+    raise InputError(f"unknown update attack {name!r}; choose one of {list(UPDATE_ATTACK_NAMES)}")

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data import ImageData
+from ..errors import InputError
 from ..federated import compute_shared_gradients
 from ..training import train
 
@@ -159,5 +160,5 @@ class NoDefense(Defense):
 def _check_finite(value: float, what: str) -> float:
     value = float(value)
     if not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number, got {value}")
+        raise InputError(f"{what} must be a finite number, got {value}")
     return value

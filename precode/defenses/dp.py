@@ -54,6 +54,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data import ImageData
+from ..errors import InputError
 from ..training import evaluate, loss_fn, seeded
 from .base import Defense, SharedGradients, TrainingResult, _check_finite
 
@@ -76,14 +77,14 @@ _CLIP_EPS = 1e-6  # Opacus' guard against division by zero in the clip factor
 def _check_clip(max_grad_norm: float) -> float:
     c = _check_finite(max_grad_norm, "the clipping norm C")
     if c <= 0:
-        raise ValueError(f"the clipping norm C must be > 0, got {c}")
+        raise InputError(f"the clipping norm C must be > 0, got {c}")
     return c
 
 
 def _check_noise(noise_multiplier: float) -> float:
     z = _check_finite(noise_multiplier, "the noise multiplier")
     if z < 0:
-        raise ValueError(f"the noise multiplier must be >= 0, got {z}")
+        raise InputError(f"the noise multiplier must be >= 0, got {z}")
     return z
 
 
@@ -119,9 +120,9 @@ def per_sample_gradients(model: nn.Module, images: torch.Tensor, labels: torch.T
     from opacus.validators import ModuleValidator
 
     if images.ndim != 4:
-        raise ValueError(f"images must be a batch (B, C, H, W), got shape {tuple(images.shape)}")
+        raise InputError(f"images must be a batch (B, C, H, W), got shape {tuple(images.shape)}")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0] or images.shape[0] == 0:
-        raise ValueError(f"need a non-empty batch with one label per image: {images.shape[0]} images, "
+        raise InputError(f"need a non-empty batch with one label per image: {images.shape[0]} images, "
                          f"labels of shape {tuple(labels.shape)}")
     modes = [m.training for m in model.modules()]
     model.train()  # Opacus' validator insists on training mode; the pass below does not need it
@@ -131,7 +132,7 @@ def per_sample_gradients(model: nn.Module, images: torch.Tensor, labels: torch.T
         for m, mode in zip(model.modules(), modes):
             m.training = mode
     if errors:
-        raise ValueError(f"DP-SGD needs per-sample gradients, which Opacus cannot compute for this model: {errors[0]}")
+        raise InputError(f"DP-SGD needs per-sample gradients, which Opacus cannot compute for this model: {errors[0]}")
     named = _trainable(model)
     saved_grads = [p.grad for _, p in named]
     hooked = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
@@ -148,7 +149,7 @@ def per_sample_gradients(model: nn.Module, images: torch.Tensor, labels: torch.T
             loss.backward()
         missing = [n for n, p in named if getattr(p, "grad_sample", None) is None]
         if missing:
-            raise ValueError(f"Opacus computed no per-sample gradient for {missing[:3]}; DP-SGD cannot clip this model")
+            raise InputError(f"Opacus computed no per-sample gradient for {missing[:3]}; DP-SGD cannot clip this model")
         return {n: p.grad_sample.detach().clone() for n, p in named}
     finally:
         hooks.cleanup()
@@ -222,7 +223,7 @@ def dp_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: f
 
     z = _check_noise(noise_multiplier)
     if not 0 < sample_rate <= 1:
-        raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+        raise InputError(f"sample_rate must be in (0, 1], got {sample_rate}")
     if z == 0:
         return math.inf
     accountant = RDPAccountant()
@@ -268,14 +269,14 @@ def train_dp(
     """
     c, z = _check_clip(max_grad_norm), _check_noise(noise_multiplier)
     if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
+        raise InputError(f"epochs must be at least 1, got {epochs}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
     if not 0 < delta < 1:
-        raise ValueError(f"delta must be in (0, 1), got {delta}")
+        raise InputError(f"delta must be in (0, 1), got {delta}")
     dataset = train_data.dataset() if isinstance(train_data, ImageData) else train_data
     if len(dataset) == 0:
-        raise ValueError("cannot train on an empty data set")
+        raise InputError("cannot train on an empty data set")
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
     with seeded(seed, device):
@@ -389,7 +390,7 @@ class DPSGD(Defense):
         self.max_grad_norm = _check_clip(max_grad_norm)
         self.noise_multiplier = _check_noise(noise_multiplier)
         if not 0 < delta < 1:
-            raise ValueError(f"delta must be in (0, 1), got {delta}")
+            raise InputError(f"delta must be in (0, 1), got {delta}")
         self.delta = float(delta)
         super().__init__(seed)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..errors import InputError
 from .base import Defense, SharedGradients, _check_finite
 
 __all__ = ["GaussianNoise", "LaplacianNoise", "add_gaussian_noise", "add_laplacian_noise"]
@@ -29,7 +30,7 @@ __all__ = ["GaussianNoise", "LaplacianNoise", "add_gaussian_noise", "add_laplaci
 def _check_scale(value: float, what: str) -> float:
     value = _check_finite(value, what)
     if value < 0:
-        raise ValueError(f"{what} must be >= 0, got {value}")
+        raise InputError(f"{what} must be >= 0, got {value}")
     return value
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 
+from ..errors import InputError
 from .base import SharedGradients
 from .noise import GaussianNoise, add_gaussian_noise
 
@@ -40,7 +41,7 @@ def gradients_before_sampling(names) -> list[str]:
     names = list(names)
     cut = next((i for i, n in enumerate(names) if _DECODER.search(n)), None)
     if cut is None:
-        raise ValueError(
+        raise InputError(
             "partial-gaussian perturbs the gradients before PRECODE's sampling, but no gradient name contains "
             "'precode.decoder.' (the model has no PRECODE bottleneck); use gaussian:S for a plain model"
         )

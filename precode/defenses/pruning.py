@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..errors import InputError
 from .base import Defense, SharedGradients, _check_finite
 
 __all__ = ["GradientPruning", "prune_gradients"]
@@ -30,7 +31,7 @@ __all__ = ["GradientPruning", "prune_gradients"]
 def _check_fraction(fraction: float) -> float:
     fraction = _check_finite(fraction, "the pruning fraction p")
     if not 0 <= fraction < 1:
-        raise ValueError(f"the pruning fraction p must be in [0, 1), got {fraction}")
+        raise InputError(f"the pruning fraction p must be in [0, 1), got {fraction}")
     return fraction
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+from ..errors import InputError
 from .base import Defense, NoDefense
 from .dp import DPSGD
 from .noise import GaussianNoise, LaplacianNoise
@@ -32,8 +33,8 @@ DEFENSE_FORMS = (
 )
 
 
-def _fail(spec: str, problem: str) -> ValueError:
-    return ValueError(f"invalid defense {spec!r}: {problem}; valid forms are {DEFENSE_FORMS}")
+def _fail(spec: str, problem: str) -> InputError:
+    return InputError(f"invalid defense {spec!r}: {problem}; valid forms are {DEFENSE_FORMS}")
 
 
 def _number(spec: str, text: str, what: str) -> float:
@@ -71,7 +72,7 @@ def parse_defense(spec: str | Defense, seed: int = 0) -> Defense:
     if isinstance(spec, Defense):
         return spec
     if not isinstance(spec, str):
-        raise ValueError(f"a defense spec must be a string, got {type(spec).__name__}; valid forms are {DEFENSE_FORMS}")
+        raise InputError(f"a defense spec must be a string, got {type(spec).__name__}; valid forms are {DEFENSE_FORMS}")
     name, colon, arg = spec.strip().partition(":")
     name = name.strip().lower()
     if not name:

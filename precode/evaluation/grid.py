@@ -64,6 +64,7 @@ from typing import Any
 
 from ..attacks import ATTACK_NAMES, first_linear_layer
 from ..defenses import parse_defense
+from ..errors import InputError
 from ..models import build_model
 from ..profiles import Profile, get_profile
 from ..threat import ThreatModel
@@ -126,22 +127,22 @@ def canonical_defense(spec: str) -> str:
     at, transform = split_defense(text)
     if at is None:
         if "+" in text or "@" in text:
-            raise ValueError(f"invalid defense {text!r}: only PRECODE combines with another defense, as "
+            raise InputError(f"invalid defense {text!r}: only PRECODE combines with another defense, as "
                              "precode+SPEC or precode@LAYER+SPEC (e.g. precode+partial-gaussian:0.01)")
         return parse_defense(text).spec
     if not _LAYER.match(at):
-        raise ValueError(f"invalid defense {text!r}: after 'precode@' comes a layer name, e.g. precode@block2")
+        raise InputError(f"invalid defense {text!r}: after 'precode@' comes a layer name, e.g. precode@block2")
     name = PRECODE if at == "classifier" else f"{PRECODE}@{at}"
     if transform == "none" and "+" not in text:
         return name
     if "+" in transform:
-        raise ValueError(f"invalid defense {text!r}: PRECODE combines with one gradient defense, not several")
+        raise InputError(f"invalid defense {text!r}: PRECODE combines with one gradient defense, not several")
     try:
         inner = parse_defense(transform)
     except ValueError as e:
-        raise ValueError(f"invalid defense {text!r}: {e}") from None
+        raise InputError(f"invalid defense {text!r}: {e}") from None
     if inner.spec == "none" or inner.spec.startswith("dp:"):
-        raise ValueError(f"invalid defense {text!r}: after 'precode+' comes a gradient defense such as "
+        raise InputError(f"invalid defense {text!r}: after 'precode+' comes a gradient defense such as "
                          "gaussian:S, prune:P or partial-gaussian:S (not none, not DP-SGD)")
     return f"{name}+{inner.spec}"
 
@@ -254,22 +255,22 @@ class Grid:
                                    ("dlg_iterations", self.dlg_iterations, 1), ("epochs", self.epochs, 1),
                                    ("batch_size", self.batch_size, 1), ("seed", self.seed, 0)):
             if int(value) < least:
-                raise ValueError(f"{name} must be at least {least}, got {value}")
+                raise InputError(f"{name} must be at least {least}, got {value}")
         for name in ("train_images", "test_images"):
             value = getattr(self, name)
             if value is not None and int(value) < 1:
-                raise ValueError(f"{name} must be at least 1 (or None for all), got {value}")
+                raise InputError(f"{name} must be at least 1 (or None for all), got {value}")
         if not -1 <= float(self.threshold) <= 1:
-            raise ValueError(f"the SSIM threshold must lie in [-1, 1], got {self.threshold}")
+            raise InputError(f"the SSIM threshold must lie in [-1, 1], got {self.threshold}")
         unknown = [a for a in self.attacks if a not in ATTACK_NAMES]
         if unknown:
-            raise ValueError(f"unknown attack(s) {unknown}; choose from {list(ATTACK_NAMES)}")
+            raise InputError(f"unknown attack(s) {unknown}; choose from {list(ATTACK_NAMES)}")
         odd = [d for d in self.defenses if canonical_defense(d) != d]
         if odd:
-            raise ValueError(f"defense(s) {odd} are not canonical names; write "
+            raise InputError(f"defense(s) {odd} are not canonical names; write "
                              f"{[canonical_defense(d) for d in odd]}")
         if not (self.settings and self.defenses and self.attacks):
-            raise ValueError("the grid is empty: it needs at least one model, one defense and one attack")
+            raise InputError("the grid is empty: it needs at least one model, one defense and one attack")
 
     # -- the cells ----------------------------------------------------------------------------
     def attacks_for(self, setting: Setting, defense: str = "none") -> tuple[str, ...]:
@@ -318,7 +319,7 @@ class Grid:
         """
         key = str(name).strip().lower()
         if key not in PARTS:
-            raise ValueError(f"unknown part {name!r}; choose from {list(PARTS)}")
+            raise InputError(f"unknown part {name!r}; choose from {list(PARTS)}")
         if key == "all":
             return self
         if key == "paper":
@@ -329,7 +330,7 @@ class Grid:
                                    defenses=tuple(d for d in self.defenses if d in defenses),
                                    attacks=tuple(a for a in self.attacks if a in attacks))
         if not grid.cells():
-            raise ValueError(f"the {key} part of the {self.name} grid has no cells")
+            raise InputError(f"the {key} part of the {self.name} grid has no cells")
         return grid
 
     # -- variants -----------------------------------------------------------------------------
@@ -345,20 +346,20 @@ class Grid:
             wanted = [m.strip().lower() for m in models]
             missing = [m for m in wanted if m not in {s.model for s in self.settings}]
             if missing:
-                raise ValueError(f"model(s) {missing} are not in the {self.name} grid; it has "
+                raise InputError(f"model(s) {missing} are not in the {self.name} grid; it has "
                                  f"{sorted({s.model for s in self.settings})}")
             settings = tuple(s for s in self.settings if s.model in wanted)
         if defenses is not None:
             wanted = [canonical_defense(d) for d in defenses]
             missing = [d for d in wanted if d not in self.defenses]
             if missing:
-                raise ValueError(f"defense(s) {missing} are not in the {self.name} grid; it has {list(self.defenses)}")
+                raise InputError(f"defense(s) {missing} are not in the {self.name} grid; it has {list(self.defenses)}")
             chosen_defenses = tuple(d for d in self.defenses if d in wanted)
         if attacks is not None:
             wanted = [a.strip().lower() for a in attacks]
             missing = [a for a in wanted if a not in self.attacks]
             if missing:
-                raise ValueError(f"attack(s) {missing} are not in the {self.name} grid; it has {list(self.attacks)}")
+                raise InputError(f"attack(s) {missing} are not in the {self.name} grid; it has {list(self.attacks)}")
             chosen_attacks = tuple(a for a in self.attacks if a in wanted)
         return dataclasses.replace(self, settings=settings, defenses=chosen_defenses, attacks=chosen_attacks)
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..metrics import mean_ci95
 from .grid import split_defense
 from .schema import SUMMARY_FIELDS
@@ -57,7 +58,7 @@ ATTACK_TITLES = {"ig": "Inverting Gradients", "idlg": "iDLG", "analytic": "analy
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval of a proportion (95% for ``z = 1.96``); sound for 0 or n successes."""
     if n <= 0:
-        raise ValueError("a proportion needs at least one trial")
+        raise InputError("a proportion needs at least one trial")
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from .. import __version__
+from ..errors import InputError
 from .grid import Grid
 from .schema import CELL_FIELDS, RESULT_FIELDS, SUMMARY_FIELDS, TRAINING_CSV_FIELDS
 
@@ -93,7 +94,7 @@ def package_fingerprint() -> str:
 
 def _reconstructions_path(folder: Path, key: Sequence[str]) -> Path:
     if len(key) != len(CELL_FIELDS):
-        raise ValueError(f"a cell's key is {CELL_FIELDS}, got {tuple(key)!r}")
+        raise InputError(f"a cell's key is {CELL_FIELDS}, got {tuple(key)!r}")
     name = "__".join(re.sub(r"[^A-Za-z0-9.-]+", "_", str(part)) for part in key)
     return folder / "reconstructions" / f"{name}.pt"
 
@@ -141,7 +142,7 @@ class RunFolder:
     def __init__(self, out: str | os.PathLike, grid: Grid, resume: bool = False, overwrite: bool = False,
                  reuse: bool = False, data: dict[str, str] | None = None):
         if reuse and (resume or overwrite):
-            raise ValueError("reuse decides by itself whether to resume or start over; pass it alone")
+            raise InputError("reuse decides by itself whether to resume or start over; pass it alone")
         self.path = Path(out)
         self.grid = grid
         self.summary_fields = SUMMARY_FIELDS
@@ -163,12 +164,12 @@ class RunFolder:
         if resume and stored is not None:
             if stored.get("grid") != config["grid"]:
                 changed = sorted(k for k in config["grid"] if stored.get("grid", {}).get(k) != config["grid"][k])
-                raise ValueError(
+                raise InputError(
                     f"{self.path} holds an evaluation of a different grid (differs in {', '.join(changed)}); "
                     "resume it with the same options, or choose another --out"
                 )
         elif has_results and not overwrite and not resume:
-            raise ValueError(
+            raise InputError(
                 f"{self.path} already holds evaluation results; pass --resume to finish that run, "
                 "--overwrite to replace it, or choose another --out"
             )

@@ -35,6 +35,7 @@ from torch import nn
 
 from ..data import ImageData
 from ..defenses import Defense, NoDefense, parse_defense
+from ..errors import InputError
 from ..federated import compute_shared_gradients
 from .streams import derive_seed
 
@@ -58,12 +59,12 @@ def client_batch(data: ImageData, partition: int, server_round: int, clients: in
         ValueError: a partition or round out of range, or too few images in ``data``.
     """
     if not 0 <= partition < clients:
-        raise ValueError(f"partition must be in 0..{clients - 1}, got {partition}")
+        raise InputError(f"partition must be in 0..{clients - 1}, got {partition}")
     if server_round < 1 or batch_size < 1:
-        raise ValueError(f"the round starts at 1 and the batch size at 1, got {server_round} and {batch_size}")
+        raise InputError(f"the round starts at 1 and the batch size at 1, got {server_round} and {batch_size}")
     start = ((server_round - 1) * clients + partition) * batch_size
     if start + batch_size > len(data):
-        raise ValueError(
+        raise InputError(
             f"round {server_round} needs {start + batch_size} training images for {clients} clients of "
             f"{batch_size}, but the data has {len(data)}; use fewer clients, rounds or a smaller batch"
         )
@@ -113,11 +114,11 @@ def client_update(
     Used in chapter 7.
     """
     if int(local_steps) < 1:
-        raise ValueError(f"local_steps must be at least 1, got {local_steps}")
+        raise InputError(f"local_steps must be at least 1, got {local_steps}")
     if not lr > 0:
-        raise ValueError(f"the learning rate must be positive, got {lr}")
+        raise InputError(f"the learning rate must be positive, got {lr}")
     if images.ndim != 4 or labels.shape != (images.shape[0],) or images.shape[0] == 0:
-        raise ValueError(f"a client needs a batch (B, C, H, W) with one label per image, got {tuple(images.shape)} "
+        raise InputError(f"a client needs a batch (B, C, H, W) with one label per image, got {tuple(images.shape)} "
                          f"and {tuple(labels.shape)}")
     local = copy.deepcopy(model)
     if weights is not None:

@@ -26,6 +26,7 @@ from ..attacks.updates import UpdateMatcher, gradient_from_update, weight_update
 from ..bottleneck import add_precode
 from ..data import ImageData, load_data
 from ..defenses import parse_defense
+from ..errors import InputError
 from ..models import MODEL_NAMES, build_model
 from .client import client_batch, client_update, images_needed
 from .server import CuriousServer, Reconstruction
@@ -79,22 +80,22 @@ class FederationConfig:
     def __post_init__(self) -> None:
 
         if self.model.lower() not in MODEL_NAMES:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+            raise InputError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}")
         if self.attack.lower() not in ATTACK_CHOICES:
-            raise ValueError(f"unknown attack {self.attack!r}; choose one of {', '.join(ATTACK_CHOICES)}")
+            raise InputError(f"unknown attack {self.attack!r}; choose one of {', '.join(ATTACK_CHOICES)}")
         for name, value, least in (("clients", self.clients, 2), ("rounds", self.rounds, 1),
                                    ("local_steps", self.local_steps, 1), ("batch_size", self.batch_size, 1),
                                    ("iterations", self.iterations, 1), ("restarts", self.restarts, 1),
                                    ("test_images", self.test_images, 1)):
             if value is not None and int(value) < least:
-                raise ValueError(f"{name.replace('_', '-')} must be at least {least}, got {value}")
+                raise InputError(f"{name.replace('_', '-')} must be at least {least}, got {value}")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"the learning rate must be a positive number, got {self.lr}")
+            raise InputError(f"the learning rate must be a positive number, got {self.lr}")
         if self.seed < 0:
-            raise ValueError(f"the seed must be non-negative, got {self.seed}")
+            raise InputError(f"the seed must be non-negative, got {self.seed}")
         specs = (self.defense,) if isinstance(self.defense, str) else tuple(self.defense)
         if not specs:
-            raise ValueError("give at least one defense spec (or 'none')")
+            raise InputError("give at least one defense spec (or 'none')")
         for spec in specs:
             parse_defense(spec)  # an invalid spec fails here, before any work
 
@@ -123,7 +124,7 @@ class FederationConfig:
         """The clients' images: the first :attr:`images_needed` of the train split."""
         data = _load(self.data, "train")
         if len(data) < self.images_needed:
-            raise ValueError(
+            raise InputError(
                 f"{self.clients} clients x {self.rounds} rounds x {self.batch_size} images need "
                 f"{self.images_needed} training images, but {self.data} has {len(data)}"
             )
@@ -164,19 +165,8 @@ def match_reconstructions(reconstructions: torch.Tensor, originals: torch.Tensor
     return order
 
 
-def mean_ci(values, *, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and its 95% percentile-bootstrap interval ``(mean, low, high)``.
-
-    The bootstrap means are means of the data, so the interval never leaves the metric's range
-    (SSIM's ``[-1, 1]``, a rate's ``[0, 1]``), unlike ``mean +- 1.96 SE`` on a few values near a bound.
-    """
-    x = torch.as_tensor(values, dtype=torch.float64).flatten()
-    if x.numel() == 0 or not torch.isfinite(x).all():
-        raise ValueError("need at least one finite value")
-    g = torch.Generator().manual_seed(seed)
-    means = x[torch.randint(len(x), (resamples, len(x)), generator=g)].mean(1)
-    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return float(x.mean()), float(low), float(high)
+mean_ci = metrics.mean_bootstrap_ci
+"""Chapter 7's interval: :func:`precode.metrics.mean_bootstrap_ci` (one implementation, in :mod:`precode.metrics`)."""
 
 
 def image_scores(config: FederationConfig, record: Reconstruction) -> dict[str, torch.Tensor]:
@@ -363,7 +353,7 @@ def attack_first_round(config: FederationConfig, *, group_size: int | None = Non
         The server (its reconstructions) and one score per client (:func:`score`).
     """
     if config.attack == "none":
-        raise ValueError("attack_first_round needs an attack (analytic or ig)")
+        raise InputError("attack_first_round needs an attack (analytic or ig)")
     sent, received = updates if updates is not None else client_updates(config)
     train = config.train_data()
     model = config.build_model(train.input_shape, train.num_classes)
@@ -376,7 +366,7 @@ def attack_first_round(config: FederationConfig, *, group_size: int | None = Non
         records = server.attack_updates(1, list(range(config.clients)), received)
     else:
         if group_size < 1 or config.clients % group_size:
-            raise ValueError(f"{config.clients} clients cannot be cut into groups of {group_size}")
+            raise InputError(f"{config.clients} clients cannot be cut into groups of {group_size}")
         groups = [list(range(i, i + group_size)) for i in range(0, config.clients, group_size)]
         means = [{k: torch.stack([received[c][k].double() for c in g]).mean(0).float() for k in sent} for g in groups]
         labels = config.victims(1, range(config.clients)).labels if labels_given else None

@@ -30,6 +30,7 @@ from ..attacks.updates import (
     reconstruct_from_updates,
     weight_update,
 )
+from ..errors import InputError
 from .streams import derive_seed
 
 __all__ = ["THREAT_MODEL", "CuriousServer", "Reconstruction"]
@@ -99,7 +100,7 @@ class CuriousServer:
                  local_steps: int, lr: float, seed: int = 0, iterations: int | None = None,
                  restarts: int | None = None, **options):
         if str(attack).lower() not in UPDATE_ATTACK_NAMES:
-            raise ValueError(f"unknown update attack {attack!r}; choose one of {list(UPDATE_ATTACK_NAMES)}")
+            raise InputError(f"unknown update attack {attack!r}; choose one of {list(UPDATE_ATTACK_NAMES)}")
         self.model = copy.deepcopy(model)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.attack = str(attack).lower()
@@ -119,7 +120,7 @@ class CuriousServer:
 
     def _global_model(self, server_round: int) -> nn.Module:
         if server_round not in self.sent:
-            raise ValueError(f"the server sent no weights in round {server_round}; call remember() first")
+            raise InputError(f"the server sent no weights in round {server_round}; call remember() first")
         self.model.load_state_dict(self.sent[server_round])
         return self.model
 
@@ -162,7 +163,7 @@ class CuriousServer:
             received: each client's returned weights (state dicts), in the order of ``clients``.
         """
         if len(clients) != len(received) or not received:
-            raise ValueError(f"need one identifier per reply, got {len(clients)} and {len(received)} replies")
+            raise InputError(f"need one identifier per reply, got {len(clients)} and {len(received)} replies")
         result = self._attack(server_round, received, 1, None)
         return self._records(server_round, [(c,) for c in clients], result, labels_given=False)
 
@@ -186,6 +187,6 @@ class CuriousServer:
         """:meth:`attack_aggregate` for several aggregates of equally many clients, in one batched attack."""
         sizes = {len(g) for g in groups}
         if len(groups) != len(aggregates) or not groups or len(sizes) != 1 or 0 in sizes:
-            raise ValueError("need one non-empty group of clients per aggregate, all of the same size")
+            raise InputError("need one non-empty group of clients per aggregate, all of the same size")
         result = self._attack(server_round, aggregates, sizes.pop(), labels)
         return self._records(server_round, [tuple(g) for g in groups], result, labels_given=labels is not None)

@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import InputError
+
 __all__ = ["STREAMS", "derive_seed", "generator"]
 
 STREAMS = {"model": 0, "client": 1, "attacker": 2}
@@ -44,10 +46,10 @@ def derive_seed(seed: int, stream: str, *keys: int) -> int:
         ValueError: an unknown stream or a negative seed or key.
     """
     if stream not in STREAMS:
-        raise ValueError(f"unknown random stream {stream!r}; choose one of {list(STREAMS)}")
+        raise InputError(f"unknown random stream {stream!r}; choose one of {list(STREAMS)}")
     parts = [int(seed), STREAMS[stream], *(int(k) for k in keys)]
     if min(parts) < 0:
-        raise ValueError(f"seeds and keys must be non-negative, got seed {seed} and keys {keys}")
+        raise InputError(f"seeds and keys must be non-negative, got seed {seed} and keys {keys}")
     state = np.random.SeedSequence(parts).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
 
