@@ -57,14 +57,14 @@ def _hash_tree(paths: list[Path]) -> str:
 
 def dependency_stamp() -> dict[str, str]:
     """What every chapter's outputs depend on besides its own code (see the module docstring)."""
+    from precode import package_fingerprint
     from precode.data import DEBIAN_FASHION_MNIST, data_root
 
-    package = [p for p in (ROOT / "precode").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     raw = data_root() / "FashionMNIST" / "raw"
     full = raw.joinpath("train-images-idx3-ubyte").exists() or DEBIAN_FASHION_MNIST.joinpath(
         "train-images-idx3-ubyte.gz").exists()
     return {
-        "package": _hash_tree(package),
+        "package": package_fingerprint(),
         "requirements": _hash_tree([ROOT / "requirements.txt"]),
         "profile": os.environ.get("PRECODE_PROFILE", "quick").strip().lower() or "quick",
         "fashion-mnist": f"full ({raw})" if full else "embedded sample",

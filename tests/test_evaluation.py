@@ -245,7 +245,7 @@ def test_reuse_reads_a_finished_run_and_recomputes_it_when_anything_changed(tmp_
     # another grid, other code or other data: everything again, never a stale cell
     evaluation.run_evaluation(grid.replace(ig_iterations=2), out, reuse=True, progress=False, figures=False)
     assert calls == {"cells": 8, "training": 4}
-    monkeypatch.setattr(store_module, "package_fingerprint", lambda: "edited")
+    monkeypatch.setattr(store_module, "package_fingerprint", lambda: "edited")  # as if the code were edited
     evaluation.run_evaluation(grid.replace(ig_iterations=2), out, reuse=True, progress=False, figures=False)
     assert calls == {"cells": 12, "training": 6}
     config = json.loads((out / "config.json").read_text())

@@ -4,8 +4,8 @@
 
 * ``config.json``: the cells' threat model (:meth:`~precode.evaluation.grid.Grid.threat_model`, in
   words) and what the results depend on: the grid (:meth:`~precode.evaluation.grid.Grid.to_dict`),
-  the package's version and a fingerprint of its code (:func:`package_fingerprint`), and where each
-  data split came from (the embedded Fashion-MNIST sample or the full data); ``--resume`` refuses a
+  the package's version and a fingerprint of its code (:func:`precode.package_fingerprint`), and
+  where each data split came from (the embedded Fashion-MNIST sample or the full data); ``--resume`` refuses a
   folder whose grid differs, and ``reuse`` (the chapters) reads a folder only when all of it is equal;
 * ``training.csv``: one row per trained model and epoch (``model, train_data, defense, epoch,
   train_loss, train_accuracy, test_loss, test_accuracy, seconds, epsilon``), written when a
@@ -26,8 +26,6 @@ Used by ``python -m precode evaluate`` and chapter 5.
 from __future__ import annotations
 
 import csv
-import functools
-import hashlib
 import json
 import math
 import os
@@ -38,13 +36,12 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from .. import __version__, package_fingerprint
 from ..errors import InputError
 from .grid import Grid
 from .schema import CELL_FIELDS, RESULT_FIELDS, SUMMARY_FIELDS, TRAINING_CSV_FIELDS
 
-__all__ = ["RunFolder", "read_csv", "read_reconstructions", "package_fingerprint", "RESULT_FIELDS",
-           "TRAINING_CSV_FIELDS", "CELL_FIELDS"]
+__all__ = ["RunFolder", "read_csv", "read_reconstructions", "RESULT_FIELDS", "TRAINING_CSV_FIELDS", "CELL_FIELDS"]
 
 
 def _cell_text(value: Any) -> str:
@@ -76,20 +73,6 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
         return []
     with open(path, newline="") as f:
         return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-@functools.cache
-def package_fingerprint() -> str:
-    """A hash of the installed package's files (code and bundled data): any edit changes it.
-
-    Stored in ``config.json``, so that a chapter never reads cells computed by other code.
-    """
-    root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def _reconstructions_path(folder: Path, key: Sequence[str]) -> Path:
@@ -178,8 +161,8 @@ class RunFolder:
                 (self.path / name).unlink(missing_ok=True)
             for png in (self.path / "figures").glob("*.png"):
                 png.unlink()
-            for stored in (self.path / "reconstructions").glob("*.pt"):
-                stored.unlink()
+            for old in (self.path / "reconstructions").glob("*.pt"):
+                old.unlink()
         with open(self.path / "config.json", "w") as f:
             json.dump(config, f, indent=2)
             f.write("\n")
