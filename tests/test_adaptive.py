@@ -165,6 +165,7 @@ def test_encoder_leak_reads_the_bottlenecks_input_exactly_and_inverts_the_front(
     images, _labels, shared = shared_of(model, n=3)
     recon, features = attacks.encoder_leak(model, shared, (1, 4, 4), steps=300, lr=0.05, seed=1)
     front = nn.Sequential(model.flatten, model.fc1, model.act)
+    assert list(attacks.layers_in_front(model)) == list(front)  # the same modules
     with torch.no_grad():
         truth = front(images)
     # the division is exact whatever the bottleneck's noise did to the error signal

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .adaptive import encoder_leak, ig_joint, ig_omit, layers_before_sampling
+from .adaptive import encoder_leak, ig_joint, ig_omit, layers_before_sampling, layers_in_front
 from .analytic import analytic_attack, first_linear_layer, linear_layer_input
 from .base import AttackResult, prepare_gradients
 from .dlg import dlg, idlg
@@ -51,7 +51,7 @@ __all__ = [
     "analytic_attack", "infer_labels", "last_layer", "first_linear_layer", "linear_layer_input",
     "GradientMatcher", "select_layers",
     "total_variation", "batched_lbfgs", "prepare_gradients", "ig_omit", "ig_joint", "encoder_leak",
-    "layers_before_sampling",
+    "layers_before_sampling", "layers_in_front",
 ]
 
 ATTACKS: dict[str, Callable[..., AttackResult]] = {

@@ -43,7 +43,7 @@ from .ig import inverting_gradients, total_variation
 from .labels import infer_labels, last_layer
 from .matching import GradientMatcher
 
-__all__ = ["ig_omit", "ig_joint", "encoder_leak", "layers_before_sampling", "precode_bottleneck"]
+__all__ = ["ig_omit", "ig_joint", "encoder_leak", "layers_in_front", "layers_before_sampling", "precode_bottleneck"]
 
 
 def precode_bottleneck(model: nn.Module, attack: str = "this attack") -> tuple[str, VariationalBottleneck]:
@@ -217,6 +217,23 @@ def ig_joint(
     )
 
 
+def layers_in_front(model: nn.Module) -> nn.Sequential:
+    """The part of a ``Sequential`` model in front of its PRECODE bottleneck, as a ``Sequential``
+    (the same modules, not copies): what maps an image to the encoder's input.
+
+    Raises:
+        ValueError: no bottleneck, or one that is not a child of a ``Sequential`` model.
+
+    Used by :func:`encoder_leak` and chapter 6 (to score the features it recovers).
+    """
+    name, _vb = precode_bottleneck(model, "the encoder leak")
+    children = [n for n, _ in model.named_children()]
+    if not isinstance(model, nn.Sequential) or name not in children:
+        raise InputError(f"the encoder leak inverts the layers in front of the bottleneck and needs it as a child "
+                         f"of a Sequential model; {name!r} is not one")
+    return nn.Sequential(*[model.get_submodule(n) for n in children[: children.index(name)]])
+
+
 def encoder_leak(
     model: nn.Module,
     shared_gradients: dict[str, torch.Tensor],
@@ -255,12 +272,9 @@ def encoder_leak(
 
     Used in chapter 6.
     """
+    front = layers_in_front(model)
     name, _vb = precode_bottleneck(model, "the encoder leak")
     shape = check_input_shape(input_shape)
-    children = [n for n, _ in model.named_children()]
-    if not isinstance(model, nn.Sequential) or name not in children:
-        raise InputError(f"the encoder leak inverts the layers in front of the bottleneck and needs it as a child of "
-                         f"a Sequential model; {name!r} is not one")
     keys = (f"{name}.encoder.weight", f"{name}.encoder.bias")
     missing = [k for k in keys if k not in shared_gradients]
     if missing:
@@ -271,7 +285,6 @@ def encoder_leak(
     features = linear_layer_input(weight, bias).float()
     if features.dim() == 1:  # one victim without its batch axis
         features = features[None]
-    front = nn.Sequential(*[model.get_submodule(n) for n in children[: children.index(name)]])
     x = initial_tensor((len(features), *shape), seed, "rand", device).requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=lr)
     scale = features.square().sum(1).clamp_min(torch.finfo(torch.float32).tiny)  # h = 0: nothing to match
