@@ -41,7 +41,7 @@ from .federated import compute_victim_gradients
 from .models import MODEL_NAMES, build_model
 from .profiles import get_profile
 from .seeds import streams
-from .threat import ThreatModel
+from .threat import ThreatModel, label_rule_of
 from .training import train
 
 __all__ = ["add_parser", "run"]
@@ -106,9 +106,8 @@ def threat_model(args: argparse.Namespace) -> ThreatModel:
         at = args.precode_at or "classifier"
         precode = "precode" if at == "classifier" else f"precode@{at}"
         defense = precode if defense == "none" else f"{precode}+{defense}"
-    rule = "optimised" if args.attack.lower() == "dlg" else "auto"
-    return ThreatModel(server="honest", labels="inferred", label_rule=rule, batch_size=args.batch_size,
-                       defense=defense, seed=args.seed)
+    return ThreatModel(server="honest", labels="inferred", label_rule=label_rule_of(args.attack),
+                       batch_size=args.batch_size, defense=defense, seed=args.seed)
 
 
 def _check_args(args: argparse.Namespace) -> None:

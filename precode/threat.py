@@ -31,13 +31,19 @@ from .attacks.labels import LABEL_SOURCES
 from .errors import InputError
 from .seeds import Streams, streams
 
-__all__ = ["ThreatModel", "SERVERS", "LABELS", "LABEL_RULES"]
+__all__ = ["ThreatModel", "SERVERS", "LABELS", "LABEL_RULES", "label_rule_of"]
 
 SERVERS = ("honest", "malicious")
 LABELS = ("given", "inferred")
 LABEL_RULES = (*LABEL_SOURCES, "optimised")
 """How inferred labels are found: the rules of :func:`precode.attacks.infer_labels`, or DLG's soft
 labels optimised with the image."""
+
+
+def label_rule_of(attack: str) -> str:
+    """How an attack that is not given the labels finds them: DLG optimises them with the image
+    (``"optimised"``), every other attack reads them off the gradient (``"auto"``)."""
+    return "optimised" if str(attack).lower() == "dlg" else "auto"
 
 
 @dataclasses.dataclass(frozen=True)

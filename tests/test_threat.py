@@ -47,3 +47,10 @@ def test_bad_fields_are_named(fields, message):
 def test_dlg_labels_are_neither_given_nor_read():
     text = str(ThreatModel(label_rule="optimised"))
     assert "labels not given: optimised with the image" in text
+
+
+def test_only_dlg_optimises_its_labels():
+    from precode.threat import label_rule_of
+
+    assert label_rule_of("dlg") == label_rule_of("DLG") == "optimised"
+    assert {label_rule_of(a) for a in ("idlg", "ig", "analytic", "ig-omit", "ig-joint")} == {"auto"}

@@ -67,7 +67,7 @@ from ..defenses import parse_defense
 from ..errors import InputError
 from ..models import build_model
 from ..profiles import Profile, get_profile
-from ..threat import ThreatModel
+from ..threat import ThreatModel, label_rule_of
 
 __all__ = [
     "Setting", "Grid", "Cell", "GRIDS", "DEFENSES", "ATTACKS", "PAPER_DEFENSES", "PAPER_ATTACKS",
@@ -289,9 +289,8 @@ class Grid:
         """The threat model of a cell: an honest-but-curious server, labels inferred from the gradient
         (DLG: optimised), client batches of one image, the cell's defense, the grid's seed (whose
         client and attacker streams the cell uses)."""
-        rule = "optimised" if attack == "dlg" else "auto"
-        return ThreatModel(server="honest", labels="inferred", label_rule=rule, batch_size=1, defense=defense,
-                           seed=self.seed)
+        return ThreatModel(server="honest", labels="inferred", label_rule=label_rule_of(attack), batch_size=1,
+                           defense=defense, seed=self.seed)
 
     def budget(self, attack: str) -> tuple[int | None, int | None]:
         """``(iterations, restarts)`` of an attack (``(None, None)`` for the analytic attack).
