@@ -62,9 +62,20 @@ def _device_of(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, data: ImageData | Dataset, batch_size: int = 500) -> tuple[float, float]:
     """Mean loss (cross-entropy + KL) and accuracy of ``model`` on ``data``, in eval mode."""
+    memory_format = torch.channels_last if _uses_channels_last(model) else torch.contiguous_format
+    model.to(memory_format=memory_format)  # a CNN: 10,000 Fashion-MNIST images in 3.7 s instead of 5.7 (one thread)
+    try:
+        return _evaluate(model, data, batch_size, memory_format)
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, data: ImageData | Dataset, batch_size: int,
+              memory_format: torch.memory_format) -> tuple[float, float]:
+    """:func:`evaluate` of a model already in ``memory_format`` (the training loop's)."""
     dataset = _as_dataset(data)
     if len(dataset) == 0:
         raise InputError("cannot evaluate on an empty data set")
@@ -74,7 +85,7 @@ def evaluate(model: nn.Module, data: ImageData | Dataset, batch_size: int = 500)
     total_loss, correct, n = 0.0, 0, 0
     try:
         for x, y in DataLoader(dataset, batch_size=batch_size):
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, memory_format=memory_format), y.to(device)
             logits = model(x)
             total_loss += float(loss_fn(model, logits, y)) * len(y)
             correct += int((logits.argmax(1) == y).sum())
@@ -182,7 +193,7 @@ def _train_loop(model: nn.Module, dataset: Dataset, test_data: ImageData | Datas
         entry = {"epoch": epoch, "train_loss": total_loss / n, "train_accuracy": correct / n,
                  "test_loss": None, "test_accuracy": None}
         if test_data is not None:
-            entry["test_loss"], entry["test_accuracy"] = evaluate(model, test_data)
+            entry["test_loss"], entry["test_accuracy"] = _evaluate(model, test_data, 500, memory_format)
         entry["seconds"] = time.perf_counter() - start
         history.append(entry)
     return history

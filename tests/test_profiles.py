@@ -27,3 +27,10 @@ def test_lbfgs_never_gets_a_larger_budget_than_inverting_gradients(name):
     p = get_profile(name)
     assert 25 * p.dlg_iterations <= p.ig_iterations * p.ig_restarts  # at most 25 evaluations per L-BFGS iteration
     assert 25 * p.dlg_iterations >= 0.9 * p.ig_iterations  # and not a much smaller one
+
+
+@pytest.mark.parametrize("name", ["quick", "full"])
+def test_chapter_3s_budget_is_checked_against_a_longer_one(name):
+    # chapter 3 attacks its strongest levels again with ig_iterations: that must be the longer budget
+    p = get_profile(name)
+    assert 1 <= p.defense_iterations <= p.ig_iterations

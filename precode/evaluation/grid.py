@@ -43,7 +43,8 @@ gradient, then L-BFGS on the image) and ``analytic`` (exact division, only for m
 layer is fully connected with a bias: the MLP); beyond the paper, the attacks that know PRECODE
 (:mod:`precode.attacks.adaptive`): ``ig-omit`` (Inverting Gradients on the gradients before the
 sampling only) and ``ig-joint`` (the bottleneck's noise optimised with the image), run only under
-defenses with a bottleneck, with Inverting Gradients' budget. Every attack is on the *untrained*
+defenses with a bottleneck, with Inverting Gradients' budget; ``ig`` and ``idlg`` are not run against
+PRECODE's variants, where the plain ``precode`` rows already show them failing. Every attack is on the *untrained*
 model with client batches of one image, as in the paper's evaluation; the attacker infers the
 labels from the shared gradient, as ``python -m precode attack`` does.
 
@@ -162,13 +163,16 @@ def attack_applies(model: str, defense: str, attack: str) -> bool:
     """Whether the attack runs on the model under the defense.
 
     ``analytic`` needs a first fully connected layer with a bias (the MLP); ``ig-omit`` and
-    ``ig-joint`` attack a PRECODE bottleneck and need one.
+    ``ig-joint`` attack a PRECODE bottleneck and need one. The paper's optimisation attacks
+    (``ig``, ``idlg``) are not run against the variants of :data:`ADAPTIVE_DEFENSES`: each keeps
+    PRECODE's bottleneck, against which they already fail (the ``precode`` rows), and the
+    variants are built against the attacks that know the bottleneck.
     """
     if attack == "analytic":
         return analytic_applies(model)
     if attack in ADAPTIVE_ATTACKS:
         return split_defense(defense)[0] is not None
-    return True
+    return defense not in ADAPTIVE_DEFENSES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,7 +315,8 @@ class Grid:
         * ``paper``: the paper's defenses and attacks (:data:`PAPER_DEFENSES`, :data:`PAPER_ATTACKS`),
           chapter 5;
         * ``adaptive``: no defense, PRECODE and its variants (:data:`ADAPTIVE_DEFENSES`) against
-          ``ig``, ``analytic`` and the adaptive attacks (:data:`ADAPTIVE_ATTACKS`), chapter 6.
+          ``analytic`` and the adaptive attacks (:data:`ADAPTIVE_ATTACKS`), and the first two
+          against ``ig`` as well (:func:`attack_applies`), chapter 6.
 
         Raises:
             ValueError: an unknown part, or a part with no cells in this grid.
