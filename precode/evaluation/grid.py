@@ -43,10 +43,10 @@ gradient, then L-BFGS on the image) and ``analytic`` (exact division, only for m
 layer is fully connected with a bias: the MLP); beyond the paper, the attacks that know PRECODE
 (:mod:`precode.attacks.adaptive`): ``ig-omit`` (Inverting Gradients on the gradients before the
 sampling only) and ``ig-joint`` (the bottleneck's noise optimised with the image), run only under
-defenses with a bottleneck, with Inverting Gradients' budget; ``ig`` and ``idlg`` are not run against
-PRECODE's variants, where the plain ``precode`` rows already show them failing. Every attack is on the *untrained*
-model with client batches of one image, as in the paper's evaluation; the attacker infers the
-labels from the shared gradient, as ``python -m precode attack`` does.
+defenses with a bottleneck, with Inverting Gradients' budget; ``ig`` and ``idlg`` are not run
+against PRECODE's variants, where the plain ``precode`` rows already show them failing. Every
+attack is on the *untrained* model with client batches of one image, as in the paper's evaluation;
+the attacker infers the labels from the shared gradient, as ``python -m precode attack`` does.
 
 Two parts of a grid (:meth:`Grid.part`) split it between the chapters: ``paper`` (the paper's
 defenses and attacks, chapter 5) and ``adaptive`` (no defense, PRECODE and its variants against
@@ -164,15 +164,15 @@ def attack_applies(model: str, defense: str, attack: str) -> bool:
 
     ``analytic`` needs a first fully connected layer with a bias (the MLP); ``ig-omit`` and
     ``ig-joint`` attack a PRECODE bottleneck and need one. The paper's optimisation attacks
-    (``ig``, ``idlg``) are not run against the variants of :data:`ADAPTIVE_DEFENSES`: each keeps
-    PRECODE's bottleneck, against which they already fail (the ``precode`` rows), and the
-    variants are built against the attacks that know the bottleneck.
+    (``ig``, ``idlg``) are not run against PRECODE's variants (a bottleneck elsewhere, or another
+    defense on top: :data:`ADAPTIVE_DEFENSES`): each keeps PRECODE's bottleneck, against which they
+    already fail (the ``precode`` rows), and the variants are built against the attacks that know it.
     """
     if attack == "analytic":
         return analytic_applies(model)
     if attack in ADAPTIVE_ATTACKS:
         return split_defense(defense)[0] is not None
-    return defense not in ADAPTIVE_DEFENSES
+    return split_defense(defense)[0] is None or defense == PRECODE  # not against a variant of PRECODE
 
 
 @dataclasses.dataclass(frozen=True)
