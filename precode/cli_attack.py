@@ -2,10 +2,15 @@
 
 ::
 
-    python -m precode attack --attack {dlg,idlg,ig,analytic,ig-omit,ig-joint} --model {mlp,cnn,lenet} [--precode]
+    python -m precode attack --attack {dlg,idlg,ig,analytic,ig-omit,ig-joint,ig-mean,ig-eot}
+        --model {mlp,cnn,lenet} [--precode] [--server {honest,malicious}]
         --data {fashion-mnist,mnist,cifar10,cifar100,photos,PATH.npz} --images N
         [--batch-size B] [--iterations K] [--restarts R] [--trained-epochs E] [--seed S]
         [--json PATH|-] [--figure PATH]
+
+The server is honest-but-curious unless ``--server malicious``: then it sends weights that switch
+PRECODE's sampling off (:func:`precode.attacks.switch_off_sampling`; needs ``--precode``) before the
+clients compute their gradients.
 
 The victims are the first ``N`` images of the test split (of an ``.npz``: its first ``N``), cut
 in order into ``N / B`` client batches. Each client shares the gradient of its batch; the
@@ -32,7 +37,7 @@ from typing import Any
 import torch
 
 from . import metrics
-from .attacks import ATTACK_NAMES, first_linear_layer, reconstruct
+from .attacks import ATTACK_NAMES, IG_ATTACKS, first_linear_layer, reconstruct
 from .bottleneck import add_precode
 from .cli_common import UserError, write_json
 from .data import load_data
@@ -41,7 +46,7 @@ from .federated import compute_victim_gradients
 from .models import MODEL_NAMES, build_model
 from .profiles import get_profile
 from .seeds import streams
-from .threat import ThreatModel, label_rule_of
+from .threat import SERVERS, ThreatModel, label_rule_of
 from .training import train
 
 __all__ = ["add_parser", "run"]
@@ -63,6 +68,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--precode", action="store_true", help="insert a PRECODE bottleneck before the classifier")
     p.add_argument("--precode-at", metavar="LAYER",
                    help="insert the PRECODE bottleneck before the layer LAYER instead (implies --precode)")
+    p.add_argument("--server", default="honest", metavar="{honest,malicious}",
+                   help="honest-but-curious (default), or malicious: sends weights that switch PRECODE's sampling off")
     p.add_argument("--defense", default="none", metavar="SPEC",
                    help="what each client applies to its gradients before sharing them: none, gaussian:S, "
                         "laplacian:S, prune:P or dp:clip=C,noise=Z (default: none)")
@@ -106,7 +113,7 @@ def threat_model(args: argparse.Namespace) -> ThreatModel:
         at = args.precode_at or "classifier"
         precode = "precode" if at == "classifier" else f"precode@{at}"
         defense = precode if defense == "none" else f"{precode}+{defense}"
-    return ThreatModel(server="honest", labels="inferred", label_rule=label_rule_of(args.attack),
+    return ThreatModel(server=args.server, labels="inferred", label_rule=label_rule_of(args.attack),
                        batch_size=args.batch_size, defense=defense, seed=args.seed)
 
 
@@ -121,6 +128,11 @@ def _check_args(args: argparse.Namespace) -> None:
         if value is not None and value < least:
             raise UserError(f"{name} must be at least {least}, got {value}")
     parse_defense(args.defense)  # an invalid spec fails here, with one line, before any work
+    if args.server not in SERVERS:
+        raise UserError(f"unknown server {args.server!r}; choose one of {', '.join(SERVERS)}")
+    if args.server == "malicious" and not (args.precode or args.precode_at):
+        raise UserError("--server malicious switches PRECODE's sampling off through the weights it sends, and the "
+                        "model has no PRECODE bottleneck; add --precode")
     if args.images % args.batch_size:
         raise UserError(
             f"--images {args.images} cannot be cut into client batches of --batch-size {args.batch_size}; "
@@ -131,7 +143,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def _resolved_budget(attack: str, args: argparse.Namespace, profile) -> tuple[int | None, int | None]:
     if attack == "analytic":
         return None, None
-    if attack in ("ig", "ig-omit", "ig-joint"):
+    if attack in IG_ATTACKS:
         return (args.iterations or profile.ig_iterations), (args.restarts or profile.ig_restarts)
     return (args.iterations or profile.dlg_iterations), (args.restarts or 1)
 
@@ -258,6 +270,7 @@ def _run(args: argparse.Namespace) -> int:
     # stream; the attack gets the attacker's (precode.seeds: it must not replay the client's noise)
     threat = threat_model(args)
     rng = threat.streams
+    threat.weights_sent(model)  # a malicious server's weights reach the clients (an honest one's: unchanged)
     images, labels = victims.images.to(device), victims.labels.to(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(rng.client)
@@ -278,7 +291,8 @@ def _run(args: argparse.Namespace) -> int:
         "precode_at": (args.precode_at or "classifier") if (args.precode or args.precode_at) else None,
         "defense": args.defense, "data": str(args.data),
         "data_source": victims.source, "images": args.images, "batch_size": args.batch_size,
-        "iterations": iterations, "restarts": restarts, "trained_epochs": args.trained_epochs, "seed": args.seed,
+        "iterations": iterations, "restarts": restarts, "evaluations": int(result.evaluations),
+        "trained_epochs": args.trained_epochs, "seed": args.seed, "server": args.server,
         "client_seed": rng.client, "attacker_seed": rng.attacker,
         "profile": profile.name, "device": str(device), "threat_model": threat.to_dict(),
     }

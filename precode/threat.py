@@ -3,9 +3,9 @@
 Every attack in this book is run against a stated threat model (:class:`ThreatModel`):
 
 * the **server**: ``honest`` (honest-but-curious: it runs the protocol, sends the model's real
-  weights and keeps what the clients send). A ``malicious`` server, which chooses the weights it
-  sends, is named here so that an experiment can say it does *not* assume one; no attack of the
-  package implements it yet, so asking for it is an error;
+  weights and keeps what the clients send) or ``malicious`` (it chooses the weights it sends: here,
+  weights that switch PRECODE's sampling off, :func:`precode.attacks.switch_off_sampling`, which
+  :meth:`ThreatModel.weights_sent` applies);
 * the **labels**: ``given`` (the server knows each victim's label, as in the PRECODE paper's
   evaluation and chapters 2 to 4) or ``inferred`` (not known to the server: read off the shared
   gradient of the last layer by :func:`precode.attacks.infer_labels`, with its ``label_rule``, or
@@ -28,6 +28,7 @@ import dataclasses
 from typing import Any
 
 from .attacks.labels import LABEL_SOURCES
+from .attacks.malicious import switch_off_sampling
 from .errors import InputError
 from .seeds import Streams, streams
 
@@ -51,7 +52,8 @@ class ThreatModel:
     """What the server knows in one experiment (see the module docstring for each field).
 
     Attributes:
-        server: ``"honest"`` (honest-but-curious). ``"malicious"`` is reserved and rejected.
+        server: ``"honest"`` (honest-but-curious) or ``"malicious"`` (sends weights that switch
+            PRECODE's sampling off; needs a model with a PRECODE bottleneck).
         labels: ``"given"`` or ``"inferred"``.
         label_rule: how inferred labels are found (:data:`LABEL_RULES`: ``auto``, ``bias`` or
             ``weight`` of :func:`precode.attacks.infer_labels`, or ``optimised`` for DLG); ignored
@@ -62,8 +64,7 @@ class ThreatModel:
             streams are derived from it separately (:attr:`streams`).
 
     Raises:
-        ValueError: an unknown server or label mode, a malicious server (not implemented), a batch
-            size below 1 or a negative seed.
+        ValueError: an unknown server or label mode, a batch size below 1 or a negative seed.
     """
 
     server: str = "honest"
@@ -76,9 +77,6 @@ class ThreatModel:
     def __post_init__(self) -> None:
         if self.server not in SERVERS:
             raise InputError(f"unknown server {self.server!r}; choose one of {list(SERVERS)}")
-        if self.server == "malicious":
-            raise InputError("a malicious server (one that chooses the weights it sends) is not implemented by any "
-                             "attack of this package; use server='honest'")
         if self.labels not in LABELS:
             raise InputError(f"unknown labels {self.labels!r}; choose 'given' (the server knows them) or "
                              "'inferred' (read off the gradient)")
@@ -94,6 +92,17 @@ class ThreatModel:
         """The experiment's seed and the client's and the attacker's separate stream seeds."""
         return streams(self.seed)
 
+    def weights_sent(self, model):
+        """Make ``model`` the model the server sends, in place, and return it: unchanged by an honest
+        server; a malicious one switches PRECODE's sampling off (:func:`precode.attacks.switch_off_sampling`).
+
+        Raises:
+            ValueError: a malicious server and a model without a PRECODE bottleneck.
+        """
+        if self.server == "malicious":
+            switch_off_sampling(model)
+        return model
+
     @property
     def labels_given(self) -> bool:
         return self.labels == "given"
@@ -104,7 +113,8 @@ class ThreatModel:
         return {**dataclasses.asdict(self), "client_seed": s.client, "attacker_seed": s.attacker}
 
     def __str__(self) -> str:
-        server = "honest-but-curious server (knows the architecture and the weights it sent)"
+        server = ("honest-but-curious server (knows the architecture and the weights it sent)"
+                  if self.server == "honest" else "malicious server (sends weights that switch PRECODE's sampling off)")
         if self.labels_given:
             labels = "labels given to the attacker"
         elif self.label_rule == "optimised":

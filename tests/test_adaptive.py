@@ -1,4 +1,5 @@
-"""Chapter 6: attacks that know PRECODE (ig-omit, ig-joint) and the partial-gaussian defense."""
+"""Chapter 6: attacks that know PRECODE (ig-omit, ig-joint, ig-mean, ig-eot, a malicious server) and the
+partial-gaussian defense."""
 import json
 from collections import OrderedDict
 
@@ -61,7 +62,7 @@ def test_ig_omit_runs_inverting_gradients_on_those_layers(monkeypatch):
     assert result.attack == "ig-omit"
 
 
-@pytest.mark.parametrize("name", ["ig-omit", "ig-joint"])
+@pytest.mark.parametrize("name", ["ig-omit", "ig-joint", "ig-mean", "ig-eot"])
 def test_adaptive_attacks_refuse_a_model_without_precode(name):
     model = tiny(precode=False)
     _, _, shared = shared_of(model, n=1)
@@ -98,6 +99,79 @@ def test_ig_joint_same_seed_same_result():
     a = attacks.reconstruct("ig-joint", model, shared, **kw)
     b = attacks.reconstruct("ig-joint", model, shared, **kw)
     assert torch.equal(a.reconstructions, b.reconstructions)
+
+
+# -- ig-mean, ig-eot, the malicious server ---------------------------------------------------------
+
+def test_ig_mean_attacks_the_replica_with_z_equal_to_mu():
+    # A client whose bottleneck used z = mu (eval_mode "mean") shares exactly what ig-mean's replica
+    # computes, so ig-mean reaches a near-zero distance; plain ig's replica samples and cannot.
+    model = tiny()
+    model.precode.eval_mode = "mean"
+    model.eval()
+    _images, labels, shared = shared_of(model, n=2)
+    model.train()
+    kw = dict(input_shape=(1, 4, 4), labels=labels, iterations=300, restarts=1, progress=False, tv=0.0)
+    mean = attacks.reconstruct("ig-mean", model, shared, **kw)
+    plain = attacks.reconstruct("ig", model, shared, **kw)
+    assert mean.attack == "ig-mean" and mean.evaluations == 300
+    assert float(mean.restart_losses.max()) < 1e-3 < float(plain.restart_losses.min())
+
+
+def test_ig_eot_averages_the_distance_over_fresh_noise_draws():
+    model = tiny()
+    _, labels, shared = shared_of(model, n=2)
+    targets, _ = attacks.prepare_gradients(model, shared)
+    matcher = attacks.GradientMatcher(model, targets, 1, (1, 4, 4))
+    x = torch.rand(1, 2, 1, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    y = labels.view(1, 2, 1)
+
+    def spread(draws):
+        eot = attacks.adaptive._ExpectedDistance(matcher, draws)
+        torch.manual_seed(0)
+        return torch.stack([eot.distances(x, y) for _ in range(20)]).std(0)
+
+    assert bool((spread(16) < 0.5 * spread(1)).all())  # the mean of 16 draws varies about 4x less
+
+
+def test_ig_eot_counts_its_evaluations_and_equals_ig_without_noise():
+    model = tiny()
+    attacks.switch_off_sampling(model)  # no randomness left: every draw gives the same distance
+    _, labels, shared = shared_of(model, n=2)
+    kw = dict(input_shape=(1, 4, 4), labels=labels, iterations=20, restarts=1, progress=False, seed=3)
+    eot = attacks.reconstruct("ig-eot", model, shared, draws=3, **kw)
+    plain = attacks.reconstruct("ig", model, shared, **kw)
+    assert eot.attack == "ig-eot" and eot.evaluations == 60 and plain.evaluations == 20
+    assert torch.allclose(eot.reconstructions, plain.reconstructions, atol=1e-5)
+    with pytest.raises(ValueError, match="draws must be at least 1"):
+        attacks.reconstruct("ig-eot", model, shared, draws=0, **kw)
+
+
+def test_the_malicious_servers_weights_let_plain_ig_through_precode():
+    model = tiny()
+    std = attacks.switch_off_sampling(model)
+    assert 0 < std < 1e-12
+    assert torch.all(model.precode.encoder.weight[4:] == 0) and torch.all(model.precode.encoder.bias[4:] == -30)
+    _images, labels, shared = shared_of(model, n=2)
+    result = attacks.reconstruct("ig", model, shared, input_shape=(1, 4, 4), labels=labels, iterations=300,
+                                 restarts=1, progress=False, tv=0.0)
+    assert float(result.restart_losses.max()) < 1e-3
+    with pytest.raises(ValueError, match="finite negative"):
+        attacks.switch_off_sampling(model, sigma_bias=1.0)
+
+
+def test_cli_malicious_server_needs_precode_and_is_recorded(capsys):
+    from precode.cli import main
+
+    base = ["attack", "--attack", "ig", "--model", "mlp", "--data", "fashion-mnist-sample", "--images", "2",
+            "--iterations", "2"]
+    assert main(base + ["--server", "malicious"]) == 2
+    assert "add --precode" in capsys.readouterr().err
+    assert main(base + ["--server", "evil", "--precode"]) == 2
+    assert "unknown server 'evil'" in capsys.readouterr().err
+    assert main(base + ["--server", "malicious", "--precode", "--json", "-"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["config"]["server"] == "malicious" and out["config"]["threat_model"]["server"] == "malicious"
 
 
 # -- partial-gaussian ------------------------------------------------------------------------------

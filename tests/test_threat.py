@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from precode.seeds import streams
 from precode.threat import ThreatModel
@@ -33,7 +34,6 @@ def test_streams_are_derived_separately_from_the_seed():
 
 @pytest.mark.parametrize("fields, message", [
     ({"server": "curious"}, "unknown server 'curious'"),
-    ({"server": "malicious"}, "not implemented"),
     ({"labels": "known"}, "unknown labels 'known'"),
     ({"label_rule": "magic"}, "unknown label rule 'magic'"),
     ({"batch_size": 0}, "batch size must be at least 1"),
@@ -42,6 +42,26 @@ def test_streams_are_derived_separately_from_the_seed():
 def test_bad_fields_are_named(fields, message):
     with pytest.raises(ValueError, match=message):
         ThreatModel(**fields)
+
+
+def test_a_malicious_server_switches_precode_sampling_off_in_the_weights_it_sends():
+    from precode.attacks import layers_in_front
+    from precode.bottleneck import add_precode
+    from precode.models import build_model
+
+    honest, malicious = ThreatModel(), ThreatModel(server="malicious")
+    assert "malicious server" in str(malicious) and "honest-but-curious" in str(honest)
+    model = add_precode(build_model("mlp", (1, 28, 28), 10, seed=0), seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert honest.weights_sent(model) is model
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    malicious.weights_sent(model)
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        _mu, std = model.precode.encode(layers_in_front(model)(x))
+    assert float(std.max()) < 1e-12  # the noise scale the clients now sample with
+    with pytest.raises(ValueError, match="no PRECODE bottleneck"):
+        malicious.weights_sent(build_model("mlp", (1, 28, 28), 10, seed=0))
 
 
 def test_dlg_labels_are_neither_given_nor_read():

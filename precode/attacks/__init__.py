@@ -14,7 +14,12 @@ name       attack
 ``analytic`` exact division of the first linear layer's gradients (:mod:`.analytic`)
 ``ig-omit``  IG on the gradients before PRECODE's sampling only (:mod:`.adaptive`, chapter 6)
 ``ig-joint`` IG that optimises PRECODE's noise jointly with the images (:mod:`.adaptive`, chapter 6)
+``ig-mean``  IG on the deterministic replica of PRECODE (its noise fixed at 0; :mod:`.adaptive`, chapter 6)
+``ig-eot``   IG on the distance averaged over several draws of PRECODE's noise (:mod:`.adaptive`, chapter 6)
 ========== ===================================================================================
+
+A malicious server (:mod:`.malicious`, :func:`switch_off_sampling`) changes the weights it sends so
+that PRECODE samples nothing; then plain ``ig`` attacks.
 
 Beyond the registry, :func:`encoder_leak` (:mod:`.adaptive`, chapter 6) divides the PRECODE
 encoder's gradients to read its input, then inverts the layers in front of the bottleneck.
@@ -37,21 +42,22 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .adaptive import encoder_leak, ig_joint, ig_omit, layers_before_sampling, layers_in_front
+from .adaptive import encoder_leak, ig_eot, ig_joint, ig_mean, ig_omit, layers_before_sampling, layers_in_front
 from .analytic import analytic_attack, first_linear_layer, linear_layer_input
 from .base import AttackResult, prepare_gradients
 from .dlg import dlg, idlg
 from .ig import inverting_gradients, total_variation
 from .labels import infer_labels, last_layer
 from .lbfgs import batched_lbfgs
+from .malicious import SIGMA_BIAS, switch_off_sampling
 from .matching import GradientMatcher, select_layers
 
 __all__ = [
-    "ATTACK_NAMES", "ATTACKS", "AttackResult", "reconstruct", "dlg", "idlg", "inverting_gradients",
+    "ATTACK_NAMES", "ATTACKS", "IG_ATTACKS", "AttackResult", "reconstruct", "dlg", "idlg", "inverting_gradients",
     "analytic_attack", "infer_labels", "last_layer", "first_linear_layer", "linear_layer_input",
     "GradientMatcher", "select_layers",
-    "total_variation", "batched_lbfgs", "prepare_gradients", "ig_omit", "ig_joint", "encoder_leak",
-    "layers_before_sampling", "layers_in_front",
+    "total_variation", "batched_lbfgs", "prepare_gradients", "ig_omit", "ig_joint", "ig_mean", "ig_eot", "encoder_leak",
+    "layers_before_sampling", "layers_in_front", "switch_off_sampling", "SIGMA_BIAS",
 ]
 
 ATTACKS: dict[str, Callable[..., AttackResult]] = {
@@ -61,8 +67,12 @@ ATTACKS: dict[str, Callable[..., AttackResult]] = {
     "analytic": analytic_attack,
     "ig-omit": ig_omit,
     "ig-joint": ig_joint,
+    "ig-mean": ig_mean,
+    "ig-eot": ig_eot,
 }
 ATTACK_NAMES = tuple(ATTACKS)
+IG_ATTACKS = ("ig", "ig-omit", "ig-joint", "ig-mean", "ig-eot")
+"""The attacks built on Inverting Gradients' loop: their budget is Inverting Gradients' (steps, restarts)."""
 
 
 def reconstruct(
@@ -82,7 +92,7 @@ def reconstruct(
 
     Args:
         name: one of :data:`ATTACK_NAMES` (``dlg``, ``idlg``, ``ig``, ``analytic``, ``ig-omit``,
-            ``ig-joint``).
+            ``ig-joint``, ``ig-mean``, ``ig-eot``).
         model: the global model (the server knows its weights); the attack runs on the
             device of its parameters.
         shared_gradients: ``{parameter name: gradient}`` of one victim, or stacked ``(N, ...)``

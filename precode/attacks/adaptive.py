@@ -15,6 +15,14 @@ it, both implemented here on top of
 * ``ig-joint`` (:func:`ig_joint`): keep every gradient but treat the unknown ``eps`` of each
   victim's images as a variable, optimised jointly with the images (Adam on ``eps``, signed
   Adam on the pixels, a ``N(0, I)`` prior on ``eps``).
+* ``ig-mean`` (:func:`ig_mean`): the deterministic replica (Athalye, Carlini, Wagner 2018): the
+  attacker's copy of the model samples nothing (``z = mu``, the noise fixed at 0) and Inverting
+  Gradients matches every shared gradient with it.
+* ``ig-eot`` (:func:`ig_eot`): expectation over transformation (Athalye et al. 2018): every step
+  averages the cosine distance, and so its gradient, over ``draws`` fresh draws of the noise, so
+  that the attack follows the gradient of the *expected* distance. A step costs ``draws``
+  evaluations (:attr:`~precode.attacks.base.AttackResult.evaluations` counts them); give it
+  ``iterations // draws`` steps to compare it with the others at an equal budget.
 * the encoder leak (:func:`encoder_leak`): the bottleneck's encoder is a fully connected layer
   with a bias, so dividing its weight gradient by its bias gradient gives its input exactly
   (chapter 2's analytic attack on the encoder); an image whose features match that input is
@@ -43,7 +51,8 @@ from .ig import inverting_gradients, total_variation
 from .labels import infer_labels, last_layer
 from .matching import GradientMatcher
 
-__all__ = ["ig_omit", "ig_joint", "encoder_leak", "layers_in_front", "layers_before_sampling", "precode_bottleneck"]
+__all__ = ["ig_omit", "ig_joint", "ig_mean", "ig_eot", "encoder_leak", "layers_in_front", "layers_before_sampling",
+           "precode_bottleneck"]
 
 
 def precode_bottleneck(model: nn.Module, attack: str = "this attack") -> tuple[str, VariationalBottleneck]:
@@ -109,6 +118,115 @@ def ig_omit(
                                  iterations=iterations, restarts=restarts, seed=seed, progress=progress,
                                  layers=layers, **options)
     result.attack = "ig-omit"
+    return result
+
+
+class _MeanReplica:
+    """The distance seen by a replica of the model whose bottleneck samples nothing (``eps = 0``)."""
+
+    def __init__(self, matcher: GradientMatcher, size: int):
+        self.matcher, self.size = matcher, int(size)
+
+    def distances(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        noise = images.new_zeros((*images.shape[:3], self.size))
+        return self.matcher.distances(images, labels, noise=noise)
+
+
+class _ExpectedDistance:
+    """The distance averaged over ``draws`` independent draws of the bottleneck's noise per call."""
+
+    def __init__(self, matcher: GradientMatcher, draws: int):
+        self.matcher, self.draws = matcher, int(draws)
+
+    def distances(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        trials = images.shape[0]
+        copies = images.repeat(self.draws, *([1] * (images.ndim - 1)))  # gradients flow back to ``images``
+        labels = labels.repeat(self.draws, *([1] * (labels.ndim - 1)))
+        return self.matcher.distances(copies, labels).view(self.draws, trials, -1).mean(0)
+
+
+def _ig_with(name: str, wrap, model: nn.Module, shared_gradients: dict[str, torch.Tensor],
+             input_shape: Sequence[int], batch_size: int, layers: Sequence[str] | None,
+             **kwargs) -> AttackResult:
+    """Inverting Gradients whose distance is the wrapped :class:`GradientMatcher`'s."""
+    targets, _n = prepare_gradients(model, shared_gradients)
+    _name, vb = precode_bottleneck(model, name)
+    shape = check_input_shape(input_shape)
+    matcher = wrap(GradientMatcher(model, targets, batch_size, shape, layers=layers, distance="cosine"), vb)
+    result = inverting_gradients(model, shared_gradients, shape, batch_size=batch_size, matcher=matcher, **kwargs)
+    result.attack = name
+    return result
+
+
+def ig_mean(
+    model: nn.Module,
+    shared_gradients: dict[str, torch.Tensor],
+    input_shape: Sequence[int],
+    *,
+    batch_size: int = 1,
+    labels: torch.Tensor | Sequence[int] | None = None,
+    iterations: int | None = None,
+    restarts: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    layers: Sequence[str] | None = None,
+    **options,
+) -> AttackResult:
+    """Inverting Gradients on the deterministic replica of a PRECODE model (``ig-mean``).
+
+    The attacker's copy of the model uses ``z = mu`` (the bottleneck's noise fixed at 0), the
+    obvious way to remove the randomness (Athalye et al. 2018); the client's gradient was computed
+    with its own random ``eps``. Same arguments and result as
+    :func:`~precode.attacks.ig.inverting_gradients` (``labels``, ``iterations``, ``restarts``,
+    ``seed``, ``progress``, ``lr``, ``tv``, ``init``, ``signed``, ``boxed``); ``layers`` selects the
+    gradients to match (all by default). One step is one evaluation, as for Inverting Gradients.
+
+    Raises:
+        ValueError: the model has no (or more than one) PRECODE bottleneck.
+
+    Used in chapter 6.
+    """
+    return _ig_with("ig-mean", lambda m, vb: _MeanReplica(m, vb.size), model, shared_gradients, input_shape,
+                    batch_size, layers, labels=labels, iterations=iterations, restarts=restarts, seed=seed,
+                    progress=progress, **options)
+
+
+def ig_eot(
+    model: nn.Module,
+    shared_gradients: dict[str, torch.Tensor],
+    input_shape: Sequence[int],
+    *,
+    batch_size: int = 1,
+    labels: torch.Tensor | Sequence[int] | None = None,
+    iterations: int | None = None,
+    restarts: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    draws: int = 4,
+    layers: Sequence[str] | None = None,
+    **options,
+) -> AttackResult:
+    """Inverting Gradients on the expected distance over PRECODE's noise (``ig-eot``).
+
+    Every step evaluates the cosine distance for ``draws`` independent draws of the bottleneck's
+    noise (from the attacker's seed, never the client's) and steps on the gradient of their mean:
+    expectation over transformation (Athalye et al. 2018). The final restart is chosen by the same
+    averaged distance. A step costs ``draws`` evaluations, so ``iterations`` steps spend
+    ``iterations * draws`` (the result's ``evaluations``); pass ``iterations // draws`` for the
+    budget of plain Inverting Gradients. Other arguments as
+    :func:`~precode.attacks.ig.inverting_gradients`.
+
+    Raises:
+        ValueError: the model has no (or more than one) PRECODE bottleneck, or ``draws < 1``.
+
+    Used in chapter 6.
+    """
+    if int(draws) < 1:
+        raise InputError(f"draws must be at least 1 (noise draws averaged per step), got {draws}")
+    result = _ig_with("ig-eot", lambda m, _vb: _ExpectedDistance(m, draws), model, shared_gradients, input_shape,
+                      batch_size, layers, labels=labels, iterations=iterations, restarts=restarts, seed=seed,
+                      progress=progress, **options)
+    result.evaluations = int(result.evaluations) * int(draws)
     return result
 
 

@@ -63,7 +63,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ..attacks import ATTACK_NAMES, first_linear_layer
+from ..attacks import ATTACK_NAMES, IG_ATTACKS, first_linear_layer
 from ..defenses import parse_defense
 from ..errors import InputError
 from ..models import build_model
@@ -299,12 +299,12 @@ class Grid:
     def budget(self, attack: str) -> tuple[int | None, int | None]:
         """``(iterations, restarts)`` of an attack (``(None, None)`` for the analytic attack).
 
-        Inverting Gradients and the adaptive attacks built on it (``ig-omit``, ``ig-joint``) get
+        Inverting Gradients and the attacks built on it (:data:`precode.attacks.IG_ATTACKS`) get
         ``ig_iterations`` and ``ig_restarts``; iDLG and DLG ``dlg_iterations`` and one restart.
         """
         if attack == "analytic":
             return None, None
-        if attack == "ig" or attack in ADAPTIVE_ATTACKS:
+        if attack in IG_ATTACKS:
             return self.ig_iterations, self.ig_restarts
         return self.dlg_iterations, 1
 
