@@ -23,6 +23,7 @@ Used by ``python -m precode evaluate`` and chapter 5.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from .. import metrics
-from ..attacks import reconstruct
+from ..attacks import AttackResult, reconstruct
 from ..bottleneck import add_precode
 from ..defenses import parse_defense
 from ..federated import compute_victim_gradients
@@ -38,7 +39,8 @@ from ..models import build_model
 from .grid import Cell, Grid, Setting, split_defense
 from .schema import TRAINING_FIELDS
 
-__all__ = ["victim_model", "defended_gradients", "run_cell", "train_model", "TRAINING_FIELDS"]
+__all__ = ["victim_model", "defended_gradients", "attack_cell", "score_cell", "run_cell", "train_model",
+           "TRAINING_FIELDS"]
 
 
 def _device() -> torch.device:
@@ -72,8 +74,55 @@ def defended_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Ten
         return compute_victim_gradients(model, images, labels, batch_size=1, defense=transform)
 
 
+def attack_cell(cell: Cell, grid: Grid, victims, *, server: str = "honest", iterations: int | None = None,
+                **options) -> AttackResult:
+    """Steps 2 to 4 for one cell: build the model, let the clients share, run the attack.
+
+    Args:
+        cell: the cell (setting, defense, attack).
+        grid: budgets and seed.
+        victims: the setting's victims (:class:`~precode.data.ImageData`).
+        server: ``"honest"`` (the grid's threat model) or ``"malicious"``: the server first makes the
+            model the one it sends (:meth:`precode.threat.ThreatModel.weights_sent`), chapter 6.
+        iterations: the attack's steps, if not the grid's budget (chapter 6 gives ``ig-eot`` fewer
+            steps of several noise draws each, for an equal number of evaluations).
+        **options: the attack's keyword arguments (``draws`` of ``ig-eot``).
+
+    Returns:
+        The attack's :class:`~precode.attacks.AttackResult` (its ``loss_history`` and
+        ``evaluations`` say how far the optimisation got and what it spent).
+    """
+    device = _device()
+    model = victim_model(cell.setting.model, victims.input_shape, victims.num_classes, cell.defense, grid.seed)
+    model.to(device)
+    threat = dataclasses.replace(grid.threat_model(cell.defense, cell.attack), server=server)
+    threat.weights_sent(model)  # an honest server's model is unchanged
+    images, labels = victims.images.to(device), victims.labels.to(device)
+    rng = threat.streams  # the clients' and the attacker's: separate
+    shared = defended_gradients(model, images, labels, cell.defense, rng.client)
+    budget, restarts = grid.budget(cell.attack)
+    return reconstruct(cell.attack, model, shared, input_shape=victims.input_shape, batch_size=1,
+                       iterations=budget if iterations is None else iterations, restarts=restarts,
+                       seed=rng.attacker, progress=False, **options)
+
+
+def score_cell(result: AttackResult, victims, pool: torch.Tensor, threshold: float) -> list[dict[str, Any]]:
+    """Step 5: one dict per victim (``victim, label, label_pred, mse, psnr, ssim, identified, success``)."""
+    recon, originals = result.reconstructions, victims.images
+    mse, psnr = metrics.mse(recon, originals), metrics.psnr(recon, originals)
+    ssim = metrics.ssim(recon, originals)
+    candidates = torch.cat([originals, pool]) if len(pool) else originals
+    nearest = metrics.nearest_neighbours(recon, candidates)
+    return [
+        {"victim": i, "label": int(victims.labels[i]), "label_pred": int(result.labels[i]),
+         "mse": float(mse[i]), "psnr": float(psnr[i]), "ssim": float(ssim[i]),
+         "identified": int(nearest[i] == i), "success": int(float(ssim[i]) >= threshold)}
+        for i in range(len(victims))
+    ]
+
+
 def run_cell(cell: Cell, grid: Grid, victims, pool: torch.Tensor) -> tuple[list[dict[str, Any]], float, torch.Tensor]:
-    """Attack the victims of one cell and measure every reconstruction.
+    """Attack the victims of one cell and measure every reconstruction (:func:`attack_cell`, :func:`score_cell`).
 
     Args:
         cell: the cell (setting, defense, attack).
@@ -86,27 +135,9 @@ def run_cell(cell: Cell, grid: Grid, victims, pool: torch.Tensor) -> tuple[list[
         psnr, ssim, identified, success``), the attack's wall-clock seconds (as ``precode attack``
         reports) and the reconstructions, ``(N, C, H, W)`` on the CPU.
     """
-    device = _device()
-    model = victim_model(cell.setting.model, victims.input_shape, victims.num_classes, cell.defense, grid.seed)
-    model.to(device)
-    images, labels = victims.images.to(device), victims.labels.to(device)
-    rng = grid.threat_model(cell.defense, cell.attack).streams  # the clients' and the attacker's: separate
-    shared = defended_gradients(model, images, labels, cell.defense, rng.client)
-    iterations, restarts = grid.budget(cell.attack)
-    result = reconstruct(cell.attack, model, shared, input_shape=victims.input_shape, batch_size=1,
-                         iterations=iterations, restarts=restarts, seed=rng.attacker, progress=False)
-    recon, originals = result.reconstructions, victims.images
-    mse, psnr = metrics.mse(recon, originals), metrics.psnr(recon, originals)
-    ssim = metrics.ssim(recon, originals)
-    candidates = torch.cat([originals, pool]) if len(pool) else originals
-    nearest = metrics.nearest_neighbours(recon, candidates)
-    rows = [
-        {"victim": i, "label": int(victims.labels[i]), "label_pred": int(result.labels[i]),
-         "mse": float(mse[i]), "psnr": float(psnr[i]), "ssim": float(ssim[i]),
-         "identified": int(nearest[i] == i), "success": int(float(ssim[i]) >= grid.threshold)}
-        for i in range(len(victims))
-    ]
-    return rows, float(result.seconds), recon.detach().cpu()
+    result = attack_cell(cell, grid, victims)
+    rows = score_cell(result, victims, pool, grid.threshold)
+    return rows, float(result.seconds), result.reconstructions.detach().cpu()
 
 
 def train_model(setting: Setting, defense: str, grid: Grid, train_full,
