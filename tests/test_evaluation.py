@@ -226,17 +226,17 @@ def test_stored_reconstructions_are_the_cells_own(tmp_path, one_thread):
 
 def test_reuse_reads_a_finished_run_and_recomputes_it_when_anything_changed(tmp_path, monkeypatch, one_thread):
     calls = {"cells": 0, "training": 0}
-    real_cells, real_train = cells_module.attack_cells, cells_module.train_model
+    real_cell, real_train = cells_module.run_cell, cells_module.train_model
 
-    def counting_cells(cells, *args, **kwargs):
-        calls["cells"] += len(cells)
-        return real_cells(cells, *args, **kwargs)
+    def counting_cell(*args, **kwargs):
+        calls["cells"] += 1
+        return real_cell(*args, **kwargs)
 
     def counting_train(*args, **kwargs):
         calls["training"] += 1
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "attack_cells", counting_cells)
+    monkeypatch.setattr(runner_module, "run_cell", counting_cell)
     monkeypatch.setattr(runner_module, "train_model", counting_train)
     grid, out = tiny_grid(), tmp_path / "run"
     evaluation.run_evaluation(grid, out, reuse=True, progress=False, figures=False)
@@ -266,29 +266,29 @@ def test_resume_after_an_interruption_recomputes_nothing(tmp_path, monkeypatch, 
     reference = evaluation.run_evaluation(grid, tmp_path / "reference", progress=False, figures=False)
 
     calls = {"cells": [], "training": 0}
-    real_cells, real_train = cells_module.attack_cells, cells_module.train_model
+    real_cell, real_train = cells_module.run_cell, cells_module.train_model
 
-    def counting_cells(cells, *args, **kwargs):
-        if len(calls["cells"]) >= calls.get("stop_after", math.inf):
-            raise KeyboardInterrupt  # the user presses Ctrl-C during the third and fourth cells' attack
-        calls["cells"] += [c.key for c in cells]
-        return real_cells(cells, *args, **kwargs)
+    def counting_cell(cell, *args, **kwargs):
+        if len(calls["cells"]) == calls.get("stop_after", math.inf):
+            raise KeyboardInterrupt  # the user presses Ctrl-C during the third cell
+        calls["cells"].append(cell.key)
+        return real_cell(cell, *args, **kwargs)
 
     def counting_train(*args, **kwargs):
         calls["training"] += 1
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "attack_cells", counting_cells)
+    monkeypatch.setattr(runner_module, "run_cell", counting_cell)
     monkeypatch.setattr(runner_module, "train_model", counting_train)
     calls["stop_after"] = 2
     with pytest.raises(KeyboardInterrupt):
         evaluation.run_evaluation(grid, tmp_path / "run", progress=False, figures=False)
     assert len(evaluation.read_csv(tmp_path / "run" / "summary.csv")) == 2
-    assert calls["training"] == 2  # both defenses' models, before the first group of cells (analytic)
+    assert calls["training"] == 2  # the first defense's model, then the second's before its first cell
 
     # a write cut off mid-cell: victim rows of an unfinished cell without its summary row
     with open(tmp_path / "run" / "results.csv", "a") as f:
-        f.write("mlp,fashion-mnist-sample,prune:0.5,ig,0,7,7,0.1,10.0,0.2,0,0\n")
+        f.write("mlp,fashion-mnist-sample,prune:0.5,analytic,0,7,7,0.1,10.0,0.2,0,0\n")
 
     finished = set(calls["cells"])
     calls.update(cells=[], training=0, stop_after=math.inf)
@@ -356,46 +356,3 @@ def test_comparison_table_shows_the_label_accuracy():
     assert "labels" in table.splitlines()[0]
     assert "0% (0-32%), -0.07, 0%" in table
     assert ", -" in evaluation.comparison_table([{**row, "label_accuracy": ""}])  # not recorded: a dash
-
-
-# -- cells attacked together ---------------------------------------------------------------------
-
-@pytest.mark.parametrize("attack", ["ig", "analytic"])
-def test_cells_attacked_together_get_what_they_get_alone(one_thread, attack):
-    grid = tiny_grid(defenses=("none", "gaussian:0.01", "prune:0.5", "precode"), attacks=(attack,))
-    victims = load_data("fashion-mnist-sample", "test").first(grid.victims)
-    plain = [c for c in grid.cells() if evaluation.shares_model(c)]
-    assert [c.defense for c in plain] == ["none", "gaussian:0.01", "prune:0.5"]  # not PRECODE: another model
-    together = evaluation.attack_cells(plain, grid, victims)
-    for cell, batched in zip(plain, together):
-        alone = evaluation.attack_cell(cell, grid, victims)
-        assert torch.equal(batched.labels, alone.labels)
-        assert torch.allclose(batched.reconstructions, alone.reconstructions, atol=1e-4), cell.defense
-        assert batched.loss_history.shape == alone.loss_history.shape
-    # the defenses differ, so the cells' reconstructions do (unless the attack is exact either way)
-    if attack == "ig":
-        assert not torch.allclose(together[0].reconstructions, together[1].reconstructions, atol=1e-4)
-    with pytest.raises(ValueError, match="without a PRECODE bottleneck"):
-        evaluation.attack_cells([c for c in grid.cells()], grid, victims)
-
-
-def test_idlg_cells_are_attacked_one_by_one():
-    grid = tiny_grid(defenses=("none", "prune:0.5"), attacks=("idlg",))
-    assert not any(evaluation.shares_model(c) for c in grid.cells())  # L-BFGS: see BATCHED_ATTACKS
-
-
-def test_the_runner_attacks_a_settings_plain_cells_in_one_call(tmp_path, one_thread, monkeypatch):
-    calls = []
-    real = runner_module.attack_cells
-
-    def counted(cells, grid, victims):
-        calls.append([c.defense for c in cells])
-        return real(cells, grid, victims)
-
-    monkeypatch.setattr(runner_module, "attack_cells", counted)
-    grid = tiny_grid(defenses=("none", "prune:0.5", "precode"), attacks=("ig",))
-    out = evaluation.run_evaluation(grid, tmp_path / "run", progress=False, figures=False)
-    assert calls == [["none", "prune:0.5"], ["precode"]]
-    summary = evaluation.read_csv(out / "summary.csv")
-    assert [s["defense"] for s in summary] == ["none", "prune:0.5", "precode"]
-    assert summary[0]["seconds"] == pytest.approx(summary[1]["seconds"])  # each its share of the one call

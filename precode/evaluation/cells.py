@@ -9,8 +9,7 @@ the summary and the same attack run alone give the same numbers:
 3. every victim's client shares the gradient of its own image, after the defense (its noise and
    PRECODE's from the client's stream of the seed, :func:`precode.seeds.streams`; for
    ``precode+SPEC`` the gradient defense ``SPEC`` on the PRECODE model's gradient);
-4. the attack runs on all victims at once (the runner attacks the cells of one setting and attack
-   that share the plain model together, :func:`attack_cells`) (:func:`precode.attacks.reconstruct`, labels inferred
+4. the attack runs on all victims at once (:func:`precode.attacks.reconstruct`, labels inferred
    from the gradients, the grid's budget, the attacker's stream of the seed);
 5. each reconstruction is compared with its victim: MSE, PSNR, SSIM, whether the label was
    recovered, and whether its nearest real image (by MSE, among the victims and the ``pool``
@@ -35,14 +34,13 @@ from .. import metrics
 from ..attacks import AttackResult, reconstruct
 from ..bottleneck import add_precode
 from ..defenses import parse_defense
-from ..errors import InputError
 from ..federated import compute_victim_gradients
 from ..models import build_model
 from .grid import Cell, Grid, Setting, split_defense
 from .schema import TRAINING_FIELDS
 
-__all__ = ["victim_model", "defended_gradients", "attack_cell", "attack_cells", "shares_model", "score_cell",
-           "run_cell", "train_model", "BATCHED_ATTACKS", "TRAINING_FIELDS"]
+__all__ = ["victim_model", "defended_gradients", "attack_cell", "score_cell", "run_cell", "train_model",
+           "TRAINING_FIELDS"]
 
 
 def _device() -> torch.device:
@@ -106,58 +104,6 @@ def attack_cell(cell: Cell, grid: Grid, victims, *, server: str = "honest", iter
     return reconstruct(cell.attack, model, shared, input_shape=victims.input_shape, batch_size=1,
                        iterations=budget if iterations is None else iterations, restarts=restarts,
                        seed=rng.attacker, progress=False, **options)
-
-
-BATCHED_ATTACKS = ("ig", "analytic")
-"""Attacks whose cells :func:`attack_cells` batches: each victim is an independent problem, and its
-result does not depend on the others attacked alongside beyond floating-point rounding (Inverting
-Gradients: within 1e-4 per pixel in the tests; the analytic attack: exact). Not iDLG or DLG: L-BFGS's
-line search can branch on that rounding, and a victim's result batched with other cells' then differs
-from the one it gets alone (measured: final loss 0.016 against 0.026 after one iteration)."""
-
-
-def shares_model(cell: Cell) -> bool:
-    """Whether the cell's model is the setting's plain model (no bottleneck) and its attack batchable:
-    such cells of one setting and attack can be attacked together (:func:`attack_cells`)."""
-    return split_defense(cell.defense)[0] is None and cell.attack in BATCHED_ATTACKS
-
-
-def attack_cells(cells: list[Cell], grid: Grid, victims) -> list[AttackResult]:
-    """:func:`attack_cell` for several cells of one setting and attack that differ only in the gradient
-    defense (no bottleneck), in one batched attack: every cell's victims are separate problems of one
-    call, so each cell gets the result it gets alone (up to floating-point rounding) in much less time
-    than one call per cell (the fixed cost of a step is shared). Each result's ``seconds`` is the
-    cell's share of the call's.
-
-    Raises:
-        ValueError: cells of different settings or attacks, or a cell that :func:`shares_model` rejects.
-    """
-    cells = list(cells)
-    if len(cells) == 1:
-        return [attack_cell(cells[0], grid, victims)]
-    first = cells[0]
-    if not all(shares_model(c) and (c.setting, c.attack) == (first.setting, first.attack) for c in cells):
-        raise InputError("attack_cells needs cells of one setting and one attack among "
-                         f"{list(BATCHED_ATTACKS)}, without a PRECODE bottleneck; got {[c.key for c in cells]}")
-    device = _device()
-    model = victim_model(first.setting.model, victims.input_shape, victims.num_classes, "none", grid.seed)
-    model.to(device)
-    images, labels = victims.images.to(device), victims.labels.to(device)
-    rng = grid.threat_model(first.defense, first.attack).streams  # the same streams for every cell
-    shared = [defended_gradients(model, images, labels, c.defense, rng.client) for c in cells]
-    together = {name: torch.cat([s[name] for s in shared]) for name in shared[0]}
-    iterations, restarts = grid.budget(first.attack)
-    result = reconstruct(first.attack, model, together, input_shape=victims.input_shape, batch_size=1,
-                         iterations=iterations, restarts=restarts, seed=rng.attacker, progress=False)
-    n = len(victims)
-    return [
-        AttackResult(
-            reconstructions=result.reconstructions[k * n:(k + 1) * n], labels=result.labels[k * n:(k + 1) * n],
-            loss_history=result.loss_history[:, k * n:(k + 1) * n], seconds=result.seconds / len(cells),
-            restart_losses=None if result.restart_losses is None else result.restart_losses[:, k * n:(k + 1) * n],
-            attack=result.attack, evaluations=result.evaluations)
-        for k in range(len(cells))
-    ]
 
 
 def score_cell(result: AttackResult, victims, pool: torch.Tensor, threshold: float) -> list[dict[str, Any]]:

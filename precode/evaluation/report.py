@@ -14,8 +14,7 @@ Per cell (:func:`summarize_cell`), over its ``n`` victims:
 * ``test_accuracy`` of the model trained under the cell's defense (``test_accuracy_ci95``: the
   half-width of its 95% interval from the finite test set alone, not from training noise), with what it was trained on
   (``train_data``, ``train_images``, ``epochs``, ``test_images``) and, for DP-SGD, ``epsilon``;
-* ``seconds``: the attack's wall-clock time (as ``python -m precode attack`` reports it); for cells
-  attacked together in one batched call (:func:`~precode.evaluation.cells.attack_cells`), the cell's share.
+* ``seconds``: the attack's wall-clock time (as ``python -m precode attack`` reports it).
 
 Figures (:func:`draw_figures`, also used by chapter 5): the privacy-utility scatter, the SSIM
 distributions, the success rate against the threshold and the convergence curves.

@@ -1,9 +1,5 @@
 """Run a grid cell by cell into an output folder, resumable, with a progress bar over cells.
 
-The cells of one setting and attack that share the plain model (gradient defenses only) are attacked
-in one batched call (:func:`~precode.evaluation.cells.attack_cells`); each cell's ``seconds`` is then
-its share of that call's time.
-
 Used by ``python -m precode evaluate`` and chapter 5.
 """
 from __future__ import annotations
@@ -17,8 +13,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import load_data
-from .cells import attack_cells, score_cell, shares_model, train_model
-from .grid import Cell, Grid
+from .cells import run_cell, train_model
+from .grid import Grid
 from .report import draw_figures, summarize_cell
 from .schema import CELL_FIELDS
 from .store import RunFolder
@@ -97,15 +93,6 @@ def _data_sources(grid: Grid, load: _DataCache) -> dict[str, str]:
     return {f"{name} {split}": load(name, split).source for name, split in sorted(splits)}
 
 
-def _groups(cells: list[Cell]) -> list[list[Cell]]:
-    """The cells in grid order, those of one setting and attack that share the plain model together
-    (:func:`~precode.evaluation.cells.shares_model`): each group is one attack call."""
-    groups: dict[Any, list[Cell]] = {}
-    for cell in cells:
-        groups.setdefault((cell.setting, cell.attack) if shares_model(cell) else cell, []).append(cell)
-    return list(groups.values())
-
-
 def _run_cells(grid: Grid, folder: RunFolder, progress: bool, load: _DataCache) -> None:
     done = folder.finished_cells()
     cells = grid.cells()
@@ -113,38 +100,28 @@ def _run_cells(grid: Grid, folder: RunFolder, progress: bool, load: _DataCache) 
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", desc="evaluate", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
     try:
-        for group in _groups(todo):
-            histories = [_training(cell, grid, folder, load, bar) for cell in group]
-            setting = group[0].setting
+        for cell in todo:
+            setting, defense = cell.setting, cell.defense
+            history = folder.training(setting.model, setting.train_data, defense)
+            if not history:
+                bar.set_description(f"train {setting.model} on {setting.train_data} under {defense}")
+                epochs, info = train_model(setting, defense, grid, load(setting.train_data, "train"),
+                                           load(setting.train_data, "test"))
+                history = [{"model": setting.model, "train_data": setting.train_data, "defense": defense, **h,
+                            "train_images": info["train_images"], "test_images": info["test_images"]}
+                           for h in epochs]
+                folder.add_training(history)
+            last = history[-1]
             test = load(setting.data, "test")
             victims = test.first(grid.victims)
             pool = test.images[grid.victims : grid.victims + grid.pool]
-            names = ", ".join(c.defense for c in group)
-            bar.set_description(f"{group[0].attack} on {setting.model} ({setting.data}) under {names}")
-            for cell, history, result in zip(group, histories, attack_cells(group, grid, victims)):
-                rows = score_cell(result, victims, pool, grid.threshold)
-                last = history[-1]
-                training = {"test_accuracy": last["test_accuracy"], "train_data": setting.train_data,
-                            "train_images": last["train_images"], "test_images": last["test_images"],
-                            "epsilon": last.get("epsilon")}
-                summary = summarize_cell(cell.key, rows, grid, float(result.seconds), training, len(pool))
-                folder.add_cell([dict(zip(CELL_FIELDS, cell.key), **r) for r in rows], summary,
-                                result.reconstructions.detach().cpu())
-                bar.update(1)
+            bar.set_description(f"{cell.attack} on {setting.model} ({setting.data}) under {defense}")
+            rows, seconds, reconstructions = run_cell(cell, grid, victims, pool)
+            training = {"test_accuracy": last["test_accuracy"], "train_data": setting.train_data,
+                        "train_images": last["train_images"], "test_images": last["test_images"],
+                        "epsilon": last.get("epsilon")}
+            summary = summarize_cell(cell.key, rows, grid, seconds, training, len(pool))
+            folder.add_cell([dict(zip(CELL_FIELDS, cell.key), **r) for r in rows], summary, reconstructions)
+            bar.update(1)
     finally:
         bar.close()
-
-
-def _training(cell: Cell, grid: Grid, folder: RunFolder, load: _DataCache, bar) -> list[dict[str, Any]]:
-    """The cell's model's training history under its defense: read from the folder, or trained now and stored."""
-    setting, defense = cell.setting, cell.defense
-    history = folder.training(setting.model, setting.train_data, defense)
-    if not history:
-        bar.set_description(f"train {setting.model} on {setting.train_data} under {defense}")
-        epochs, info = train_model(setting, defense, grid, load(setting.train_data, "train"),
-                                   load(setting.train_data, "test"))
-        history = [{"model": setting.model, "train_data": setting.train_data, "defense": defense, **h,
-                    "train_images": info["train_images"], "test_images": info["test_images"]}
-                   for h in epochs]
-        folder.add_training(history)
-    return history
