@@ -85,3 +85,26 @@ def test_bootstrap_interval_stays_in_the_metrics_range_and_is_seeded():
     assert mean_bootstrap_ci(values) == (m, low, high)
     with pytest.raises(ValueError, match="finite"):
         mean_bootstrap_ci([0.5, float("nan")])
+
+
+def test_strip_plot_clips_the_interval_to_the_metrics_range():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from precode.plotting import SSIM_BOUNDS, strip_plot
+
+    values = [1.0] * 7 + [0.2]  # piled up at SSIM's bound: the t interval crosses 1
+    m, h = mean_ci95(values)
+    assert m + h > 1
+    fig, ax = plt.subplots()
+    strip_plot(ax, {"clipped": values}, "SSIM", bounds=SSIM_BOUNDS, title="t")
+    strip_plot(ax, {"free": values}, "SSIM")
+    (clipped, free) = [c for c in ax.containers]  # the two error bars, in order
+    top = lambda bar: float(bar.lines[2][0].get_segments()[0][:, 1].max())  # noqa: E731
+    assert top(clipped) == 1.0 and top(free) == pytest.approx(m + h)
+    assert ax.get_title() == "t"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no values"):
+        strip_plot(ax, {"empty": []})
