@@ -46,7 +46,7 @@ from .federated import compute_victim_gradients
 from .models import MODEL_NAMES, build_model
 from .profiles import get_profile
 from .seeds import streams
-from .threat import SERVERS, ThreatModel, label_rule_of
+from .threat import ThreatModel, label_rule_of
 from .training import train
 
 __all__ = ["add_parser", "run"]
@@ -127,9 +127,7 @@ def _check_args(args: argparse.Namespace) -> None:
                                ("--trained-epochs", args.trained_epochs, 0)):
         if value is not None and value < least:
             raise UserError(f"{name} must be at least {least}, got {value}")
-    parse_defense(args.defense)  # an invalid spec fails here, with one line, before any work
-    if args.server not in SERVERS:
-        raise UserError(f"unknown server {args.server!r}; choose one of {', '.join(SERVERS)}")
+    threat_model(args)  # an invalid defense spec or server fails here (ThreatModel), with one line, before any work
     if args.server == "malicious" and not (args.precode or args.precode_at):
         raise UserError("--server malicious switches PRECODE's sampling off through the weights it sends, and the "
                         "model has no PRECODE bottleneck; add --precode")
