@@ -16,8 +16,10 @@ Names understood by :func:`load_data`:
   licence, see ``precode/_data/README.md``). Needs nothing. Victims (the first test images), test
   accuracies and training subsets of up to 10,000 images (:meth:`ImageData.subset`) are the
   same as with the full data set; only training on more than 10,000 images differs.
-* ``photos``: 32x32 colour victims cut from scikit-image's bundled photographs, for
-  CIFAR-shaped models when CIFAR cannot be downloaded. Victims only (no training split).
+* ``photos``: 224 32x32 colour victims cut from scikit-image's 16 bundled photographs (each
+  whole, its four quarters and its nine tiles of a 3x3 grid), for CIFAR-shaped models when
+  CIFAR cannot be downloaded; enough for the full profile's 128 victims. Victims only (no
+  training split).
 * a path ending in ``.npz``: your own images, with arrays ``images`` (uint8, ``N x H x W`` or
   ``N x H x W x C``) and ``labels`` (integers).
 
@@ -259,9 +261,11 @@ def _load_photos(size: int = 32) -> ImageData:
         s = min(h, w)
         top, left = (h - s) // 2, (w - s) // 2
         square = img[top : top + s, left : left + s]
-        half = s // 2
-        quads = [square[:half, :half], square[:half, half:], square[half:, :half], square[half:, half:]]
-        return [square] + quads
+        def tiles(k: int) -> list[np.ndarray]:  # a k x k grid of tiles, row by row
+            return [square[r * s // k : (r + 1) * s // k, c * s // k : (c + 1) * s // k]
+                    for r in range(k) for c in range(k)]
+
+        return [square] + tiles(2) + tiles(3)
 
     per_photo = []
     for name in _PHOTOS:
@@ -274,9 +278,12 @@ def _load_photos(size: int = 32) -> ImageData:
             [(resize(c, (size, size), anti_aliasing=True, preserve_range=True)).round().astype(np.uint8)
              for c in crops(img)]
         )
-    # Order: the whole (centre-square) view of every photo first, then the four quadrants of each.
-    ordered = [views[0] for views in per_photo] + [v for views in per_photo for v in views[1:]]
-    photo_index = list(range(len(_PHOTOS))) + [i for i in range(len(_PHOTOS)) for _ in range(4)]
+    # Order: the whole (centre-square) view of every photo first, then the four quadrants of each,
+    # then the nine tiles of a 3x3 grid of each (so the first 80 crops never change).
+    ordered, photo_index = [], []
+    for first, last in ((0, 1), (1, 5), (5, 14)):
+        ordered += [v for views in per_photo for v in views[first:last]]
+        photo_index += [i for i in range(len(_PHOTOS)) for _ in range(last - first)]
     labels = torch.tensor([i % 10 for i in photo_index], dtype=torch.long)
     return ImageData(
         _from_uint8(np.stack(ordered)), labels, [f"class {i}" for i in range(10)], "photos",

@@ -91,7 +91,11 @@ def test_embedded_sample_is_the_start_of_fashion_mnist_and_small():
 
 def test_photos():
     d = load_data("photos")
-    assert d.images.shape == (80, 3, 32, 32)
+    assert d.images.shape == (224, 3, 32, 32)
+    assert len(d.first(128)) == 128  # the full profile's victims
+    # The crops are distinct images, and the first 80 (the whole photos and their quarters) come first.
+    flat_all = d.images.flatten(1)
+    assert torch.cdist(flat_all, flat_all).add(torch.eye(224) * 1e9).min() > 0.5
     assert d.labels.max() < 10
     # The first 16 victims are 16 different photos.
     flat = d.images[:16].flatten(1)

@@ -367,6 +367,19 @@ class Grid:
             chosen_attacks = tuple(a for a in self.attacks if a in wanted)
         return dataclasses.replace(self, settings=settings, defenses=chosen_defenses, attacks=chosen_attacks)
 
+    def setting(self, model: str, data: str | None = None) -> Setting:
+        """The setting of ``model`` (on ``data`` when given, else the grid's first for that model:
+        the quick grid's only one; the full grid's CIFAR-10).
+
+        Raises:
+            ValueError: the grid has no such setting.
+        """
+        for s in self.settings:
+            if s.model == model and (data is None or s.data == data):
+                return s
+        raise InputError(f"the {self.name} grid has no setting of model {model!r}" + (f" on {data!r}" if data else "")
+                         + f"; it has {[(s.model, s.data) for s in self.settings]}")
+
     def replace(self, **changes: Any) -> Grid:
         """A copy with some fields changed (``victims=2``, ``ig_iterations=10``, ...)."""
         return dataclasses.replace(self, **changes)
