@@ -146,38 +146,6 @@ def _resolved_budget(attack: str, args: argparse.Namespace, profile) -> tuple[in
     return (args.iterations or profile.dlg_iterations), (args.restarts or 1)
 
 
-def _match_batches(recon: torch.Tensor, originals: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Order of reconstructions that pairs each original with its least-MSE reconstruction, per batch."""
-    from scipy.optimize import linear_sum_assignment
-
-    order = torch.arange(len(recon))
-    if batch_size == 1:
-        return order
-    r, o = recon.clamp(0, 1).flatten(1), originals.flatten(1)
-    for start in range(0, len(recon), batch_size):
-        cost = torch.cdist(o[start : start + batch_size].double(), r[start : start + batch_size].double()).square()
-        rows, cols = linear_sum_assignment(cost.numpy())
-        order[start + rows] = start + torch.as_tensor(cols)
-    return order
-
-
-def _match_labels(predicted: torch.Tensor, true: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Per image: the true label when the batch's predicted labels contain it (as a multiset), else a leftover."""
-    out = predicted.clone()
-    for start in range(0, len(true), batch_size):
-        pool = predicted[start : start + batch_size].tolist()
-        missing = []
-        for i in range(start, start + len(pool)):
-            if int(true[i]) in pool:
-                pool.remove(int(true[i]))
-                out[i] = true[i]
-            else:
-                missing.append(i)
-        for i, label in zip(missing, pool):
-            out[i] = label
-    return out
-
-
 def _save_figure(path: str, originals: torch.Tensor, recon: torch.Tensor, title: str) -> None:
     import matplotlib
 
@@ -278,9 +246,9 @@ def _run(args: argparse.Namespace) -> int:
     result = reconstruct(attack, model, shared, input_shape=victims.input_shape, batch_size=args.batch_size,
                          iterations=iterations, restarts=restarts, seed=rng.attacker, progress=progress)
 
-    order = _match_batches(result.reconstructions, victims.images, args.batch_size)
+    order = metrics.match_to_victims(result.reconstructions, victims.images, args.batch_size)
     recon = result.reconstructions[order]
-    predicted = _match_labels(result.labels, victims.labels, args.batch_size)
+    predicted = metrics.match_labels(result.labels, victims.labels, args.batch_size)
     mse, psnr = metrics.mse(recon, victims.images), metrics.psnr(recon, victims.images)
     ssim = metrics.ssim(recon, victims.images).tolist() if min(victims.input_shape[1:]) >= 7 else None
 

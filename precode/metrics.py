@@ -12,6 +12,17 @@ chapters can report distributions and not only means:
 * :func:`identification_rate`: threshold-free: the fraction of reconstructions whose nearest
   neighbour (by MSE) in a pool of real images is the victim itself.
 
+Scoring batches (evaluation only: these read the victims, which the server does not have):
+
+* :func:`match_to_victims`: which reconstruction of a client batch belongs to which image.
+* :func:`match_labels`, :func:`batch_label_recovery`, :func:`distinct_label_fraction`: labels
+  recovered from a batch, as a multiset, and the most a rule returning distinct classes can get.
+
+Gradient agreement (how alike two shared gradients are, for example two noise draws):
+
+* :func:`gradient_cosine`: per victim, all layers as one vector; :func:`layer_cosines`: per layer.
+* :func:`norm_share`: per victim, the share of the squared norm held by some parameters.
+
 Used in chapters 1 to 6.
 """
 from __future__ import annotations
@@ -27,7 +38,8 @@ from .errors import InputError
 
 __all__ = [
     "mse", "psnr", "ssim", "label_accuracy", "nearest_neighbours", "identification_rate", "mean_ci95",
-    "mean_bootstrap_ci", "PSNR_CAP_DB",
+    "mean_bootstrap_ci", "PSNR_CAP_DB", "match_to_victims", "match_labels", "batch_label_recovery",
+    "distinct_label_fraction", "gradient_cosine", "layer_cosines", "norm_share",
 ]
 
 PSNR_CAP_DB = 200.0
@@ -157,3 +169,115 @@ def mean_bootstrap_ci(values, *, resamples: int = 2000, seed: int = 0) -> tuple[
     means = x[torch.randint(len(x), (resamples, len(x)), generator=g)].mean(1)
     low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
     return float(x.mean()), float(low), float(high)
+
+
+# -- scoring batches ---------------------------------------------------------------------------
+
+def _batches(n: int, batch_size: int | None) -> range:
+    size = n if batch_size is None else int(batch_size)
+    if size < 1 or n % size:
+        raise InputError(f"{n} images cannot be cut into batches of {batch_size}; give a divisor of {n}")
+    return range(0, n, size)
+
+
+def match_to_victims(reconstructions: torch.Tensor, victims: torch.Tensor,
+                     batch_size: int | None = None) -> torch.Tensor:
+    """For each victim, the index of its reconstruction: within each client batch of ``batch_size``
+    images (``None``: all of them are one batch), the one-to-one assignment of least total squared
+    error (the Hungarian method, :func:`scipy.optimize.linear_sum_assignment`).
+
+    The server cannot tell which reconstruction of a batch belongs to which client image; scoring
+    pairs them as favourably for the attacker as possible. ``reconstructions[order]`` lines up with
+    ``victims``.
+
+    Raises:
+        InputError: different shapes, or a batch size that does not divide the number of images.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    r, v = _pair(reconstructions, victims)
+    order = torch.arange(len(r))
+    starts = _batches(len(r), batch_size)
+    size = len(r) if batch_size is None else int(batch_size)
+    if size == 1:
+        return order
+    r, v = r.flatten(1).double(), v.flatten(1).double()
+    for s in starts:
+        cost = torch.cdist(v[s : s + size], r[s : s + size]).square()
+        rows, cols = linear_sum_assignment(cost.numpy())
+        order[s + torch.as_tensor(rows)] = s + torch.as_tensor(cols)
+    return order
+
+
+def match_labels(predicted: torch.Tensor, true: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Per image: its true label when its batch's predicted labels contain it (counted as a multiset),
+    else one of the batch's leftover predictions.
+
+    Raises:
+        InputError: different lengths, or a batch size that does not divide them.
+    """
+    p, t = torch.as_tensor(predicted).flatten(), torch.as_tensor(true).flatten()
+    if p.shape != t.shape:
+        raise InputError(f"{p.numel()} predicted labels for {t.numel()} true labels")
+    out = p.clone()
+    for s in _batches(len(t), batch_size):
+        pool = p[s : s + batch_size].tolist()
+        missing = []
+        for i in range(s, s + len(pool)):
+            if int(t[i]) in pool:
+                pool.remove(int(t[i]))
+                out[i] = t[i]
+            else:
+                missing.append(i)
+        for i, label in zip(missing, pool):
+            out[i] = label
+    return out
+
+
+def batch_label_recovery(predicted: torch.Tensor, true: torch.Tensor, batch_size: int) -> float:
+    """Fraction of images whose label is among the labels predicted for their batch (as a multiset)."""
+    return label_accuracy(match_labels(predicted, true, batch_size), true)
+
+
+def distinct_label_fraction(labels: torch.Tensor, batch_size: int) -> float:
+    """The most a label rule that returns distinct classes can recover: the fraction of images whose
+    label is not a repeat within its batch."""
+    t = torch.as_tensor(labels).flatten()
+    return sum(len(set(t[s : s + batch_size].tolist())) for s in _batches(len(t), batch_size)) / len(t)
+
+
+# -- gradient agreement ------------------------------------------------------------------------
+
+def _stacked(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
+    if set(a) != set(b):
+        raise InputError(f"the two gradients have different parameters: {sorted(set(a) ^ set(b))[:5]}")
+    for name in a:
+        if a[name].shape != b[name].shape or a[name].ndim < 2:
+            raise InputError(f"{name}: need stacked gradients (N, ...) of one shape, got "
+                             f"{tuple(a[name].shape)} and {tuple(b[name].shape)}")
+    return list(a)
+
+
+def gradient_cosine(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per victim, the cosine similarity of two stacked gradients ``{name: (N, ...)}``, all
+    parameters as one vector; shape ``(N,)``."""
+    names = _stacked(a, b)
+    fa = torch.cat([a[n].flatten(1) for n in names], dim=1)
+    fb = torch.cat([b[n].flatten(1) for n in names], dim=1)
+    return torch.nn.functional.cosine_similarity(fa, fb, dim=1)
+
+
+def layer_cosines(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per parameter and victim, the cosine similarity of two stacked gradients: ``{name: (N,)}``."""
+    return {n: torch.nn.functional.cosine_similarity(a[n].flatten(1), b[n].flatten(1), dim=1)
+            for n in _stacked(a, b)}
+
+
+def norm_share(gradients: dict[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+    """Per victim, the share of a stacked gradient's squared norm held by the parameters ``names``; ``(N,)``."""
+    unknown = [n for n in names if n not in gradients]
+    if unknown:
+        raise InputError(f"unknown parameter name(s) {unknown}; the gradient has {list(gradients)}")
+    total = sum(g.double().square().flatten(1).sum(1) for g in gradients.values())
+    return (sum(gradients[n].double().square().flatten(1).sum(1) for n in names) / total).float()
+

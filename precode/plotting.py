@@ -1,16 +1,22 @@
-"""Figures the chapters share: one dot per victim with the mean and its 95% interval.
+"""Figures the chapters share.
 
-Used in chapters 2 and 6.
+* :func:`strip_plot`: one dot per victim, with the mean and its 95% interval;
+* :func:`image_grid`: rows of images (victims, then each attack's reconstructions), grey or colour,
+  with a short note under each image (its SSIM, say).
+
+Used in chapters 2 to 7.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 
+from .errors import InputError
 from .metrics import mean_ci95
 
-__all__ = ["strip_plot", "SSIM_BOUNDS"]
+__all__ = ["strip_plot", "image_grid", "show_image", "SSIM_BOUNDS"]
 
 SSIM_BOUNDS = (-1.0, 1.0)
 """The range SSIM can take; an interval drawn for it is clipped to this range."""
@@ -51,3 +57,70 @@ def strip_plot(ax, groups: Mapping[str, Sequence[float]], ylabel: str = "", colo
     if title:
         ax.set_title(title, fontsize=10)
     return ax
+
+
+def show_image(ax, image) -> None:
+    """Draw one image ``(C, H, W)`` with pixels in ``[0, 1]`` (clipped): grey for one channel, colour for
+    three; no ticks, no frame."""
+    image = torch.as_tensor(image).detach().float().cpu().clamp(0, 1)
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise InputError(f"an image is (1 or 3, H, W), got shape {tuple(image.shape)}")
+    if image.shape[0] == 1:
+        ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(image.permute(1, 2, 0).numpy())
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def image_grid(rows: Mapping[str, Sequence], *, notes: Mapping[str, Sequence[str]] | None = None,
+               columns: Sequence[str] | None = None, title: str | None = None, size: float = 1.05,
+               label_size: int = 7):
+    """A figure of images: one row per entry of ``rows``, its label on the left, one image per column.
+
+    Args:
+        rows: ``{label: images}``: a tensor ``(N, C, H, W)`` or a sequence of ``(C, H, W)`` images
+            with pixels in ``[0, 1]``; a shorter row leaves its last cells empty.
+        notes: ``{label: texts}``: one short text per image of that row, written under it.
+        columns: one title per column, above the first row.
+        title: the figure's title.
+        size: inches per image.
+        label_size: font size of the row labels, notes and column titles.
+
+    Returns:
+        The matplotlib figure (the caller shows or saves it).
+
+    Raises:
+        ValueError: no rows, an empty row, or notes that do not fit their row.
+    """
+    import matplotlib.pyplot as plt
+
+    if not rows or any(len(images) == 0 for images in rows.values()):
+        raise InputError("image_grid needs at least one row, and every row at least one image")
+    for label, texts in (notes or {}).items():
+        if label not in rows or len(texts) != len(rows[label]):
+            raise InputError(f"notes for {label!r} need one text per image of that row")
+    n_cols = max(len(images) for images in rows.values())
+    gap = 0.12 if notes else 0.0
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(size * n_cols + 0.8, (size + gap) * len(rows) + 0.4),
+                             squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            if c >= len(images):
+                ax.axis("off")
+                continue
+            show_image(ax, images[c])
+            if notes and label in notes:
+                ax.text(0.5, -0.04, notes[label][c], transform=ax.transAxes, ha="center", va="top",
+                        fontsize=label_size)
+        axes[r, 0].set_ylabel(label, fontsize=label_size, rotation=0, ha="right", va="center")
+    for c, name in enumerate(columns or []):
+        axes[0, c].set_title(name, fontsize=label_size + 1)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+

@@ -118,9 +118,9 @@ def test_analytic_attack_on_batches_and_aggregates_mixes(sample):
     sent = model.state_dict()
     update = weight_update(sent, client_update(model, x, y, local_steps=2, lr=0.1), model)
     result = analytic_update_attack(model, update, (1, 28, 28), batch_size=8, client_lr=0.1, local_steps=2)
-    from precode.fl.experiment import match_reconstructions
+    from precode.metrics import match_to_victims
 
-    best = psnr(result.reconstructions[match_reconstructions(result.reconstructions, x)], x)
+    best = psnr(result.reconstructions[match_to_victims(result.reconstructions, x)], x)
     assert best.max() > 60  # some images survive exactly
     assert best.min() < 60  # but not all
 

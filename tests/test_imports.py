@@ -27,7 +27,7 @@ LOCAL_IMPORTS_ALLOWED = {  # (import times measured after torch, on a 2-core CPU
     "torchvision": "the torchvision data sets only; about 1 s",
     "matplotlib": "figures only (about 0.6 s for pyplot); the commands choose the Agg backend first",
     "skimage": "SSIM and the bundled photos only; about 0.2 s, and it pulls in scipy",
-    "scipy": "the attack command's batch matching (B > 1) only; scipy.optimize about 0.2 s",
+    "scipy": "scipy.optimize, to match reconstructions to a batch's images (metrics.match_to_victims); about 0.2 s",
     "myst_nb": "optional: only where Jupyter Book is installed (precode.notebook.glue does nothing without it)",
     "flwr": "optional: the Flower simulation, only where Flower is installed",
 }

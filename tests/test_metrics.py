@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from precode import metrics
 from precode.metrics import PSNR_CAP_DB, identification_rate, label_accuracy, mean_ci95, mse, psnr, ssim
 
 
@@ -108,3 +109,75 @@ def test_strip_plot_clips_the_interval_to_the_metrics_range():
     plt.close(fig)
     with pytest.raises(ValueError, match="no values"):
         strip_plot(ax, {"empty": []})
+
+
+
+def test_image_grid_draws_grey_and_colour_rows_with_notes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from precode.plotting import image_grid
+
+    grey, colour = torch.rand(3, 1, 8, 8), torch.rand(2, 3, 8, 8)
+    fig = image_grid({"grey": grey, "colour": colour}, notes={"grey": ["a", "b", "c"]}, columns=["x", "y", "z"],
+                     title="t")
+    axes = fig.axes
+    assert len(axes) == 6 and not axes[5].axison  # the shorter row's last cell stays empty
+    assert axes[0].get_images()[0].get_array().shape == (8, 8)  # grey: one channel
+    assert axes[3].get_images()[0].get_array().shape == (8, 8, 3)  # colour
+    assert [t.get_text() for t in axes[1].texts] == ["b"] and axes[2].get_title() == "z"
+    assert axes[0].get_ylabel() == "grey" and fig._suptitle.get_text() == "t"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="one text per image"):
+        image_grid({"grey": grey}, notes={"grey": ["a"]})
+    with pytest.raises(ValueError, match="at least one row"):
+        image_grid({})
+    with pytest.raises(ValueError, match=r"\(1 or 3, H, W\)"):
+        image_grid({"bad": torch.rand(1, 2, 8, 8)})
+    plt.close("all")
+
+# -- scoring batches and gradient agreement ------------------------------------------------------
+
+def test_match_to_victims_undoes_a_shuffle_within_each_batch_only():
+    g = torch.Generator().manual_seed(0)
+    victims = torch.rand(6, 1, 8, 8, generator=g)
+    shuffled = victims[torch.tensor([1, 0, 2, 5, 3, 4])] + 0.01 * torch.rand(6, 1, 8, 8, generator=g)
+    order = metrics.match_to_victims(shuffled.clamp(0, 1), victims, batch_size=3)
+    assert order.tolist() == [1, 0, 2, 4, 5, 3]
+    assert torch.allclose(shuffled[order].clamp(0, 1), victims, atol=0.02)
+    assert metrics.match_to_victims(shuffled, victims, batch_size=1).tolist() == list(range(6))
+    assert sorted(metrics.match_to_victims(shuffled, victims).tolist()) == list(range(6))  # one batch of 6
+    with pytest.raises(ValueError, match="batches of 4"):
+        metrics.match_to_victims(shuffled, victims, batch_size=4)
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.match_to_victims(torch.full_like(victims, float("nan")), victims, batch_size=3)
+
+
+def test_labels_of_a_batch_count_as_a_multiset():
+    predicted, true = torch.tensor([1, 1, 3, 2]), torch.tensor([1, 2, 2, 3])
+    assert metrics.match_labels(predicted, true, 2).tolist() == [1, 1, 2, 3]
+    assert metrics.batch_label_recovery(predicted, true, 2) == 0.75
+    assert metrics.batch_label_recovery(predicted, true, 1) == 0.25
+    assert metrics.distinct_label_fraction(torch.tensor([1, 1, 2, 3]), 2) == 0.75
+    assert metrics.distinct_label_fraction(torch.tensor([1, 1, 2, 3]), 4) == 0.75
+    with pytest.raises(ValueError, match="3 predicted labels for 4"):
+        metrics.match_labels(predicted[:3], true, 2)
+
+
+def test_gradient_agreement_measures():
+    g = torch.Generator().manual_seed(0)
+    a = {"w": torch.randn(3, 4, 5, generator=g), "b": torch.randn(3, 4, generator=g)}
+    minus = {k: -v for k, v in a.items()}
+    assert torch.allclose(metrics.gradient_cosine(a, a), torch.ones(3))
+    assert torch.allclose(metrics.gradient_cosine(a, minus), -torch.ones(3))
+    half = {"w": a["w"], "b": -a["b"]}  # agrees on w only
+    cos = metrics.layer_cosines(a, half)
+    assert torch.allclose(cos["w"], torch.ones(3)) and torch.allclose(cos["b"], -torch.ones(3))
+    share = metrics.norm_share(a, ["w"]) + metrics.norm_share(a, ["b"])
+    assert torch.allclose(share, torch.ones(3))
+    with pytest.raises(ValueError, match="different parameters"):
+        metrics.gradient_cosine(a, {"w": a["w"]})
+    with pytest.raises(ValueError, match="unknown parameter"):
+        metrics.norm_share(a, ["x"])

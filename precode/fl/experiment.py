@@ -32,7 +32,7 @@ from .client import client_batch, client_update, images_needed
 from .server import CuriousServer, Reconstruction
 from .streams import derive_seed
 
-__all__ = ["ATTACK_CHOICES", "FederationConfig", "FederationReport", "match_reconstructions", "score"]
+__all__ = ["ATTACK_CHOICES", "FederationConfig", "FederationReport", "score"]
 
 ATTACK_CHOICES = ("analytic", "ig", "none")
 
@@ -148,23 +148,6 @@ def _load(name: str, split: str) -> ImageData:
     return load_data(name, split)
 
 
-def match_reconstructions(reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
-    """For each original, the index of its reconstruction: the least-MSE one-to-one assignment.
-
-    The server cannot know which reconstruction of a batch (or an aggregate) belongs to which
-    client's image; scoring pairs them as favourably for the attacker as possible.
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    if len(reconstructions) == 1:
-        return torch.zeros(1, dtype=torch.long)
-    cost = torch.cdist(originals.flatten(1).double(), reconstructions.clamp(0, 1).flatten(1).double()).square()
-    rows, cols = linear_sum_assignment(cost.numpy())
-    order = torch.empty(len(originals), dtype=torch.long)
-    order[torch.as_tensor(rows)] = torch.as_tensor(cols)
-    return order
-
-
 mean_ci = metrics.mean_bootstrap_ci
 """Chapter 7's interval: :func:`precode.metrics.mean_bootstrap_ci` (one implementation, in :mod:`precode.metrics`)."""
 
@@ -173,10 +156,12 @@ def image_scores(config: FederationConfig, record: Reconstruction) -> dict[str, 
     """Per image of ``record``, in the order of its clients' images: ``mse``, ``psnr``, ``ssim``, ``label``
     (the label the attack used for it, ``-1`` unknown) and ``true_label``.
 
-    Reconstructions are matched to the originals first (:func:`match_reconstructions`).
+    Reconstructions are matched to the originals first (:func:`precode.metrics.match_to_victims`: the
+    server cannot know which reconstruction of an update belongs to which client image; scoring pairs
+    them as favourably for the attacker as possible).
     """
     truth = config.victims(record.server_round, record.clients)
-    order = match_reconstructions(record.images, truth.images)
+    order = metrics.match_to_victims(record.images, truth.images)
     recon = record.images[order]
     out = {"mse": metrics.mse(recon, truth.images), "psnr": metrics.psnr(recon, truth.images),
            "label": record.labels[order], "true_label": truth.labels}
