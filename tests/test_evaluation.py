@@ -356,3 +356,22 @@ def test_comparison_table_shows_the_label_accuracy():
     assert "labels" in table.splitlines()[0]
     assert "0% (0-32%), -0.07, 0%" in table
     assert ", -" in evaluation.comparison_table([{**row, "label_accuracy": ""}])  # not recorded: a dash
+
+
+def test_chapters_only_read_a_full_profile_grid_and_never_overwrite_it(tmp_path, monkeypatch, one_thread):
+    grid = tiny_grid(defenses=("none",), attacks=("analytic",)).replace(name="full-paper")
+    out = tmp_path / "evaluation-full-paper"
+    with pytest.raises(ValueError, match=r"--profile full --part paper --out .* --resume"):
+        evaluation.chapter_results(grid, out)  # nothing computed yet: the command, not hours in a cell
+    evaluation.run_evaluation(grid, out, progress=False, figures=False)  # what `evaluate --resume` writes
+    bigger = grid.replace(attacks=("analytic", "ig"))
+    with pytest.raises(ValueError, match="does not hold the full-paper grid"):
+        evaluation.chapter_results(bigger, out)
+    monkeypatch.setattr(store_module, "package_fingerprint", lambda: "edited")  # the code changed since
+    monkeypatch.setattr(runner_module, "run_cell", lambda *a, **k: pytest.fail("a chapter recomputed a cell"))
+    assert evaluation.chapter_results(grid, out) == out  # read as it is: kept, not recomputed
+    rows = evaluation.read_csv(out / "summary.csv")
+    assert [(r["defense"], r["attack"]) for r in rows] == [("none", "analytic")]
+    (out / "summary.csv").write_text((out / "summary.csv").read_text().splitlines()[0] + "\n")  # unfinished
+    with pytest.raises(ValueError, match="holds 0 of the full-paper grid's 1 cells"):
+        evaluation.chapter_results(grid, out)

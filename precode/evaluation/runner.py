@@ -1,6 +1,6 @@
 """Run a grid cell by cell into an output folder, resumable, with a progress bar over cells.
 
-Used by ``python -m precode evaluate`` and chapter 5.
+Used by ``python -m precode evaluate`` and chapters 5 and 6 (through :func:`chapter_results`).
 """
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import load_data
+from ..errors import InputError
 from .cells import run_cell, train_model
 from .grid import Grid
 from .report import draw_figures, summarize_cell
 from .schema import CELL_FIELDS
-from .store import RunFolder
+from .store import RunFolder, read_csv
 
-__all__ = ["run_evaluation"]
+__all__ = ["run_evaluation", "chapter_results"]
 
 
 class _DataCache:
@@ -84,6 +85,38 @@ def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite:
     if figures:
         draw_figures(folder.path)
     return folder.path
+
+
+def chapter_results(grid: Grid, out: str | Path, progress: bool = False) -> Path:
+    """The folder of ``grid``'s results that a chapter reads (chapters 5 and 6).
+
+    * The quick profile's grids (minutes on a CPU) are run with ``reuse=True``: the folder is read
+      when it holds this very run (the same grid, package code and data), and computed again
+      otherwise, so that a chapter never shows a stale cell.
+    * The full profile's grids (the paper's scale: hours on a GPU) are only read. They are computed
+      beforehand, resumably, with ``python -m precode evaluate --profile full --part PART --out DIR
+      --resume``; a finished cell is never recomputed or overwritten, even after the package's code
+      changed (``--resume`` keeps it). A missing folder, another grid or unfinished cells are an
+      error that gives the command, so that no chapter cell runs for hours.
+
+    Raises:
+        ValueError: a full-profile folder that does not hold the whole grid.
+    """
+    if not grid.name.startswith("full"):
+        return run_evaluation(grid, out, reuse=True, progress=progress)
+    folder = Path(out)
+    part = grid.name.partition("-")[2] or "all"
+    command = f"python -m precode evaluate --profile full --part {part} --out {folder} --resume"
+    folder_config = RunFolder.stored_config(folder)
+    if folder_config is None or folder_config.get("grid") != grid.to_dict():
+        raise InputError(f"{folder} does not hold the {grid.name} grid; compute it first (on a GPU, resumable): "
+                         f"{command}")
+    finished = {tuple(str(r[k]) for k in CELL_FIELDS) for r in read_csv(folder / "summary.csv")}
+    missing = [c.key for c in grid.cells() if c.key not in finished]
+    if missing:
+        raise InputError(f"{folder} holds {len(grid.cells()) - len(missing)} of the {grid.name} grid's "
+                         f"{len(grid.cells())} cells (next missing: {missing[0]}); finish it with: {command}")
+    return folder
 
 
 def _data_sources(grid: Grid, load: _DataCache) -> dict[str, str]:

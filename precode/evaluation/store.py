@@ -169,12 +169,17 @@ class RunFolder:
         self._drop_unfinished()
 
     # -- reading ------------------------------------------------------------------------------
-    def _read_config(self) -> dict[str, Any] | None:
+    @staticmethod
+    def stored_config(path: str | os.PathLike) -> dict[str, Any] | None:
+        """The ``config.json`` of the run in ``path`` (``None``: no readable one)."""
         try:
-            with open(self.path / "config.json") as f:
+            with open(Path(path) / "config.json") as f:
                 return json.load(f)
         except (OSError, ValueError):
             return None
+
+    def _read_config(self) -> dict[str, Any] | None:
+        return self.stored_config(self.path)
 
     @property
     def summary_path(self) -> Path:
