@@ -14,7 +14,7 @@ Usage::
     .venv/bin/python benchmarks/bench_attacks.py [--iterations 1000] [--victims 32] [--alone 4]
         [--threads 1] [--data fashion-mnist]
 
-It runs with one CPU thread by default (see ``precode/cli_attack.py`` for why); the whole
+It runs with one CPU thread by default (see ``precode/cli/attack.py`` for why); the whole
 benchmark takes about two minutes on a 2-core laptop CPU. Used for chapter 2's note on cost.
 """
 from __future__ import annotations

@@ -129,7 +129,7 @@ def test_the_seed_fixes_precode_runs(capsys):
 
 
 def test_a_bugs_value_error_keeps_its_traceback_and_bad_input_is_one_line(monkeypatch, capsys):
-    from precode import cli_attack
+    from precode.cli import attack as cli_attack
     from precode.cli import main
     from precode.errors import InputError
 

@@ -29,11 +29,11 @@ from typing import Any
 
 import torch
 
-from .attacks import first_linear_layer
-from .cli_common import UserError, write_json
-from .fl.experiment import ATTACK_CHOICES, FederationConfig
-from .fl.simulation import run_federation
-from .models import MODEL_NAMES
+from ..attacks import first_linear_layer
+from ..fl.experiment import ATTACK_CHOICES, FederationConfig
+from ..fl.simulation import run_federation
+from ..models import MODEL_NAMES
+from .common import UserError, write_json
 
 __all__ = ["add_parser", "run"]
 

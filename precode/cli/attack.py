@@ -36,18 +36,18 @@ from typing import Any
 
 import torch
 
-from . import metrics
-from .attacks import ATTACK_NAMES, IG_ATTACKS, first_linear_layer, reconstruct
-from .bottleneck import add_precode
-from .cli_common import UserError, write_json
-from .data import load_data
-from .defenses import parse_defense
-from .federated import compute_victim_gradients
-from .models import MODEL_NAMES, build_model
-from .profiles import get_profile
-from .seeds import streams
-from .threat import ThreatModel, label_rule_of
-from .training import train
+from .. import metrics
+from ..attacks import ATTACK_NAMES, IG_ATTACKS, first_linear_layer, reconstruct
+from ..bottleneck import add_precode
+from ..data import load_data
+from ..defenses import parse_defense
+from ..federated import compute_victim_gradients
+from ..models import MODEL_NAMES, build_model
+from ..profiles import get_profile
+from ..seeds import streams
+from ..threat import ThreatModel, label_rule_of
+from ..training import train
+from .common import UserError, write_json
 
 __all__ = ["add_parser", "run"]
 

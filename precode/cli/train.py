@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 
-from .bottleneck import add_precode
-from .cli_common import UserError, write_json
-from .data import load_data
-from .defenses import DPSGD, parse_defense
-from .defenses.spec import DEFENSE_FORMS
-from .models import MODEL_NAMES, build_model
-from .profiles import get_profile
+from ..bottleneck import add_precode
+from ..data import load_data
+from ..defenses import DPSGD, parse_defense
+from ..defenses.spec import DEFENSE_FORMS
+from ..models import MODEL_NAMES, build_model
+from ..profiles import get_profile
+from .common import UserError, write_json
 
 __all__ = ["add_parser", "run"]
 

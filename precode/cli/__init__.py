@@ -1,8 +1,9 @@
 """The command line: ``python -m precode COMMAND ...``.
 
-Each command lives in its own module (``precode/cli_<command>.py``) that provides
-``add_parser(subparsers)`` and ``run(args) -> int``, and imports :class:`UserError` and
-:func:`write_json` from :mod:`precode.cli_common` (re-exported here). User errors (unknown
+The package ``precode/cli/``: each command lives in its own module (``precode/cli/<command>.py``:
+``attack``, ``train``, ``evaluate``, ``federate``) that provides ``add_parser(subparsers)`` and
+``run(args) -> int``, and imports :class:`UserError` and :func:`write_json` from
+:mod:`precode.cli.common` (re-exported here). User errors (unknown
 names, bad numbers, missing data) are raised as :class:`UserError`, or by the package as
 :class:`precode.errors.InputError`, and printed as one line on stderr with exit status 2, without a
 traceback; any other exception (a plain ``ValueError`` from a bug included) keeps its traceback.
@@ -16,9 +17,9 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from .cli_common import UserError, write_json
-from .data import DataUnavailableError
-from .errors import InputError
+from ..data import DataUnavailableError
+from ..errors import InputError
+from .common import UserError, write_json
 
 __all__ = ["main", "UserError", "write_json"]
 
@@ -29,9 +30,9 @@ def _available_commands() -> dict[str, Any]:
     modules = {}
     for name in COMMANDS:
         try:
-            modules[name] = importlib.import_module(f"precode.cli_{name}")
+            modules[name] = importlib.import_module(f"precode.cli.{name}")
         except ModuleNotFoundError as e:
-            if e.name != f"precode.cli_{name}":
+            if e.name != f"precode.cli.{name}":
                 raise
     return modules
 

@@ -1,8 +1,8 @@
 """What every command of the command line shares: :class:`UserError` and :func:`write_json`.
 
-The command modules (``precode/cli_<command>.py``) import these from here, and
+The command modules (``precode/cli/<command>.py``) import these from here, and
 :mod:`precode.cli`, which dispatches to them, re-exports them, so imports flow one way:
-``cli`` -> ``cli_<command>`` -> ``cli_common``.
+``precode.cli`` -> ``precode.cli.<command>`` -> ``precode.cli.common``.
 """
 from __future__ import annotations
 

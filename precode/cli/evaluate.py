@@ -43,8 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cli_common import UserError
-from .evaluation import get_grid, read_csv, run_evaluation
+from ..evaluation import get_grid, read_csv, run_evaluation
+from .common import UserError
 
 __all__ = ["add_parser", "run"]
 
