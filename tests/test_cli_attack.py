@@ -150,3 +150,19 @@ def test_a_bugs_value_error_keeps_its_traceback_and_bad_input_is_one_line(monkey
     err = capsys.readouterr().err
     assert err.strip() == "error: unknown thing 'x'; choose 'y'"
     assert issubclass(InputError, ValueError)  # library callers may still catch ValueError
+
+
+def test_main_gives_the_caller_its_thread_count_back(capsys, monkeypatch):
+    import torch
+
+    from precode.cli import main
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # so that the command sets one thread
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(["attack", "--attack", "analytic", "--model", "mlp", "--data", "fashion-mnist-sample",
+                     "--images", "1"]) == 0  # the command computes with one thread
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

@@ -17,6 +17,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from ..data import DataUnavailableError
 from ..errors import InputError
 from .common import UserError, write_json
@@ -52,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # Warnings (for example "using the embedded sample") go to stderr as one line each.
     warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
+    threads = torch.get_num_threads()  # commands may choose their own; the caller gets its own back
     try:
         return int(commands[args.command].run(args) or 0)
     except (UserError, InputError, FileNotFoundError, DataUnavailableError) as e:
@@ -59,3 +62,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         # plain ValueError from a bug included) keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)

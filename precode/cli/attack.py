@@ -47,7 +47,7 @@ from ..profiles import get_profile
 from ..seeds import streams
 from ..threat import ThreatModel, label_rule_of
 from ..training import train
-from .common import UserError, write_json
+from .common import UserError, format_or_na, write_json
 
 __all__ = ["add_parser", "run"]
 
@@ -177,9 +177,6 @@ def _save_figure(path: str, originals: torch.Tensor, recon: torch.Tensor, title:
 
 
 def _table(config: dict[str, Any], results: list[dict], summary: dict[str, Any], threat: ThreatModel) -> str:
-    def fmt(v, spec):
-        return "n/a" if v is None else format(v, spec)
-
     budget = ""
     if config["iterations"] is not None:
         budget = f", {config['iterations']} iterations x {config['restarts']} restart(s)"
@@ -192,23 +189,16 @@ def _table(config: dict[str, Any], results: list[dict], summary: dict[str, Any],
     ]
     for r in results:
         lines.append(f"{r['index']:>6} {r['label']:>6} {r['label_pred']:>6} {r['mse']:>10.3g} "
-                     f"{r['psnr']:>8.2f} {fmt(r['ssim'], '7.4f'):>7}")
+                     f"{r['psnr']:>8.2f} {format_or_na(r['ssim'], '7.4f'):>7}")
     lines.append(f"{'mean':>6} {'':>6} {'':>6} {summary['mse']:>10.3g} {summary['psnr']:>8.2f} "
-                 f"{fmt(summary['ssim'], '7.4f'):>7}   label accuracy {summary['label_accuracy']:.3f}, "
+                 f"{format_or_na(summary['ssim'], '7.4f'):>7}   label accuracy {summary['label_accuracy']:.3f}, "
                  f"attack {summary['seconds']:.1f} s")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command for parsed ``args``; returns the exit status (user errors raise ``UserError``)."""
-    threads = torch.get_num_threads()
-    try:
-        return _run(args)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run(args: argparse.Namespace) -> int:
+    """Run the command for parsed ``args``; returns the exit status (user errors raise ``UserError``).
+    The thread count it sets is restored by :func:`precode.cli.main`."""
     _check_args(args)
     attack, model_name = args.attack.lower(), args.model.lower()
     profile = get_profile()
@@ -219,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
     victims = load_data(args.data, "test").first(args.images)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(1)  # many small operations: see the module docstring (run() restores it)
+        torch.set_num_threads(1)  # many small operations: see the module docstring (precode.cli.main restores it)
     model = build_model(model_name, victims.input_shape, victims.num_classes, seed=args.seed)
     if args.precode or args.precode_at:
         # the bottleneck's weights come from the seed too

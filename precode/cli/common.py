@@ -10,11 +10,16 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["UserError", "write_json"]
+__all__ = ["UserError", "format_or_na", "write_json"]
 
 
 class UserError(Exception):
     """An error in what the user asked for; printed as one line, exit status 2."""
+
+
+def format_or_na(value: Any, spec: str) -> str:
+    """``value`` formatted with ``spec`` for a table, or ``n/a`` when it is ``None``."""
+    return "n/a" if value is None else format(value, spec)
 
 
 def write_json(payload: dict[str, Any], target: str | None) -> None:

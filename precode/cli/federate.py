@@ -33,7 +33,7 @@ from ..attacks import first_linear_layer
 from ..fl.experiment import ATTACK_CHOICES, FederationConfig
 from ..fl.simulation import run_federation
 from ..models import MODEL_NAMES
-from .common import UserError, write_json
+from .common import UserError, format_or_na, write_json
 
 __all__ = ["add_parser", "run"]
 
@@ -103,9 +103,6 @@ def _config(args: argparse.Namespace):
 
 
 def _table(report) -> str:
-    def fmt(v, spec):
-        return "n/a" if v is None else format(v, spec)
-
     c = report.config
     lines = [
         (f"FedAvg in {report.engine}: {c.clients} clients x {c.rounds} rounds, E={c.local_steps} local SGD steps "
@@ -116,28 +113,21 @@ def _table(report) -> str:
     ]
     for r in range(1, c.rounds + 1):
         for s in report.scores.get(r, []):
-            lines.append(f"{r:>5} {s['client']:>6} {s['mse']:>10.3g} {s['psnr']:>8.2f} {fmt(s['ssim'], '7.4f'):>7} "
-                         f"{fmt(s['label_accuracy'], '6.2f'):>6}")
+            lines.append(f"{r:>5} {s['client']:>6} {s['mse']:>10.3g} {s['psnr']:>8.2f} "
+                         f"{format_or_na(s['ssim'], '7.4f'):>7} {format_or_na(s['label_accuracy'], '6.2f'):>6}")
         lines.append(f"{r:>5} {'test':>6} accuracy of the global model {100 * report.test_accuracy[r]:.1f}%")
     s = report.summary()
     if s["victims"]:
-        lines.append(f"{'mean':>12} {s['mse']:>10.3g} {s['psnr']:>8.2f} {fmt(s['ssim'], '7.4f'):>7} "
-                     f"{fmt(s['label_accuracy'], '6.2f'):>6}   over {s['victims']} client updates; "
+        lines.append(f"{'mean':>12} {s['mse']:>10.3g} {s['psnr']:>8.2f} {format_or_na(s['ssim'], '7.4f'):>7} "
+                     f"{format_or_na(s['label_accuracy'], '6.2f'):>6}   over {s['victims']} client updates; "
                      f"attacks {s['attack_seconds']:.1f} s")
     lines.append(f"total {s['seconds']:.1f} s, Flower's start-up included")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command for parsed ``args``; returns the exit status (user errors raise ``UserError``)."""
-    threads = torch.get_num_threads()
-    try:
-        return _run(args)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run(args: argparse.Namespace) -> int:
+    """Run the command for parsed ``args``; returns the exit status (user errors raise ``UserError``).
+    The thread count it sets is restored by :func:`precode.cli.main`."""
     config = _config(args)
     if importlib.util.find_spec("flwr") is None or importlib.util.find_spec("ray") is None:
         raise UserError("the federate command needs Flower's simulation engine: "
