@@ -198,7 +198,7 @@ def match_to_victims(reconstructions: torch.Tensor, victims: torch.Tensor,
     r, v = _pair(reconstructions, victims)
     order = torch.arange(len(r))
     starts = _batches(len(r), batch_size)
-    size = len(r) if batch_size is None else int(batch_size)
+    size = starts.step
     if size == 1:
         return order
     r, v = r.flatten(1).double(), v.flatten(1).double()

@@ -18,7 +18,7 @@ from .cells import run_cell, train_model
 from .grid import Grid
 from .report import draw_figures, summarize_cell
 from .schema import CELL_FIELDS
-from .store import RunFolder, read_csv
+from .store import RunFolder
 
 __all__ = ["run_evaluation", "chapter_results"]
 
@@ -111,11 +111,11 @@ def chapter_results(grid: Grid, out: str | Path, progress: bool = False) -> Path
     if folder_config is None or folder_config.get("grid") != grid.to_dict():
         raise InputError(f"{folder} does not hold the {grid.name} grid; compute it first (on a GPU, resumable): "
                          f"{command}")
-    finished = {tuple(str(r[k]) for k in CELL_FIELDS) for r in read_csv(folder / "summary.csv")}
-    missing = [c.key for c in grid.cells() if c.key not in finished]
+    finished, cells = RunFolder.finished_in(folder), grid.cells()
+    missing = [c.key for c in cells if c.key not in finished]
     if missing:
-        raise InputError(f"{folder} holds {len(grid.cells()) - len(missing)} of the {grid.name} grid's "
-                         f"{len(grid.cells())} cells (next missing: {missing[0]}); finish it with: {command}")
+        raise InputError(f"{folder} holds {len(cells) - len(missing)} of the {grid.name} grid's "
+                         f"{len(cells)} cells (next missing: {missing[0]}); finish it with: {command}")
     return folder
 
 

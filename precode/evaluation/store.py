@@ -193,9 +193,14 @@ class RunFolder:
     def training_path(self) -> Path:
         return self.path / "training.csv"
 
+    @staticmethod
+    def finished_in(path: str | os.PathLike) -> set[tuple]:
+        """Keys ``(model, data, defense, attack)`` of the cells with a summary row in the run folder ``path``."""
+        return {tuple(str(r[k]) for k in CELL_FIELDS) for r in read_csv(Path(path) / "summary.csv")}
+
     def finished_cells(self) -> set[tuple]:
         """Keys ``(model, data, defense, attack)`` of the cells with a summary row."""
-        return {tuple(str(r[k]) for k in CELL_FIELDS) for r in read_csv(self.summary_path)}
+        return self.finished_in(self.path)
 
     def training(self, model: str, train_data: str, defense: str) -> list[dict[str, Any]]:
         """The stored training history of a model under a defense (empty when not trained yet)."""
