@@ -12,6 +12,9 @@ chapters can report distributions and not only means:
 * :func:`identification_rate`: threshold-free: the fraction of reconstructions whose nearest
   neighbour (by MSE) in a pool of real images is the victim itself.
 
+Intervals: :func:`mean_ci95` (Student's t), :func:`mean_bootstrap_ci`, and :func:`wilson_interval`
+for a success rate (sound at 0 or ``n`` successes).
+
 Scoring batches (evaluation only: these read the victims, which the server does not have):
 
 * :func:`match_to_victims`: which reconstruction of a client batch belongs to which image.
@@ -38,7 +41,7 @@ from .errors import InputError
 
 __all__ = [
     "mse", "psnr", "ssim", "label_accuracy", "nearest_neighbours", "identification_rate", "mean_ci95",
-    "mean_bootstrap_ci", "PSNR_CAP_DB", "match_to_victims", "match_labels", "batch_label_recovery",
+    "wilson_interval", "mean_bootstrap_ci", "PSNR_CAP_DB", "match_to_victims", "match_labels", "batch_label_recovery",
     "distinct_label_fraction", "gradient_cosine", "layer_cosines", "norm_share",
 ]
 
@@ -129,6 +132,16 @@ def identification_rate(
     candidates = v if pool is None else torch.cat([v, torch.as_tensor(pool).float().cpu()])
     nn_index = nearest_neighbours(r, candidates)
     return float((nn_index == torch.arange(len(r))).float().mean())
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% for ``z = 1.96``); sound for 0 or n successes."""
+    if n <= 0:
+        raise InputError("a proportion needs at least one trial")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def mean_ci95(values: Sequence[float] | torch.Tensor | np.ndarray) -> tuple[float, float]:

@@ -1,6 +1,11 @@
 """Figures the chapters share.
 
 * :func:`strip_plot`: one dot per victim, with the mean and its 95% interval;
+* :func:`mean_ci_plot`: the mean of a metric and its 95% t interval against a parameter (a budget,
+  a learning rate, a defense's accuracy);
+* :func:`rate_plot`: a success rate (successes out of ``n``) with its Wilson 95% interval against a
+  parameter;
+* :func:`loss_curves`: an attack's loss per iteration, one line per victim;
 * :func:`image_grid`: rows of images (victims, then each attack's reconstructions), grey or colour,
   with a short note under each image (its SSIM, say).
 
@@ -8,22 +13,31 @@ Used in chapters 2 to 7.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from .errors import InputError
-from .metrics import mean_ci95
+from .metrics import mean_ci95, wilson_interval
 
-__all__ = ["strip_plot", "image_grid", "show_image", "SSIM_BOUNDS"]
+__all__ = ["strip_plot", "mean_ci_plot", "rate_plot", "loss_curves", "image_grid", "show_image", "SSIM_BOUNDS"]
 
 SSIM_BOUNDS = (-1.0, 1.0)
 """The range SSIM can take; an interval drawn for it is clipped to this range."""
 
 
+def _clipped(mean: float, half: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return low, high
+
+
 def strip_plot(ax, groups: Mapping[str, Sequence[float]], ylabel: str = "", colours: Mapping[str, str] | None = None,
-               *, bounds: tuple[float, float] | None = None, title: str | None = None, seed: int = 0):
+               *, bounds: tuple[float, float] | None = None, title: str | None = None, seed: int = 0,
+               threshold: float | None = None, ylim: tuple[float, float] | None = None,
+               interval: Callable[[np.ndarray], tuple[float, float, float]] | None = None):
     """Draw one dot per value for each group (jittered), and its mean with the 95% t interval in black.
 
     Args:
@@ -35,6 +49,10 @@ def strip_plot(ax, groups: Mapping[str, Sequence[float]], ylabel: str = "", colo
             (:func:`precode.metrics.mean_ci95`, symmetric) is drawn clipped to it. ``None``: unclipped.
         title: the axes' title.
         seed: the jitter's seed (the same figure every run).
+        threshold: a value to mark with a dotted line (a success threshold), or ``None``.
+        ylim: the y axis' limits, or ``None`` for matplotlib's.
+        interval: ``values -> (mean, low, high)`` for another interval
+            (:func:`precode.metrics.mean_bootstrap_ci`, say); ``None``: the t interval.
 
     Returns:
         ``ax``.
@@ -47,15 +65,104 @@ def strip_plot(ax, groups: Mapping[str, Sequence[float]], ylabel: str = "", colo
         v = np.asarray(values, dtype=float)
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), v, s=14, alpha=0.7,
                    color=(colours or {}).get(name, f"C{i % 10}"))
-        mean, half = mean_ci95(v)
-        low, high = mean - half, mean + half
-        if bounds is not None:
-            low, high = max(low, bounds[0]), min(high, bounds[1])
+        if interval is None:
+            mean, half = mean_ci95(v)
+            low, high = _clipped(mean, half, bounds)
+        else:
+            mean, low, high = interval(v)
         ax.errorbar(i + 0.3, mean, yerr=[[mean - low], [high - mean]], fmt="_", color="k", ms=10, capsize=3)
     ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)
+    _finish(ax, threshold, ylim)
+    return ax
+
+
+def _finish(ax, threshold: float | None, ylim: tuple[float, float] | None) -> None:
+    if threshold is not None:
+        ax.axhline(threshold, color="gray", lw=0.8, ls=":")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+
+
+def mean_ci_plot(ax, xs: Sequence[float], samples: Sequence[Sequence[float]], *, label: str | None = None,
+                 colour: str | None = None, fmt: str = "o-", bounds: tuple[float, float] | None = None,
+                 threshold: float | None = None, ylim: tuple[float, float] | None = None):
+    """Draw the mean of each sample at its ``x``, with its 95% t interval (:func:`precode.metrics.mean_ci95`).
+
+    Args:
+        ax: the matplotlib axes to draw on.
+        xs: one position per sample (a budget, a learning rate, an accuracy).
+        samples: one sequence of values per ``x`` (the victims' SSIM, say).
+        label, colour, fmt: the series' legend label, colour and matplotlib format.
+        bounds: ``(low, high)`` the metric cannot leave; intervals are clipped to it.
+        threshold, ylim: as in :func:`strip_plot`.
+
+    Returns:
+        ``ax``.
+
+    Raises:
+        ValueError: ``xs`` and ``samples`` of different lengths, or a sample without values or with NaN.
+    """
+    if len(xs) != len(samples):
+        raise InputError(f"mean_ci_plot needs one sample per x: {len(xs)} x values, {len(samples)} samples")
+    stats = [mean_ci95(v) for v in samples]
+    means = np.array([m for m, _ in stats])
+    lows, highs = np.array([_clipped(m, h, bounds) for m, h in stats]).T
+    ax.errorbar(xs, means, yerr=[means - lows, highs - means], fmt=fmt, color=colour, capsize=3, label=label)
+    _finish(ax, threshold, ylim)
+    return ax
+
+
+def rate_plot(ax, xs: Sequence[float], successes: Sequence[int], n: int | Sequence[int], *, label: str | None = None,
+              marker: str = "o", colour: str | None = None, ls: str = "-"):
+    """Draw the success rate ``successes / n`` at each ``x``, with its Wilson 95% interval
+    (:func:`precode.metrics.wilson_interval`, sound at 0 or ``n`` successes).
+
+    Args:
+        ax: the matplotlib axes to draw on.
+        xs: one position per rate (a batch size, a number of clients per aggregate).
+        successes: the count of successes at each ``x``.
+        n: the number of trials, one for all or one per ``x``.
+        label, marker, colour, ls: the series' legend label and style.
+
+    Returns:
+        ``ax``, with the y axis from -0.05 to 1.05.
+
+    Raises:
+        ValueError: ``xs`` and ``successes`` of different lengths, or ``n`` below 1.
+    """
+    ns = [int(n)] * len(xs) if np.isscalar(n) else [int(k) for k in n]
+    if not len(xs) == len(successes) == len(ns):
+        raise InputError(f"rate_plot needs one count per x: {len(xs)} x values, {len(successes)} counts, "
+                         f"{len(ns)} trial numbers")
+    rates = np.array([k / m for k, m in zip(successes, ns)])
+    bounds = np.array([wilson_interval(int(k), m) for k, m in zip(successes, ns)])
+    ax.errorbar(xs, rates, yerr=[rates - bounds[:, 0], bounds[:, 1] - rates], marker=marker, ls=ls, color=colour,
+                capsize=3, label=label)
+    ax.set_ylim(-0.05, 1.05)
+    return ax
+
+
+def loss_curves(ax, history, *, colour: str | None = None, label: str | None = None, log: bool = True):
+    """Draw an attack's loss per iteration, one faint line per victim, and one legend entry.
+
+    Args:
+        ax: the matplotlib axes to draw on.
+        history: ``(iterations, victims)``: :attr:`precode.attacks.AttackResult.loss_history`.
+        colour, label: the lines' colour and their legend label.
+        log: a logarithmic y axis.
+
+    Returns:
+        ``ax``.
+    """
+    values = torch.as_tensor(history).detach().cpu().numpy()
+    if values.ndim != 2 or values.size == 0:
+        raise InputError(f"a loss history is (iterations, victims), got shape {values.shape}")
+    ax.plot(values, color=colour, alpha=0.35, lw=0.8)
+    ax.plot([], [], color=colour, label=label)
+    ax.set(xlabel="iteration", yscale="log" if log else "linear")
     return ax
 
 

@@ -181,3 +181,53 @@ def test_gradient_agreement_measures():
         metrics.gradient_cosine(a, {"w": a["w"]})
     with pytest.raises(ValueError, match="unknown parameter"):
         metrics.norm_share(a, ["x"])
+
+
+def test_wilson_interval_lives_in_metrics_and_evaluation_reexports_it():
+    from precode import evaluation
+
+    assert evaluation.wilson_interval is metrics.wilson_interval
+    low, high = metrics.wilson_interval(0, 32)
+    assert low == 0.0 and 0.09 < high < 0.12  # 0 of 32 is compatible with rates up to about 11%
+
+
+def test_mean_ci_rate_and_loss_plots_draw_what_they_are_given():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from precode.plotting import SSIM_BOUNDS, loss_curves, mean_ci_plot, rate_plot, strip_plot
+
+    _, ax = plt.subplots()
+    samples = [[0.1, 0.2, 0.3], [1.0, 1.0, 0.4]]
+    mean_ci_plot(ax, [10, 100], samples, bounds=SSIM_BOUNDS, threshold=0.5, ylim=(0, 1.05), label="a")
+    bar = ax.containers[0]
+    ys = bar.lines[0].get_ydata()
+    assert list(ys) == pytest.approx([0.2, 0.8])
+    tops = bar.lines[2][0].get_segments()
+    assert max(seg[:, 1].max() for seg in tops) == 1.0  # the second interval is clipped at SSIM's bound
+    assert ax.get_ylim() == (0, 1.05) and ax.lines[-1].get_ydata()[0] == 0.5  # the threshold line
+    with pytest.raises(ValueError, match="one sample per x"):
+        mean_ci_plot(ax, [1, 2, 3], samples)
+
+    _, ax2 = plt.subplots()
+    rate_plot(ax2, [1, 2], [0, 8], 8, label="r")
+    bar = ax2.containers[0]
+    assert list(bar.lines[0].get_ydata()) == [0.0, 1.0]
+    low0, high0 = metrics.wilson_interval(0, 8)
+    seg = bar.lines[2][0].get_segments()[0]
+    assert seg[:, 1].min() == pytest.approx(low0) and seg[:, 1].max() == pytest.approx(high0)
+    with pytest.raises(ValueError, match="one count per x"):
+        rate_plot(ax2, [1, 2], [1], 8)
+
+    loss_curves(ax2, torch.rand(5, 3), colour="C1", label="loss")
+    assert ax2.get_yscale() == "log" and len(ax2.lines) >= 4  # 3 victims and one legend entry
+    with pytest.raises(ValueError, match="iterations, victims"):
+        loss_curves(ax2, torch.rand(5))
+
+    _, ax3 = plt.subplots()
+    strip_plot(ax3, {"boot": [0.1, 0.5, 0.9]}, interval=lambda v: (0.5, 0.2, 0.7))
+    seg = ax3.containers[0].lines[2][0].get_segments()[0]
+    assert seg[:, 1].min() == pytest.approx(0.2) and seg[:, 1].max() == pytest.approx(0.7)
+    plt.close("all")

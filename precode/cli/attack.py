@@ -36,15 +36,13 @@ from typing import Any
 
 import torch
 
-from .. import metrics
-from ..attacks import ATTACK_NAMES, IG_ATTACKS, first_linear_layer, reconstruct
+from ..attacks import ATTACK_NAMES, IG_ATTACKS, first_linear_layer
 from ..bottleneck import add_precode
 from ..data import load_data
 from ..defenses import parse_defense
-from ..federated import compute_victim_gradients
+from ..experiment import run_attack
 from ..models import MODEL_NAMES, build_model
 from ..profiles import get_profile
-from ..seeds import streams
 from ..threat import ThreatModel, label_rule_of
 from ..training import train
 from .common import UserError, format_or_na, write_json
@@ -92,17 +90,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     p.error = one_line_error  # type: ignore[method-assign]
     return p
-
-
-def gradient_transform(args: argparse.Namespace):
-    """The defense each client applies to its gradients before sharing them, or ``None``.
-
-    The single place where the command changes what the server receives: ``--defense SPEC``
-    parsed by :func:`precode.defenses.parse_defense`, seeded with the client's stream of ``--seed``
-    (:func:`precode.seeds.streams`).
-    """
-    defense = parse_defense(args.defense, seed=streams(args.seed).client)
-    return None if defense.name == "none" else defense
 
 
 def threat_model(args: argparse.Namespace) -> ThreatModel:
@@ -221,26 +208,17 @@ def run(args: argparse.Namespace) -> int:
         train_data = load_data(args.data, "train").subset(profile.train_subset)
         train(model, train_data, epochs=args.trained_epochs, seed=args.seed, progress=progress)
 
-    # what the clients share: one gradient per client batch, after any transform they apply;
-    # PRECODE's sampling noise comes from the global generator, seeded here with the client's
-    # stream; the attack gets the attacker's (precode.seeds: it must not replay the client's noise)
+    # the experiment (precode.experiment.run_attack): the server sends the model, the clients share their
+    # gradients with the client's stream, the attack runs with the attacker's (it must not replay the
+    # client's noise), and the reconstructions are matched to the victims for scoring
     threat = threat_model(args)
     rng = threat.streams
-    threat.weights_sent(model)  # a malicious server's weights reach the clients (an honest one's: unchanged)
-    images, labels = victims.images.to(device), victims.labels.to(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(rng.client)
-        shared = compute_victim_gradients(model, images, labels, batch_size=args.batch_size,
-                                          defense=gradient_transform(args))
     iterations, restarts = _resolved_budget(attack, args, profile)
-    result = reconstruct(attack, model, shared, input_shape=victims.input_shape, batch_size=args.batch_size,
-                         iterations=iterations, restarts=restarts, seed=rng.attacker, progress=progress)
-
-    order = metrics.match_to_victims(result.reconstructions, victims.images, args.batch_size)
-    recon = result.reconstructions[order]
-    predicted = metrics.match_labels(result.labels, victims.labels, args.batch_size)
-    mse, psnr = metrics.mse(recon, victims.images), metrics.psnr(recon, victims.images)
-    ssim = metrics.ssim(recon, victims.images).tolist() if min(victims.input_shape[1:]) >= 7 else None
+    run_ = run_attack(attack, model, victims, threat, defense=args.defense, iterations=iterations,
+                      restarts=restarts, progress=progress)
+    result, recon, predicted = run_.result, run_.images, run_.labels
+    mse, psnr = run_.mse, run_.psnr
+    ssim = None if run_.ssim is None else run_.ssim.tolist()
 
     config = {
         "attack": attack, "model": model_name, "precode": bool(args.precode or args.precode_at),
@@ -260,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "mse": float(mse.mean()), "psnr": float(psnr.mean()),
         "ssim": None if ssim is None else float(sum(ssim) / len(ssim)),
-        "label_accuracy": metrics.label_accuracy(predicted, victims.labels), "seconds": float(result.seconds),
+        "label_accuracy": run_.label_accuracy, "seconds": float(result.seconds),
     }
     table = _table(config, results, summary, threat)
     print(table, file=sys.stderr if args.json == "-" else sys.stdout)

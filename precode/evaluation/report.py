@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..metrics import mean_ci95
+from ..metrics import mean_ci95, wilson_interval
 from .grid import split_defense
 from .schema import SUMMARY_FIELDS
 from .store import read_csv
@@ -53,16 +52,6 @@ FAMILY_NAMES = {"none": "no defense", "gaussian": "Gaussian noise", "laplacian":
                 "precode+partial": "PRECODE + partial noise", "precode+": "PRECODE + gradient defense"}
 ATTACK_TITLES = {"ig": "Inverting Gradients", "idlg": "iDLG", "analytic": "analytic", "dlg": "DLG",
                  "ig-omit": "ig-omit", "ig-joint": "ig-joint"}
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion (95% for ``z = 1.96``); sound for 0 or n successes."""
-    if n <= 0:
-        raise InputError("a proportion needs at least one trial")
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds: float, training: dict[str, Any],

@@ -1,0 +1,127 @@
+"""One attack experiment: the clients share, the server attacks, the victims are scored.
+
+:func:`run_attack` is the experiment of ``python -m precode attack`` and of chapters 2 and 4, under
+one stated :class:`precode.threat.ThreatModel`:
+
+1. the server sends the model (:meth:`ThreatModel.weights_sent`: unchanged when it is honest);
+2. each client computes the gradient of its batch of ``B`` images (``threat.batch_size``) and applies
+   its defense, with the *client's* random stream (PRECODE's sampling noise, the defense's noise);
+3. the server runs the attack with the *attacker's* stream, given the labels or not (``threat.labels``);
+4. scoring (which reads the victims, as the server cannot): each reconstruction is matched to its
+   victim within its batch by least MSE (:func:`precode.metrics.match_to_victims`), labels are compared
+   per batch as a multiset, and MSE, PSNR and SSIM are computed per victim.
+
+The evaluation grid (:mod:`precode.evaluation.cells`) runs the same steps for many cells at once and
+stores them; this module is the single-run form.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import metrics
+from .attacks import AttackResult, reconstruct
+from .data import ImageData
+from .defenses import Defense, parse_defense
+from .errors import InputError
+from .federated import compute_victim_gradients
+from .threat import ThreatModel
+
+__all__ = ["AttackRun", "run_attack", "SSIM_MIN_SIDE"]
+
+SSIM_MIN_SIDE = 7
+"""SSIM's 7x7 window needs images at least this many pixels high and wide; smaller ones get no SSIM."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackRun:
+    """What one experiment found, per victim and in the victims' order.
+
+    Attributes:
+        result: the attack's own :class:`precode.attacks.AttackResult` (its labels, loss history,
+            evaluations and seconds).
+        images: the reconstructions ``(N, C, H, W)``, matched to the victims.
+        labels: the attacker's labels, matched to the victims' labels per batch.
+        mse, psnr: per victim.
+        ssim: per victim, or ``None`` for images below :data:`SSIM_MIN_SIDE` pixels.
+        label_accuracy: the fraction of victims whose label the attacker had right.
+        threat: the experiment's threat model.
+    """
+
+    result: AttackResult
+    images: torch.Tensor
+    labels: torch.Tensor
+    mse: np.ndarray
+    psnr: np.ndarray
+    ssim: np.ndarray | None
+    label_accuracy: float
+    threat: ThreatModel
+
+    def success(self, threshold: float) -> np.ndarray:
+        """Per victim: whether its reconstruction reached SSIM ``threshold``."""
+        if self.ssim is None:
+            raise InputError(f"these images are smaller than {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} pixels and have no "
+                             "SSIM; judge them by PSNR")
+        return self.ssim >= threshold
+
+    def line(self, name: str) -> str:
+        """One line for a chapter's output: SSIM (mean, min), PSNR, labels, budget spent and seconds."""
+        ssim = "" if self.ssim is None else f"SSIM mean {self.ssim.mean():.3f} (min {self.ssim.min():.3f}), "
+        return (f"{name} {ssim}PSNR mean {self.psnr.mean():5.1f} dB, labels {self.label_accuracy:.2f}, "
+                f"{self.result.evaluations:5d} evaluations, {self.result.seconds:5.1f} s")
+
+
+def run_attack(attack: str, model: nn.Module, victims: ImageData, threat: ThreatModel, *,
+               defense: str | Defense | None = None, iterations: int | None = None, restarts: int | None = None,
+               progress: bool = False, **options) -> AttackRun:
+    """Run one attack experiment on ``victims`` under ``threat`` (see the module docstring for the steps).
+
+    Args:
+        attack: a name of :data:`precode.attacks.ATTACKS`.
+        model: the global model, on the device the experiment runs on; a malicious ``threat.server``
+            changes its weights in place (the weights it sends).
+        victims: the clients' images, cut in order into batches of ``threat.batch_size``.
+        threat: the threat model: server, labels given or inferred, batch size, seed.
+        defense: what each client applies to its gradient before sharing it (a spec of
+            :func:`precode.defenses.parse_defense`, seeded with the client's stream, or a
+            :class:`precode.defenses.Defense`); ``None`` or ``"none"``: nothing.
+        iterations, restarts: the attack's budget; ``None``: the profile's.
+        progress: a tqdm bar on stderr.
+        **options: the attack's own keyword arguments (``lr``, ``tv``, ``draws`` ...).
+
+    Returns:
+        :class:`AttackRun`.
+
+    Raises:
+        ValueError: victims that cannot be cut into batches of ``threat.batch_size``, an unknown attack
+        or defense, or what the attack itself refuses.
+    """
+    b = int(threat.batch_size)
+    if len(victims) == 0 or len(victims) % b:
+        raise InputError(f"{len(victims)} victims cannot be cut into client batches of {b}; give a multiple of {b}")
+    if isinstance(defense, str):
+        defense = parse_defense(defense, seed=threat.streams.client)
+    if defense is not None and defense.name == "none":
+        defense = None
+    device = next(model.parameters()).device
+    threat.weights_sent(model)
+    images, labels = victims.images.to(device), victims.labels.to(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(threat.streams.client)  # PRECODE's sampling noise: the client's stream
+        shared = compute_victim_gradients(model, images, labels, batch_size=b, defense=defense)
+    result = reconstruct(attack, model, shared, victims.input_shape, batch_size=b,
+                         labels=labels if threat.labels_given else None, iterations=iterations, restarts=restarts,
+                         seed=threat.streams.attacker, progress=progress, **options)
+    recon = result.reconstructions.cpu()
+    recon = recon[metrics.match_to_victims(recon, victims.images, b)]
+    predicted = metrics.match_labels(result.labels.cpu(), victims.labels, b)
+    small = min(victims.input_shape[1:]) < SSIM_MIN_SIDE
+    return AttackRun(
+        result=result, images=recon, labels=predicted,
+        mse=metrics.mse(recon, victims.images).numpy(), psnr=metrics.psnr(recon, victims.images).numpy(),
+        ssim=None if small else metrics.ssim(recon, victims.images).numpy(),
+        label_accuracy=metrics.label_accuracy(predicted, victims.labels), threat=threat,
+    )

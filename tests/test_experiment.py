@@ -1,0 +1,50 @@
+"""precode.experiment.run_attack: one experiment under a threat model, scored per victim."""
+import numpy as np
+import pytest
+import torch
+
+from precode import add_precode, build_model, load_data
+from precode.experiment import run_attack
+from precode.threat import ThreatModel
+
+
+@pytest.fixture(scope="module")
+def victims():
+    return load_data("fashion-mnist", "test").first(4)
+
+
+def test_analytic_batches_are_matched_back_to_their_victims(victims):
+    model = build_model("mlp", victims.input_shape, victims.num_classes, seed=0)
+    run = run_attack("analytic", model, victims, ThreatModel(labels="given", batch_size=2))
+    # exact reconstructions, in the victims' order (the attack returns each batch in its own order)
+    assert np.all(run.psnr >= 60) and np.allclose(run.ssim, 1.0, atol=1e-4)
+    assert torch.allclose(run.images, victims.images, atol=1e-4)
+    assert run.label_accuracy == 1.0 and run.success(0.5).all()
+    assert "labels 1.00" in run.line("analytic")
+
+
+def test_the_defense_uses_the_clients_stream_and_labels_follow_the_threat_model(victims):
+    model = build_model("mlp", victims.input_shape, victims.num_classes, seed=0)
+    noisy = [run_attack("analytic", model, victims, ThreatModel(seed=s), defense="gaussian:0.01").psnr
+             for s in (0, 0, 1)]
+    assert np.array_equal(noisy[0], noisy[1]) and not np.array_equal(noisy[0], noisy[2])
+    assert noisy[0].max() < 60  # the noise reached what the server received
+    given = run_attack("ig", model, victims, ThreatModel(labels="given"), iterations=2)
+    assert torch.equal(given.result.labels.cpu(), victims.labels)
+
+
+def test_a_malicious_server_switches_precode_off_and_bad_input_is_named(victims):
+    model = add_precode(build_model("mlp", victims.input_shape, victims.num_classes, seed=0), seed=0)
+    run = run_attack("ig", model, victims, ThreatModel(server="malicious", labels="given"), iterations=150)
+    assert run.ssim.mean() > 0.5 and run.threat.server == "malicious"
+    with pytest.raises(ValueError, match="multiple of 3"):
+        run_attack("ig", model, victims, ThreatModel(batch_size=3))
+    with pytest.raises(ValueError, match="unknown attack"):
+        run_attack("nope", model, victims, ThreatModel())
+    tiny = load_data("fashion-mnist", "test").first(2)
+    tiny.images = tiny.images[:, :, :5, :5]
+    small = build_model("mlp", (1, 5, 5), tiny.num_classes, seed=0)
+    run = run_attack("analytic", small, tiny, ThreatModel(labels="given"))
+    assert run.ssim is None
+    with pytest.raises(ValueError, match="PSNR"):
+        run.success(0.5)
