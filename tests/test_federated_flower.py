@@ -324,3 +324,20 @@ def test_secure_aggregation_runs_and_the_server_sees_only_the_aggregate():
     assert record.clients == (0, 1, 2) and record.labels_given and len(record.images) == 3
     assert set(report.test_accuracy) == {0, 1}
     assert [c["client"] for c in report.scores[1]] == [0, 1, 2]
+
+
+def test_attack_outcome_reports_progress_and_matches_at_the_truths_distance():
+    from types import SimpleNamespace
+
+    from precode.fl.experiment import attack_outcome
+
+    scores = [{"ssim": 0.9, "label_accuracy": 1.0}, {"ssim": 0.1, "label_accuracy": 0.0}]
+    records = [SimpleNamespace(distance=0.1, initial_distance=1.0, server_round=1, clients=[0]),
+               SimpleNamespace(distance=0.5, initial_distance=1.0, server_round=2, clients=[1])]
+    floors = {1: torch.tensor([0.2, 9.0]), 2: torch.tensor([9.0, 0.3])}
+    out = attack_outcome(scores, records, floors)
+    assert list(out["ssim"]) == [0.9, 0.1] and out["labels"] == 0.5
+    assert out["progress"] == pytest.approx(0.3) and out["below"] == 0.5  # client 1 ends above its truth
+    assert "below" not in attack_outcome(scores, records)
+    with pytest.raises(ValueError, match="at least one client"):
+        attack_outcome([], records)

@@ -17,6 +17,7 @@ import functools
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -32,7 +33,7 @@ from .client import client_batch, client_update, images_needed
 from .server import CuriousServer, Reconstruction
 from .streams import derive_seed
 
-__all__ = ["ATTACK_CHOICES", "FederationConfig", "FederationReport", "score"]
+__all__ = ["ATTACK_CHOICES", "FederationConfig", "FederationReport", "score", "attack_outcome"]
 
 ATTACK_CHOICES = ("analytic", "ig", "none")
 
@@ -357,3 +358,32 @@ def attack_first_round(config: FederationConfig, *, group_size: int | None = Non
         labels = config.victims(1, range(config.clients)).labels if labels_given else None
         records = server.attack_aggregates(1, groups, means, labels)
     return server, [s for r in records for s in score(config, r)]
+
+
+def attack_outcome(scores: list[dict[str, Any]], records: list[Reconstruction],
+                   floors: dict[int, torch.Tensor] | None = None) -> dict[str, Any]:
+    """What an attack on some clients achieved, and whether its optimiser did its part.
+
+    Args:
+        scores: the clients' scores (:func:`score`; ``ssim`` and ``label_accuracy``).
+        records: the server's reconstructions of those clients.
+        floors: ``{round: distances}`` from :func:`distance_at_truth`, by partition; ``None``: skip ``below``.
+
+    Returns:
+        ``ssim`` (per victim, an array), ``labels`` (mean label accuracy), ``progress`` (mean final
+        over initial update distance: near 0 when the optimiser converged) and ``below`` (the share
+        of updates the attack matched at least as well as the true images do, within 1e-3: a defense
+        that "works" while ``below`` is high is not an optimiser that stalled).
+
+    Raises:
+        ValueError: no scores or no records.
+    """
+    if not scores or not records:
+        raise InputError("attack_outcome needs the scores and the reconstructions of at least one client")
+    outcome = {"ssim": np.array([c["ssim"] for c in scores], dtype=float),
+               "labels": float(np.mean([c["label_accuracy"] for c in scores])),
+               "progress": float(np.mean([r.distance / r.initial_distance for r in records]))}
+    if floors is not None:
+        outcome["below"] = float(np.mean([r.distance <= float(floors[r.server_round][r.clients[0]]) + 1e-3
+                                          for r in records]))
+    return outcome
