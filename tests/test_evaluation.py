@@ -224,6 +224,26 @@ def test_stored_reconstructions_are_the_cells_own(tmp_path, one_thread):
     assert stored == ["mlp__fashion-mnist-sample__prune_0.5__analytic.pt"]
 
 
+def test_grid_results_reads_a_cell_by_model_defense_and_attack(tmp_path, one_thread):
+    out = evaluation.run_evaluation(tiny_grid(defenses=("none",)), tmp_path / "run", progress=False, figures=False)
+    res = evaluation.GridResults(out)
+    key = ("mlp", "fashion-mnist-sample", "none", "analytic")
+    row = res.row("mlp", "none", "analytic")
+    assert (row["model"], row["data"], row["defense"], row["attack"]) == key and row["n"] == 2
+    cell = res.cell("mlp", "none", "analytic")
+    victims = [r for r in res.results if (r["model"], r["data"], r["defense"], r["attack"]) == key]
+    assert list(cell["ssim"]) == [r["ssim"] for r in sorted(victims, key=lambda r: r["victim"])]
+    assert torch.equal(cell["images"], evaluation.read_reconstructions(out, key)) and len(cell["psnr"]) == 2
+    with pytest.raises(ValueError, match=r"no cell .* it has"):
+        res.row("mlp", "prune:0.9", "ig")
+    with pytest.raises(ValueError, match="no cell of model 'cnn'"):
+        res.row("cnn", "none", "ig")
+    with pytest.raises(ValueError, match="no cell"):
+        evaluation.GridResults(out, data={"mlp": "photos"}).row("mlp", "none", "ig")
+    with pytest.raises(ValueError, match=r"no summary\.csv"):
+        evaluation.GridResults(tmp_path / "empty")
+
+
 def test_reuse_reads_a_finished_run_and_recomputes_it_when_anything_changed(tmp_path, monkeypatch, one_thread):
     calls = {"cells": 0, "training": 0}
     real_cell, real_train = cells_module.run_cell, cells_module.train_model

@@ -57,7 +57,7 @@ from .report import (
     wilson_interval,
 )
 from .runner import chapter_results, run_evaluation
-from .store import RESULT_FIELDS, TRAINING_CSV_FIELDS, RunFolder, read_csv, read_reconstructions
+from .store import RESULT_FIELDS, TRAINING_CSV_FIELDS, GridResults, RunFolder, read_csv, read_reconstructions
 
 __all__ = [
     "ATTACKS", "DEFENSES", "GRIDS", "PRECODE", "Cell", "Grid", "Setting", "canonical_defense", "get_grid",
@@ -65,6 +65,6 @@ __all__ = [
     "attack_cell", "score_cell", "defended_gradients", "run_cell", "train_model", "victim_model",
     "SUMMARY_FIELDS", "comparison_table", "draw_figures", "family", "plot_convergence", "plot_privacy_utility",
     "plot_ssim_distributions", "plot_success_vs_threshold", "summarize_cell", "wilson_interval",
-    "run_evaluation", "chapter_results", "RESULT_FIELDS", "TRAINING_CSV_FIELDS", "RunFolder", "read_csv",
-    "read_reconstructions",
+    "run_evaluation", "chapter_results", "RESULT_FIELDS", "TRAINING_CSV_FIELDS", "RunFolder", "GridResults",
+    "read_csv", "read_reconstructions",
 ]

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import __version__, package_fingerprint
@@ -41,7 +42,10 @@ from ..errors import InputError
 from .grid import Grid
 from .schema import CELL_FIELDS, RESULT_FIELDS, SUMMARY_FIELDS, TRAINING_CSV_FIELDS
 
-__all__ = ["RunFolder", "read_csv", "read_reconstructions", "RESULT_FIELDS", "TRAINING_CSV_FIELDS", "CELL_FIELDS"]
+__all__ = [
+    "RunFolder", "GridResults", "read_csv", "read_reconstructions", "RESULT_FIELDS", "TRAINING_CSV_FIELDS",
+    "CELL_FIELDS",
+]
 
 
 def _cell_text(value: Any) -> str:
@@ -100,6 +104,64 @@ def read_reconstructions(out: str | os.PathLike, key: Sequence[str]) -> torch.Te
         raise FileNotFoundError(f"no reconstructions of cell {tuple(key)} in {out} ({path.name} is missing); "
                                 "run the evaluation of that cell first, or again with --overwrite")
     return torch.load(path, weights_only=True).float()
+
+
+class GridResults:
+    """A finished run read once: its summary, its victims' rows and its reconstructions, by cell.
+
+    What chapters 5 and 6 read (after :func:`precode.evaluation.chapter_results`).
+
+    Args:
+        out: the run's folder.
+        data: ``{model: data set}``, the data set each model's cells are read from (chapter 6: the MLP
+            on Fashion-MNIST, the CNN on colour images); a model not in it: its first data set in the
+            summary (the full grid has several per model).
+
+    Attributes:
+        summary, results, training: the rows of ``summary.csv``, ``results.csv`` and ``training.csv``.
+    """
+
+    def __init__(self, out: str | os.PathLike, data: dict[str, str] | None = None) -> None:
+        self.folder = Path(out)
+        self.summary, self.results, self.training = (read_csv(self.folder / f"{name}.csv")
+                                                     for name in ("summary", "results", "training"))
+        if not self.summary:
+            raise InputError(f"{self.folder} holds no summary.csv with cells; run the evaluation first "
+                             "(python -m precode evaluate --out DIR)")
+        self.data = dict(data or {})
+
+    def _data(self, model: str) -> str:
+        if model in self.data:
+            return self.data[model]
+        found = [r["data"] for r in self.summary if r["model"] == model]
+        if not found:
+            raise InputError(f"no cell of model {model!r} in {self.folder}; its models: "
+                             f"{sorted({r['model'] for r in self.summary})}")
+        return found[0]
+
+    def row(self, model: str, defense: str, attack: str) -> dict[str, Any]:
+        """The summary row of the cell ``(model, the model's data set, defense, attack)``.
+
+        Raises:
+            ValueError: no such cell in the run (the message names the cells it has for that model).
+        """
+        key = (model, self._data(model), defense, attack)
+        for r in self.summary:
+            if (r["model"], r["data"], r["defense"], r["attack"]) == key:
+                return r
+        have = sorted({(r["defense"], r["attack"]) for r in self.summary if r["model"] == model})
+        raise InputError(f"no cell {key} in {self.folder}; for {model!r} it has (defense, attack) {have}")
+
+    def cell(self, model: str, defense: str, attack: str) -> dict[str, Any]:
+        """One cell: ``row`` (its summary row), ``ssim`` and ``psnr`` per victim (arrays, in victim order)
+        and ``images`` (its reconstructions, :func:`read_reconstructions`)."""
+        row = self.row(model, defense, attack)
+        key = (model, row["data"], defense, attack)
+        rows = sorted((r for r in self.results if (r["model"], r["data"], r["defense"], r["attack"]) == key),
+                      key=lambda r: r["victim"])
+        return {"row": row, "ssim": np.array([r["ssim"] for r in rows], dtype=float),
+                "psnr": np.array([r["psnr"] for r in rows], dtype=float),
+                "images": read_reconstructions(self.folder, key)}
 
 
 class RunFolder:
