@@ -13,6 +13,9 @@ one stated :class:`precode.threat.ThreatModel`:
 
 The evaluation grid (:mod:`precode.evaluation.cells`) runs the same steps for many cells at once and
 stores them; this module is the single-run form.
+
+:func:`draw_agreement` measures what makes PRECODE's gradients useless to the attacker (chapter 4):
+how alike two draws of the same victims' shared gradients are.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from .errors import InputError
 from .federated import compute_victim_gradients
 from .threat import ThreatModel
 
-__all__ = ["AttackRun", "run_attack", "SSIM_MIN_SIDE"]
+__all__ = ["AttackRun", "run_attack", "draw_agreement", "SSIM_MIN_SIDE"]
 
 SSIM_MIN_SIDE = 7
 """SSIM's 7x7 window needs images at least this many pixels high and wide; smaller ones get no SSIM."""
@@ -125,3 +128,19 @@ def run_attack(attack: str, model: nn.Module, victims: ImageData, threat: Threat
         ssim=None if small else metrics.ssim(recon, victims.images).numpy(),
         label_accuracy=metrics.label_accuracy(predicted, victims.labels), threat=threat,
     )
+
+
+def draw_agreement(model: nn.Module, victims: ImageData) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """How alike two draws of each victim's shared gradient are: two forward and backward passes of
+    the same images, so for a PRECODE model two draws of its sampling noise (a deterministic model
+    agrees with itself up to rounding).
+
+    The noise comes from the global generator: seed it first for a reproducible number.
+
+    Returns:
+        ``(per_layer, overall)``: ``{parameter name: cosine per victim}`` and the cosine per victim
+        of all layers as one vector (:func:`precode.metrics.layer_cosines`, :func:`precode.metrics.gradient_cosine`).
+    """
+    first, second = (compute_victim_gradients(model, victims.images, victims.labels) for _ in range(2))
+    per_layer = {name: c.numpy() for name, c in metrics.layer_cosines(first, second).items()}
+    return per_layer, metrics.gradient_cosine(first, second).numpy()

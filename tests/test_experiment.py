@@ -48,3 +48,16 @@ def test_a_malicious_server_switches_precode_off_and_bad_input_is_named(victims)
     assert run.ssim is None
     with pytest.raises(ValueError, match="PSNR"):
         run.success(0.5)
+
+
+def test_two_draws_agree_without_precode_and_differ_with_it(victims):
+    from precode.experiment import draw_agreement
+
+    plain = build_model("mlp", victims.input_shape, victims.num_classes, seed=0)
+    layers, overall = draw_agreement(plain, victims)
+    assert overall.shape == (4,) and np.allclose(overall, 1.0, atol=1e-5)
+    assert set(layers) == {n for n, p in plain.named_parameters()}
+    torch.manual_seed(0)
+    pc = add_precode(build_model("mlp", victims.input_shape, victims.num_classes, seed=0), seed=0)
+    layers, overall = draw_agreement(pc, victims)
+    assert overall.max() < 0.99 and layers["precode.decoder.weight"].mean() < 0.99
