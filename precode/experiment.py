@@ -32,6 +32,7 @@ from .defenses import Defense, parse_defense
 from .errors import InputError
 from .federated import compute_victim_gradients
 from .threat import ThreatModel
+from .training import seeded
 
 __all__ = ["AttackRun", "run_attack", "draw_agreement", "SSIM_MIN_SIDE"]
 
@@ -112,8 +113,7 @@ def run_attack(attack: str, model: nn.Module, victims: ImageData, threat: Threat
     device = next(model.parameters()).device
     threat.weights_sent(model)
     images, labels = victims.images.to(device), victims.labels.to(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(threat.streams.client)  # PRECODE's sampling noise: the client's stream
+    with seeded(threat.streams.client, device):  # PRECODE's sampling noise: the client's stream
         shared = compute_victim_gradients(model, images, labels, batch_size=b, defense=defense)
     result = reconstruct(attack, model, shared, victims.input_shape, batch_size=b,
                          labels=labels if threat.labels_given else None, iterations=iterations, restarts=restarts,

@@ -36,6 +36,7 @@ from ..bottleneck import add_precode
 from ..defenses import parse_defense
 from ..federated import compute_victim_gradients
 from ..models import build_model
+from ..training import seeded
 from .grid import Cell, Grid, Setting, split_defense
 from .schema import TRAINING_FIELDS
 
@@ -68,9 +69,7 @@ def defended_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Ten
     """
     spec = split_defense(defense)[1]
     transform = None if spec == "none" else parse_defense(spec, seed=seed)
-    device = images.device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed, images.device):
         return compute_victim_gradients(model, images, labels, batch_size=1, defense=transform)
 
 

@@ -70,7 +70,7 @@ def _parse(text: str) -> Any:
 def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of one of the run's CSV files as dicts; numbers parsed, empty cells ``None``.
 
-    Used in chapter 5 to read ``summary.csv``, ``results.csv`` and ``training.csv``.
+    Used by :class:`GridResults` (chapters 5 and 6) to read ``summary.csv``, ``results.csv`` and ``training.csv``.
     """
     path = Path(path)
     if not path.exists():
@@ -97,7 +97,7 @@ def read_reconstructions(out: str | os.PathLike, key: Sequence[str]) -> torch.Te
         FileNotFoundError: the folder holds no reconstructions for that cell (not run, or run by a
             version of the package that did not store them: run it again with ``--overwrite``).
 
-    Used in chapter 6 to show the reconstructions of the grid's cells.
+    Used by :meth:`GridResults.cell` (chapter 6 shows the reconstructions of the grid's cells).
     """
     path = _reconstructions_path(Path(out), key)
     if not path.exists():
