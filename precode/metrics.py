@@ -138,6 +138,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     """Wilson score interval of a proportion (95% for ``z = 1.96``); sound for 0 or n successes."""
     if n <= 0:
         raise InputError("a proportion needs at least one trial")
+    if not 0 <= successes <= n:
+        raise InputError(f"a proportion needs 0 to n successes: got {successes} of {n}")
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)

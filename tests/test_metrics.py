@@ -189,6 +189,8 @@ def test_wilson_interval_lives_in_metrics_and_evaluation_reexports_it():
     assert evaluation.wilson_interval is metrics.wilson_interval
     low, high = metrics.wilson_interval(0, 32)
     assert low == 0.0 and 0.09 < high < 0.12  # 0 of 32 is compatible with rates up to about 11%
+    with pytest.raises(ValueError, match="0 to n successes: got 9 of 8"):
+        metrics.wilson_interval(9, 8)
 
 
 def test_mean_ci_rate_and_loss_plots_draw_what_they_are_given():
