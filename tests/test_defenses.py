@@ -249,7 +249,10 @@ def test_train_dp_keeps_its_numbers_and_leaves_the_callers_random_state(sample):
         result = train_dp(model, data, epochs=1, batch_size=32, seed=5, progress=False)
         assert torch.equal(torch.get_rng_state(), state), "train_dp() changed the caller's global RNG"
         weights = torch.cat([p.detach().double().flatten() for p in model.parameters()])
-        assert float(weights.sum()) == pytest.approx(6.668638022004416, rel=1e-5)
+        # The sum of 27,322 weights of either sign cancels: float rounding, which differs between CPUs
+        # (measured: 6.66864 on one, 6.66817 on another, every other number equal to 1e-7), moves it
+        # by about 5e-4, while other draws move it by about 0.16 (seed 6: 6.825); hence abs=2e-3.
+        assert float(weights.sum()) == pytest.approx(6.668638022004416, abs=2e-3)
         assert float(weights.square().sum()) == pytest.approx(43.08587202649109, rel=1e-5)
         assert result.history[0]["train_loss"] == pytest.approx(2.3224266669521594, rel=1e-5)
         assert result.epsilon == pytest.approx(4.870641742929558, rel=1e-9)
