@@ -1,7 +1,9 @@
 """One attack experiment: the clients share, the server attacks, the victims are scored.
 
-:func:`run_attack` is the experiment of ``python -m precode attack`` and of chapters 2 and 4, under
-one stated :class:`precode.threat.ThreatModel`:
+:func:`run_attack` is the experiment of ``python -m precode attack``, of every cell of the evaluation
+grid (:func:`precode.evaluation.cells.attack_cell`) and of chapters 2, 4 and 6, under one stated
+:class:`precode.threat.ThreatModel` (:func:`run_attack_cases`: several client defenses at once,
+chapter 3):
 
 1. the server sends the model (:meth:`ThreatModel.weights_sent`: unchanged when it is honest);
 2. each client computes the gradient of its batch of ``B`` images (``threat.batch_size``) and applies
@@ -11,8 +13,8 @@ one stated :class:`precode.threat.ThreatModel`:
    victim within its batch by least MSE (:func:`precode.metrics.match_to_victims`), labels are compared
    per batch as a multiset, and MSE, PSNR and SSIM are computed per victim.
 
-The evaluation grid (:mod:`precode.evaluation.cells`) runs the same steps for many cells at once and
-stores them; this module is the single-run form.
+The evaluation grid (:mod:`precode.evaluation`) runs its cells one by one through this function
+and stores them.
 
 :func:`draw_agreement` measures what makes PRECODE's gradients useless to the attacker (chapter 4):
 how alike two draws of the same victims' shared gradients are.
@@ -20,6 +22,7 @@ how alike two draws of the same victims' shared gradients are.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -34,7 +37,7 @@ from .federated import compute_victim_gradients
 from .threat import ThreatModel
 from .training import seeded
 
-__all__ = ["AttackRun", "run_attack", "draw_agreement", "SSIM_MIN_SIDE"]
+__all__ = ["AttackRun", "run_attack", "run_attack_cases", "draw_agreement", "SSIM_MIN_SIDE"]
 
 SSIM_MIN_SIDE = 7
 """SSIM's 7x7 window needs images at least this many pixels high and wide; smaller ones get no SSIM."""
@@ -53,6 +56,9 @@ class AttackRun:
         ssim: per victim, or ``None`` for images below :data:`SSIM_MIN_SIDE` pixels.
         label_accuracy: the fraction of victims whose label the attacker had right.
         threat: the experiment's threat model.
+        gradient_cosine: per client, the cosine between the gradient it shared and the one it would
+            have shared without its defense (the same PRECODE draws): how much of the gradient's
+            direction the defense left; 1 without a defense.
     """
 
     result: AttackResult
@@ -63,6 +69,7 @@ class AttackRun:
     ssim: np.ndarray | None
     label_accuracy: float
     threat: ThreatModel
+    gradient_cosine: np.ndarray | None = None
 
     def success(self, threshold: float) -> np.ndarray:
         """Per victim: whether its reconstruction reached SSIM ``threshold``."""
@@ -103,21 +110,68 @@ def run_attack(attack: str, model: nn.Module, victims: ImageData, threat: Threat
         ValueError: victims that cannot be cut into batches of ``threat.batch_size``, an unknown attack
         or defense, or what the attack itself refuses.
     """
+    return run_attack_cases(attack, model, victims, threat, [defense], iterations=iterations, restarts=restarts,
+                            progress=progress, **options)[0]
+
+
+def run_attack_cases(attack: str, model: nn.Module, victims: ImageData, threat: ThreatModel,
+                     defenses: Sequence[str | Defense | None], *, iterations: int | None = None,
+                     restarts: int | None = None, progress: bool = False, **options) -> list[AttackRun]:
+    """:func:`run_attack` for the same victims under each of several client defenses, in one attack call.
+
+    Every case is the experiment :func:`run_attack` runs with that defense (each defense seeded with
+    the client's stream, as there); the attack then optimises all victims of all cases together,
+    each victim of each case its own problem, so batching shares only the optimiser's loop: on a
+    deterministic model a case gives the numbers it gives alone, up to floating-point rounding (a
+    PRECODE replica draws its noise for all problems at once: other draws of the same distribution).
+    Each run's ``result`` is its slice of the batched result (its ``seconds`` are those of the whole
+    call). Chapter 3 attacks all its defense levels this way.
+
+    Returns:
+        One :class:`AttackRun` per defense, in order.
+    """
     b = int(threat.batch_size)
     if len(victims) == 0 or len(victims) % b:
         raise InputError(f"{len(victims)} victims cannot be cut into client batches of {b}; give a multiple of {b}")
-    if isinstance(defense, str):
-        defense = parse_defense(defense, seed=threat.streams.client)
-    if defense is not None and defense.name == "none":
-        defense = None
+    if not defenses:
+        raise InputError("give at least one defense (None: the clients share their gradients as they are)")
+    cases = [parse_defense(d, seed=threat.streams.client) if isinstance(d, str) else d for d in defenses]
+    cases = [None if d is None or d.name == "none" else d for d in cases]
     device = next(model.parameters()).device
     threat.weights_sent(model)
     images, labels = victims.images.to(device), victims.labels.to(device)
-    with seeded(threat.streams.client, device):  # PRECODE's sampling noise: the client's stream
-        shared = compute_victim_gradients(model, images, labels, batch_size=b, defense=defense)
-    result = reconstruct(attack, model, shared, victims.input_shape, batch_size=b,
-                         labels=labels if threat.labels_given else None, iterations=iterations, restarts=restarts,
-                         seed=threat.streams.attacker, progress=progress, **options)
+    shared, cosines = [], []
+    for defense in cases:
+        with seeded(threat.streams.client, device):  # PRECODE's sampling noise: the client's stream
+            shared.append(compute_victim_gradients(model, images, labels, batch_size=b, defense=defense))
+        if defense is None:
+            cosines.append(np.ones(len(victims) // b))
+            continue
+        with seeded(threat.streams.client, device):  # the same draws, without the defense
+            plain = compute_victim_gradients(model, images, labels, batch_size=b)
+        cosines.append(metrics.gradient_cosine(shared[-1], plain).cpu().numpy())
+    together = shared[0] if len(cases) == 1 else {n: torch.cat([s[n] for s in shared]) for n in shared[0]}
+    del shared
+    result = reconstruct(attack, model, together, victims.input_shape, batch_size=b,
+                         labels=labels.repeat(len(cases)) if threat.labels_given else None, iterations=iterations,
+                         restarts=restarts, seed=threat.streams.attacker, progress=progress, **options)
+    n, problems = len(victims), len(victims) // b
+    return [_scored(_case_slice(result, k, n, problems), victims, threat, cosine) for k, cosine in enumerate(cosines)]
+
+
+def _case_slice(result: AttackResult, k: int, n: int, problems: int) -> AttackResult:
+    """Case ``k`` of a batched result: its ``n`` images and ``problems`` victims' losses."""
+    rows, cols = slice(k * n, (k + 1) * n), slice(k * problems, (k + 1) * problems)
+    return dataclasses.replace(
+        result, reconstructions=result.reconstructions[rows], labels=result.labels[rows],
+        loss_history=result.loss_history[:, cols],
+        restart_losses=None if result.restart_losses is None else result.restart_losses[:, cols],
+    )
+
+
+def _scored(result: AttackResult, victims: ImageData, threat: ThreatModel, cosine: np.ndarray) -> AttackRun:
+    """Step 4: match each reconstruction to its victim within its batch and score it."""
+    b = int(threat.batch_size)
     recon = result.reconstructions.cpu()
     recon = recon[metrics.match_to_victims(recon, victims.images, b)]
     predicted = metrics.match_labels(result.labels.cpu(), victims.labels, b)
@@ -126,7 +180,7 @@ def run_attack(attack: str, model: nn.Module, victims: ImageData, threat: Threat
         result=result, images=recon, labels=predicted,
         mse=metrics.mse(recon, victims.images).numpy(), psnr=metrics.psnr(recon, victims.images).numpy(),
         ssim=None if small else metrics.ssim(recon, victims.images).numpy(),
-        label_accuracy=metrics.label_accuracy(predicted, victims.labels), threat=threat,
+        label_accuracy=metrics.label_accuracy(predicted, victims.labels), threat=threat, gradient_cosine=cosine,
     )
 
 

@@ -5,7 +5,11 @@
   a learning rate, a defense's accuracy);
 * :func:`rate_plot`: a success rate (successes out of ``n``) with its Wilson 95% interval against a
   parameter;
-* :func:`loss_curves`: an attack's loss per iteration, one line per victim;
+* :func:`loss_curves`: an attack's loss per iteration, one line per victim; :func:`median_curve`:
+  its median over the victims;
+* :func:`training_curves`: trainings' loss and test accuracy per epoch, one line per training;
+* :func:`value_grid`: a table of numbers over two parameters (a sweep), as a heat map with the
+  values written in its squares;
 * :func:`image_grid`: rows of images (victims, then each attack's reconstructions), grey or colour,
   with a short note under each image (its SSIM, say).
 
@@ -21,7 +25,10 @@ import torch
 from .errors import InputError
 from .metrics import mean_ci95, wilson_interval
 
-__all__ = ["strip_plot", "mean_ci_plot", "rate_plot", "loss_curves", "image_grid", "show_image", "SSIM_BOUNDS"]
+__all__ = [
+    "strip_plot", "mean_ci_plot", "rate_plot", "loss_curves", "median_curve", "training_curves", "value_grid",
+    "image_grid", "show_image", "SSIM_BOUNDS",
+]
 
 SSIM_BOUNDS = (-1.0, 1.0)
 """The range SSIM can take; an interval drawn for it is clipped to this range."""
@@ -163,6 +170,88 @@ def loss_curves(ax, history, *, colour: str | None = None, label: str | None = N
     ax.plot(values, color=colour, alpha=0.35, lw=0.8)
     ax.plot([], [], color=colour, label=label)
     ax.set(xlabel="iteration", yscale="log" if log else "linear")
+    return ax
+
+
+def median_curve(ax, history, *, colour: str | None = None, label: str | None = None, log: bool = True):
+    """Draw the median over the victims of an attack's loss per iteration (iterations counted from 1).
+
+    Args:
+        ax: the matplotlib axes to draw on.
+        history: ``(iterations, victims)``, as for :func:`loss_curves`.
+        colour, label: the line's colour and legend label.
+        log: a logarithmic y axis.
+
+    Returns:
+        ``ax``.
+    """
+    values = torch.as_tensor(history).detach().cpu()
+    if values.ndim != 2 or values.numel() == 0:
+        raise InputError(f"a loss history is (iterations, victims), got shape {tuple(values.shape)}")
+    ax.plot(np.arange(1, values.shape[0] + 1), values.median(1).values.numpy(), color=colour, label=label)
+    ax.set(xlabel="iteration", yscale="log" if log else "linear")
+    return ax
+
+
+TRAINING_LABELS = {"train_loss": "training loss (cross-entropy + KL)", "test_accuracy": "test accuracy (%)"}
+
+
+def training_curves(axes, histories: Mapping[str, Sequence[Mapping]],
+                    keys: Sequence[str] = ("train_loss", "test_accuracy"), *,
+                    styles: Mapping[str, str] | None = None, colours: Mapping[str, str] | None = None):
+    """Draw each training's ``keys`` per epoch, one axes per key, one line per training.
+
+    Args:
+        axes: one matplotlib axes per key.
+        histories: ``{label: history}``, a history being the per-epoch records of
+            :func:`precode.training.train` (dicts with ``"epoch"`` and the keys).
+        keys: the records' entries to draw; ``"test_accuracy"`` is drawn in percent.
+        styles, colours: a line style (``"o-"``) and a colour per label (default: matplotlib's cycle).
+
+    Returns:
+        ``axes``.
+    """
+    axes = list(np.atleast_1d(axes))
+    if len(axes) != len(keys):
+        raise InputError(f"one axes per key: got {len(axes)} axes for the keys {list(keys)}")
+    for label, history in histories.items():
+        missing = [k for k in ("epoch", *keys) if history and k not in history[0]]
+        if not history or missing:
+            raise InputError(f"the history of {label!r} has no epochs or lacks {missing}; "
+                             "give the records precode.training.train returns")
+        epochs = [r["epoch"] for r in history]
+        for ax, key in zip(axes, keys):
+            scale = 100 if key == "test_accuracy" else 1
+            ax.plot(epochs, [scale * r[key] for r in history], (styles or {}).get(label, "o-"),
+                    color=(colours or {}).get(label), label=label)
+    for ax, key in zip(axes, keys):
+        ax.set(xlabel="epoch", ylabel=TRAINING_LABELS.get(key, key))
+    return axes
+
+
+def value_grid(ax, values, columns: Sequence, rows: Sequence, *, fmt: str = "{:.2f}", xlabel: str = "",
+               ylabel: str = "", title: str = ""):
+    """Draw a ``(rows, columns)`` table of numbers as a heat map, each value written in its square.
+
+    Args:
+        ax: the matplotlib axes.
+        values: ``(len(rows), len(columns))`` numbers (a sweep over two parameters).
+        columns, rows: the parameters' values, the labels of the columns and rows.
+        fmt: how each value is written.
+
+    Returns:
+        ``ax``.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.shape != (len(rows), len(columns)):
+        raise InputError(f"values must be (rows, columns) = ({len(rows)}, {len(columns)}), got {values.shape}")
+    ax.imshow(values, cmap="viridis")
+    ax.set_xticks(range(len(columns)), [f"{c:g}" if isinstance(c, float) else str(c) for c in columns])
+    ax.set_yticks(range(len(rows)), [f"{r:g}" if isinstance(r, float) else str(r) for r in rows])
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.set_title(title, fontsize=10)
+    for (r, c), v in np.ndenumerate(values):
+        ax.text(c, r, fmt.format(v), ha="center", va="center", color="w", fontsize=9)
     return ax
 
 

@@ -199,7 +199,7 @@ def test_mean_ci_rate_and_loss_plots_draw_what_they_are_given():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from precode.plotting import SSIM_BOUNDS, loss_curves, mean_ci_plot, rate_plot, strip_plot
+    from precode.plotting import SSIM_BOUNDS, loss_curves, mean_ci_plot, median_curve, rate_plot, strip_plot
 
     _, ax = plt.subplots()
     samples = [[0.1, 0.2, 0.3], [1.0, 1.0, 0.4]]
@@ -227,9 +227,44 @@ def test_mean_ci_rate_and_loss_plots_draw_what_they_are_given():
     assert ax2.get_yscale() == "log" and len(ax2.lines) >= 4  # 3 victims and one legend entry
     with pytest.raises(ValueError, match="iterations, victims"):
         loss_curves(ax2, torch.rand(5))
+    _, ax4 = plt.subplots()
+    median_curve(ax4, torch.tensor([[1.0, 2.0, 9.0], [0.5, 0.1, 0.2]]), label="median")
+    assert list(ax4.lines[0].get_xdata()) == [1, 2] and list(ax4.lines[0].get_ydata()) == pytest.approx([2.0, 0.2])
+    with pytest.raises(ValueError, match="iterations, victims"):
+        median_curve(ax4, torch.rand(5))
 
     _, ax3 = plt.subplots()
     strip_plot(ax3, {"boot": [0.1, 0.5, 0.9]}, interval=lambda v: (0.5, 0.2, 0.7))
     seg = ax3.containers[0].lines[2][0].get_segments()[0]
     assert seg[:, 1].min() == pytest.approx(0.2) and seg[:, 1].max() == pytest.approx(0.7)
+    plt.close("all")
+
+
+def test_training_curves_and_value_grid_draw_what_they_are_given():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from precode.plotting import training_curves, value_grid
+
+    history = [{"epoch": 1, "train_loss": 2.0, "test_accuracy": 0.5},
+               {"epoch": 2, "train_loss": 1.0, "test_accuracy": 0.75}]
+    _, axes = plt.subplots(1, 2)
+    training_curves(axes, {"a": history, "b": history[:1]}, styles={"a": "s--"})
+    assert list(axes[0].lines[0].get_ydata()) == [2.0, 1.0]
+    assert list(axes[1].lines[0].get_ydata()) == [50.0, 75.0]  # accuracy in percent
+    assert axes[0].lines[0].get_linestyle() == "--" and list(axes[1].lines[1].get_xdata()) == [1]
+    assert axes[1].get_ylabel() == "test accuracy (%)"
+    with pytest.raises(ValueError, match="one axes per key"):
+        training_curves(axes[:1], {"a": history})
+    with pytest.raises(ValueError, match="lacks \\['test_accuracy'\\]"):
+        training_curves(axes, {"a": [{"epoch": 1, "train_loss": 1.0}]})
+
+    _, ax = plt.subplots()
+    value_grid(ax, [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]], [1e-4, 1e-3], [16, 64, 256], fmt="{:.1f}")
+    assert [t.get_text() for t in ax.texts] == ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.0001", "0.001"]
+    with pytest.raises(ValueError, match="must be \\(rows, columns\\) = \\(3, 2\\)"):
+        value_grid(ax, [[0.1, 0.2]], [1e-4, 1e-3], [16, 64, 256])
     plt.close("all")

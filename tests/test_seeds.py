@@ -44,19 +44,23 @@ def test_the_attacker_does_not_replay_the_clients_precode_noise():
 
 
 def test_a_grid_cell_gives_the_client_and_the_attacker_their_own_streams(monkeypatch):
-    seen = {}
-    real_defended, real_reconstruct = cells_module.defended_gradients, cells_module.reconstruct
+    # A cell is run_attack under the grid's threat model: PRECODE's noise is drawn inside
+    # seeded(client stream), the attack gets the attacker's stream as its seed.
+    from precode import experiment as experiment_module
 
-    def defended(*args):
-        seen["client"] = args[-1]
-        return real_defended(*args)
+    seen = {}
+    real_seeded, real_reconstruct = experiment_module.seeded, experiment_module.reconstruct
+
+    def client_seeded(seed, device):
+        seen["client"] = seed
+        return real_seeded(seed, device)
 
     def attack(*args, **kwargs):
         seen["attacker"] = kwargs["seed"]
         return real_reconstruct(*args, **kwargs)
 
-    monkeypatch.setattr(cells_module, "defended_gradients", defended)
-    monkeypatch.setattr(cells_module, "reconstruct", attack)
+    monkeypatch.setattr(experiment_module, "seeded", client_seeded)
+    monkeypatch.setattr(experiment_module, "reconstruct", attack)
     grid = Grid(name="t", settings=(Setting("mlp", "photos", "photos"),), victims=2, pool=0, ig_iterations=1,
                 ig_restarts=1, dlg_iterations=1, train_images=8, test_images=8, epochs=1, seed=3)
     cell = next(c for c in grid.cells() if c.defense == "precode" and c.attack == "ig")

@@ -1,7 +1,8 @@
 """Running one cell of the grid, and training a model under a defense for its test accuracy.
 
-A cell follows ``python -m precode attack`` step by step with the same seed, so that a cell of
-the summary and the same attack run alone give the same numbers:
+A cell is one experiment of :func:`precode.experiment.run_attack`, the function behind
+``python -m precode attack``, with the grid's threat model, budget and seed, so that a cell of the
+summary and the same attack run alone give the same numbers:
 
 1. the victims are the first ``N`` test images of the setting's data set;
 2. the model is built from the seed, untrained (PRECODE: a bottleneck with weights from the
@@ -31,9 +32,10 @@ import torch
 from torch import nn
 
 from .. import metrics
-from ..attacks import AttackResult, reconstruct
 from ..bottleneck import add_precode
 from ..defenses import parse_defense
+from ..errors import InputError
+from ..experiment import AttackRun, run_attack
 from ..federated import compute_victim_gradients
 from ..models import build_model
 from ..training import seeded
@@ -74,8 +76,9 @@ def defended_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Ten
 
 
 def attack_cell(cell: Cell, grid: Grid, victims, *, server: str = "honest", iterations: int | None = None,
-                **options) -> AttackResult:
-    """Steps 2 to 4 for one cell: build the model, let the clients share, run the attack.
+                **options) -> AttackRun:
+    """Steps 2 to 4 for one cell: build the model, let the clients share, run the attack
+    (:func:`precode.experiment.run_attack` under the grid's threat model).
 
     Args:
         cell: the cell (setting, defense, attack).
@@ -88,34 +91,28 @@ def attack_cell(cell: Cell, grid: Grid, victims, *, server: str = "honest", iter
         **options: the attack's keyword arguments (``draws`` of ``ig-eot``).
 
     Returns:
-        The attack's :class:`~precode.attacks.AttackResult` (its ``loss_history`` and
-        ``evaluations`` say how far the optimisation got and what it spent).
+        The experiment's :class:`~precode.experiment.AttackRun`: per victim MSE, PSNR, SSIM and the
+        label, and the attack's own result (its ``loss_history`` and ``evaluations`` say how far the
+        optimisation got and what it spent).
     """
-    device = _device()
     model = victim_model(cell.setting.model, victims.input_shape, victims.num_classes, cell.defense, grid.seed)
-    model.to(device)
+    model.to(_device())
     threat = dataclasses.replace(grid.threat_model(cell.defense, cell.attack), server=server)
-    threat.weights_sent(model)  # an honest server's model is unchanged
-    images, labels = victims.images.to(device), victims.labels.to(device)
-    rng = threat.streams  # the clients' and the attacker's: separate
-    shared = defended_gradients(model, images, labels, cell.defense, rng.client)
     budget, restarts = grid.budget(cell.attack)
-    return reconstruct(cell.attack, model, shared, input_shape=victims.input_shape, batch_size=1,
-                       iterations=budget if iterations is None else iterations, restarts=restarts,
-                       seed=rng.attacker, progress=False, **options)
+    return run_attack(cell.attack, model, victims, threat, defense=split_defense(cell.defense)[1],
+                      iterations=budget if iterations is None else iterations, restarts=restarts, **options)
 
 
-def score_cell(result: AttackResult, victims, pool: torch.Tensor, threshold: float) -> list[dict[str, Any]]:
+def score_cell(run: AttackRun, victims, pool: torch.Tensor, threshold: float) -> list[dict[str, Any]]:
     """Step 5: one dict per victim (``victim, label, label_pred, mse, psnr, ssim, identified, success``)."""
-    recon, originals = result.reconstructions, victims.images
-    mse, psnr = metrics.mse(recon, originals), metrics.psnr(recon, originals)
-    ssim = metrics.ssim(recon, originals)
-    candidates = torch.cat([originals, pool]) if len(pool) else originals
-    nearest = metrics.nearest_neighbours(recon, candidates)
+    if run.ssim is None:
+        raise InputError("a grid cell is judged by SSIM, which these images are too small for (under 7x7 pixels)")
+    candidates = torch.cat([victims.images, pool]) if len(pool) else victims.images
+    nearest = metrics.nearest_neighbours(run.images, candidates)
     return [
-        {"victim": i, "label": int(victims.labels[i]), "label_pred": int(result.labels[i]),
-         "mse": float(mse[i]), "psnr": float(psnr[i]), "ssim": float(ssim[i]),
-         "identified": int(nearest[i] == i), "success": int(float(ssim[i]) >= threshold)}
+        {"victim": i, "label": int(victims.labels[i]), "label_pred": int(run.labels[i]),
+         "mse": float(run.mse[i]), "psnr": float(run.psnr[i]), "ssim": float(run.ssim[i]),
+         "identified": int(nearest[i] == i), "success": int(float(run.ssim[i]) >= threshold)}
         for i in range(len(victims))
     ]
 
@@ -134,9 +131,9 @@ def run_cell(cell: Cell, grid: Grid, victims, pool: torch.Tensor) -> tuple[list[
         psnr, ssim, identified, success``), the attack's wall-clock seconds (as ``precode attack``
         reports) and the reconstructions, ``(N, C, H, W)`` on the CPU.
     """
-    result = attack_cell(cell, grid, victims)
-    rows = score_cell(result, victims, pool, grid.threshold)
-    return rows, float(result.seconds), result.reconstructions.detach().cpu()
+    run = attack_cell(cell, grid, victims)
+    rows = score_cell(run, victims, pool, grid.threshold)
+    return rows, float(run.result.seconds), run.images
 
 
 def train_model(setting: Setting, defense: str, grid: Grid, train_full,
