@@ -22,7 +22,7 @@ from .bottleneck import bottleneck_loss, bottlenecks
 from .data import ImageData
 from .errors import InputError
 
-__all__ = ["loss_fn", "train", "evaluate", "seeded", "GradientTransform"]
+__all__ = ["loss_fn", "train", "training_loop", "evaluate", "seeded", "GradientTransform"]
 
 GradientTransform = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 _EVAL_BATCH_SIZE = 500  # images per forward pass when testing
@@ -165,9 +165,42 @@ def _train(model: nn.Module, dataset: Dataset, test_data: ImageData | Dataset | 
 def _train_loop(model: nn.Module, dataset: Dataset, test_data: ImageData | Dataset | None, epochs: int, lr: float,
                 batch_size: int, seed: int, gradient_transform: GradientTransform | None, progress: bool,
                 memory_format: torch.memory_format) -> list[dict]:
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    return training_loop(
+        model, loader, optimizer, lambda logits, y: loss_fn(model, logits, y), epochs,
+        test=None if test_data is None else lambda: _evaluate(model, test_data, memory_format),
+        memory_format=memory_format, gradient_transform=gradient_transform, progress=progress,
+    )
+
+
+def training_loop(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
+                  criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], epochs: int, *,
+                  test: Callable[[], tuple[float, float]] | None = None,
+                  memory_format: torch.memory_format = torch.preserve_format,
+                  gradient_transform: GradientTransform | None = None, step_context=contextlib.nullcontext,
+                  on_empty_batch: Callable[[], None] | None = None,
+                  epoch_extra: Callable[[], dict] | None = None, desc: str = "", progress: bool = False) -> list[dict]:
+    """The one training loop: :func:`train`'s, and DP-SGD's with the loader, optimiser and criterion
+    that Opacus' ``make_private`` returns (:func:`precode.defenses.dp.train_dp`).
+
+    Args:
+        model: the model, trained in place on its device.
+        loader: batches ``(images, labels)``; an empty batch (Poisson sampling) is skipped after
+            ``on_empty_batch()`` (DP-SGD: the accountant still counts the step).
+        optimizer, criterion: the optimiser and the loss ``criterion(logits, labels)``.
+        epochs: passes over ``loader``.
+        test: returns ``(test loss, test accuracy)`` after each epoch; ``None``: not tested.
+        memory_format: the images' memory format on the device (channels-last for a CNN on the CPU).
+        gradient_transform: applied to the gradients before every step (a defense, chapter 3).
+        step_context: the context of every backward pass and step (DP-SGD: Opacus' warnings quietened).
+        epoch_extra: more entries for each epoch's record (DP-SGD: the epsilon spent so far).
+        desc, progress: the tqdm bar's label, and whether it is shown.
+
+    Returns:
+        One dict per epoch: ``epoch, train_loss, train_accuracy, test_loss, test_accuracy, seconds``
+        (since the start) and ``epoch_extra()``'s entries.
+    """
     device = _device_of(model)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -176,29 +209,36 @@ def _train_loop(model: nn.Module, dataset: Dataset, test_data: ImageData | Datas
     for epoch in range(1, epochs + 1):
         model.train()
         total_loss, correct, n = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}{desc}", disable=not progress, leave=False)
         for x, y in bar:
-            x, y = x.to(device, memory_format=memory_format), y.to(device)
             optimizer.zero_grad(set_to_none=True)
+            if len(y) == 0:
+                if on_empty_batch is not None:
+                    on_empty_batch()
+                continue
+            x, y = x.to(device, memory_format=memory_format), y.to(device)
             logits = model(x)
-            loss = loss_fn(model, logits, y)
-            if not torch.isfinite(loss):
+            loss = criterion(logits, y)
+            if not torch.isfinite(loss.detach()):
                 raise FloatingPointError(
-                    f"training loss became {float(loss)} in epoch {epoch}; lower the learning rate"
+                    f"training loss became {float(loss.detach())} in epoch {epoch}; lower the learning rate"
                 )
-            loss.backward()
-            if gradient_transform is not None:
-                grads = gradient_transform({k: p.grad for k, p in zip(names, params)})
-                for p, k in zip(params, names):
-                    p.grad = grads[k]
-            optimizer.step()
+            with step_context():
+                loss.backward()
+                if gradient_transform is not None:
+                    grads = gradient_transform({k: p.grad for k, p in zip(names, params)})
+                    for p, k in zip(params, names):
+                        p.grad = grads[k]
+                optimizer.step()
             total_loss += float(loss.detach()) * len(y)
             correct += int((logits.detach().argmax(1) == y).sum())
             n += len(y)
-        entry = {"epoch": epoch, "train_loss": total_loss / n, "train_accuracy": correct / n,
-                 "test_loss": None, "test_accuracy": None}
-        if test_data is not None:
-            entry["test_loss"], entry["test_accuracy"] = _evaluate(model, test_data, memory_format)
+        entry = {"epoch": epoch, "train_loss": total_loss / n if n else None,
+                 "train_accuracy": correct / n if n else None, "test_loss": None, "test_accuracy": None}
+        if test is not None:
+            entry["test_loss"], entry["test_accuracy"] = test()
         entry["seconds"] = time.perf_counter() - start
+        if epoch_extra is not None:
+            entry.update(epoch_extra())
         history.append(entry)
     return history

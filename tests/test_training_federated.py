@@ -12,7 +12,7 @@ from precode.federated import (
     validate_gradients,
 )
 from precode.models import build_model
-from precode.training import evaluate, loss_fn, train
+from precode.training import evaluate, loss_fn, train, training_loop
 
 
 def test_train_history_and_learning(sample):
@@ -80,6 +80,23 @@ def test_channels_last_training_gives_the_same_model(sample, monkeypatch, spec):
     monkeypatch.undo()
     assert training._uses_channels_last(build_model("cnn", data.input_shape, 10))
     assert not training._uses_channels_last(build_model("mlp", data.input_shape, 10))
+
+
+def test_the_training_loop_skips_empty_batches_and_adds_the_callers_entries(sample):
+    # DP-SGD's Poisson sampling can draw an empty batch: it is counted (on_empty_batch), not trained on.
+    model = build_model("mlp", sample.input_shape, 10, seed=0, width=16)
+    x, y = sample.images[:8], sample.labels[:8]
+    batches = [(x[:4], y[:4]), (x[:0], y[:0]), (x[4:], y[4:])]
+    empty, steps = [], []
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    history = training_loop(model, batches, optimizer, lambda logits, labels: loss_fn(model, logits, labels), 2,
+                            test=lambda: (0.5, 0.25), on_empty_batch=lambda: empty.append(1),
+                            gradient_transform=lambda g: steps.append(1) or g, epoch_extra=lambda: {"epsilon": 1.0})
+    assert len(empty) == 2 and len(steps) == 4  # two epochs: one empty and two real batches each
+    assert [h["epoch"] for h in history] == [1, 2] and history[1]["train_loss"] < history[0]["train_loss"]
+    assert history[0]["test_accuracy"] == 0.25 and history[0]["epsilon"] == 1.0 and list(history[0])[-1] == "epsilon"
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        training_loop(model, batches, optimizer, lambda logits, labels: logits.sum() * float("nan"), 1)
 
 
 def test_train_bad_arguments(sample):

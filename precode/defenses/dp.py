@@ -42,7 +42,6 @@ Used in chapter 3 (``book/03_defenses.ipynb``).
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,11 +50,10 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from ..data import ImageData
 from ..errors import InputError
-from ..training import evaluate, loss_fn, seeded
+from ..training import evaluate, loss_fn, seeded, training_loop
 from .base import Defense, SharedGradients, TrainingResult, _check_finite
 
 __all__ = [
@@ -306,43 +304,14 @@ def _train_dp(model: nn.Module, dataset: Dataset, test_data: ImageData | Dataset
         with _quiet_opacus():
             return float(engine.get_epsilon(delta))
 
-    history: list[dict] = []
-    start = time.perf_counter()
     try:
-        for epoch in range(1, epochs + 1):
-            model.train()
-            total_loss, correct, n = 0.0, 0, 0
-            bar = tqdm(dp_loader, desc=f"epoch {epoch}/{epochs} (DP-SGD)", disable=not progress, leave=False)
-            for x, y in bar:
-                dp_optimizer.zero_grad(set_to_none=True)
-                if len(y) == 0:
-                    engine.accountant.step(noise_multiplier=z, sample_rate=sample_rate)
-                    continue
-                x, y = x.to(device), y.to(device)
-                logits = model(x)
-                loss = dp_criterion(logits, y)  # the client's loss, kept per sample for the clipping
-                if not torch.isfinite(loss.detach()):
-                    raise FloatingPointError(
-                        f"training loss became {float(loss.detach())} in epoch {epoch}; lower the learning rate"
-                    )
-                with _quiet_opacus():
-                    loss.backward()  # two passes: the per-sample norms, then the clipped sum
-                    dp_optimizer.step()
-                total_loss += float(loss.detach()) * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                n += len(y)
-            entry: dict[str, Any] = {
-                "epoch": epoch,
-                "train_loss": total_loss / n if n else None,
-                "train_accuracy": correct / n if n else None,
-                "test_loss": None,
-                "test_accuracy": None,
-            }
-            if test_data is not None:
-                entry["test_loss"], entry["test_accuracy"] = evaluate(model, test_data)
-            entry["seconds"] = time.perf_counter() - start
-            entry["epsilon"] = spent()
-            history.append(entry)
+        history = training_loop(
+            model, dp_loader, dp_optimizer, dp_criterion, epochs,  # the criterion keeps the loss per sample
+            test=None if test_data is None else lambda: evaluate(model, test_data),
+            step_context=_quiet_opacus,  # backward: the per-sample norms, then the clipped sum
+            on_empty_batch=lambda: engine.accountant.step(noise_multiplier=z, sample_rate=sample_rate),
+            epoch_extra=lambda: {"epsilon": spent()}, desc=" (DP-SGD)", progress=progress,
+        )
     finally:
         dp_optimizer.zero_grad(set_to_none=True)
         hooks.cleanup()
