@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from .errors import InputError
 from .metrics import mean_ci95, wilson_interval
@@ -226,6 +227,7 @@ def training_curves(axes, histories: Mapping[str, Sequence[Mapping]],
                     color=(colours or {}).get(label), label=label)
     for ax, key in zip(axes, keys):
         ax.set(xlabel="epoch", ylabel=TRAINING_LABELS.get(key, key))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     return axes
 
 

@@ -4,6 +4,7 @@ Everything but the last two tests runs without Ray: the Flower apps are called d
 messages built here, as the simulation engine would deliver them.
 """
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,7 +22,15 @@ from precode.attacks.updates import (
 from precode.bottleneck import add_precode
 from precode.federated import Client, compute_shared_gradients, fedsgd_round
 from precode.fl import CuriousServer, client_update, derive_seed
-from precode.fl.experiment import FederationConfig, score
+from precode.fl.experiment import (
+    FederationConfig,
+    aggregate_error,
+    aggregate_sweep,
+    attack_first_round,
+    image_outcome,
+    outcome_by_defense,
+    score,
+)
 from precode.metrics import psnr, ssim
 from precode.models import build_model
 
@@ -324,11 +333,11 @@ def test_secure_aggregation_runs_and_the_server_sees_only_the_aggregate():
     assert record.clients == (0, 1, 2) and record.labels_given and len(record.images) == 3
     assert set(report.test_accuracy) == {0, 1}
     assert [c["client"] for c in report.scores[1]] == [0, 1, 2]
+    quantisation, update_size = aggregate_error(config, report)
+    assert 0 < quantisation < 0.1 * update_size  # the aggregate is the mean, up to SecAgg+'s quantisation
 
 
 def test_attack_outcome_reports_progress_and_matches_at_the_truths_distance():
-    from types import SimpleNamespace
-
     from precode.fl.experiment import attack_outcome
 
     scores = [{"ssim": 0.9, "label_accuracy": 1.0}, {"ssim": 0.1, "label_accuracy": 0.0}]
@@ -341,3 +350,30 @@ def test_attack_outcome_reports_progress_and_matches_at_the_truths_distance():
     assert "below" not in attack_outcome(scores, records)
     with pytest.raises(ValueError, match="at least one client"):
         attack_outcome([], records)
+
+
+def test_image_outcome_and_aggregate_sweep_without_flower():
+    config = FederationConfig(data="fashion-mnist-sample", clients=4, rounds=1, attack="analytic")
+    server, _ = attack_first_round(config)
+    out = image_outcome(config, server.reconstructions)
+    assert out["psnr"].shape == (4,) and out["ssim"].shape == (4,) and (out["psnr"] > 60).all()
+    assert out["labels"] == 1.0 and out["progress"] is None  # the analytic attack has no optimiser
+    sweep = aggregate_sweep(config, [1, 4], "psnr", 60)
+    assert sweep[1][:2] == (4, 4) and sweep[4][1] == 4 and sweep[4][2].shape == (4,)  # one score per client
+    assert list(sweep[1][2]) == pytest.approx(list(out["psnr"]))  # K = 1: each client's own update
+    with pytest.raises(ValueError, match="metric must be"):
+        aggregate_sweep(config, [1], "mse", 0.1)
+    with pytest.raises(ValueError, match="at least one client"):
+        image_outcome(config, [])
+    with pytest.raises(ValueError, match="no SecAgg\\+ aggregate"):
+        aggregate_error(config, SimpleNamespace(server=server))
+
+
+def test_outcome_by_defense_splits_the_clients_by_their_defense():
+    config = FederationConfig(data="fashion-mnist-sample", clients=4, rounds=1, defense=("none", "gaussian:0.1"))
+    scores = [{"client": c, "ssim": s, "label_accuracy": 1.0} for c, s in enumerate([0.9, 0.1, 0.8, 0.2])]
+    records = [SimpleNamespace(distance=0.1, initial_distance=1.0, server_round=1, clients=[c]) for c in range(4)]
+    report = SimpleNamespace(clients=lambda: scores, reconstructions=records)
+    out = outcome_by_defense(config, report)
+    assert list(out) == ["none", "gaussian:0.1"]
+    assert list(out["none"]["ssim"]) == [0.9, 0.8] and list(out["gaussian:0.1"]["ssim"]) == [0.1, 0.2]

@@ -33,7 +33,10 @@ from .client import client_batch, client_update, images_needed
 from .server import CuriousServer, Reconstruction
 from .streams import derive_seed
 
-__all__ = ["ATTACK_CHOICES", "FederationConfig", "FederationReport", "score", "attack_outcome"]
+__all__ = [
+    "ATTACK_CHOICES", "FederationConfig", "FederationReport", "score", "attack_outcome", "image_outcome",
+    "outcome_by_defense", "aggregate_sweep", "aggregate_error",
+]
 
 ATTACK_CHOICES = ("analytic", "ig", "none")
 
@@ -387,3 +390,84 @@ def attack_outcome(scores: list[dict[str, Any]], records: list[Reconstruction],
         outcome["below"] = float(np.mean([r.distance <= float(floors[r.server_round][r.clients[0]]) + 1e-3
                                           for r in records]))
     return outcome
+
+
+def image_outcome(config: FederationConfig, records: list[Reconstruction]) -> dict[str, Any]:
+    """What an attack achieved per *image* (not per client) of ``records``, and its optimiser's progress.
+
+    Returns:
+        ``ssim`` and ``psnr`` per image (arrays, the records' images in order; no ``ssim`` below 7x7
+        pixels), ``labels`` (the share of images whose label the attack got right: 0 for labels it
+        could not infer) and ``progress`` (mean final over initial distance of the records that have
+        one, ``None`` for attacks without an optimiser).
+
+    Raises:
+        ValueError: no records.
+    """
+    if not records:
+        raise InputError("image_outcome needs the reconstructions of at least one client")
+    per_image = [image_scores(config, r) for r in records]
+    out = {key: torch.cat([s[key] for s in per_image]).numpy() for key in ("ssim", "psnr") if key in per_image[0]}
+    out["labels"] = float(torch.cat([(s["label"] == s["true_label"]).float() for s in per_image]).mean())
+    ratios = [r.distance / r.initial_distance for r in records if r.initial_distance]
+    out["progress"] = float(np.mean(ratios)) if ratios else None
+    return out
+
+
+def outcome_by_defense(config: FederationConfig, report: FederationReport,
+                       floors: dict[int, torch.Tensor] | None = None) -> dict[str, dict[str, Any]]:
+    """:func:`attack_outcome` of each defense's clients in a run whose clients defend differently.
+
+    Returns:
+        ``{defense spec: outcome}``, in the order of ``config.defense``.
+    """
+    specs = dict.fromkeys(config.defense_of(c) for c in range(config.clients))
+    return {spec: attack_outcome([c for c in report.clients() if config.defense_of(c["client"]) == spec],
+                                 [r for r in report.reconstructions if config.defense_of(r.clients[0]) == spec], floors)
+            for spec in specs}
+
+
+def aggregate_sweep(config: FederationConfig, group_sizes, metric: str, threshold: float,
+                    updates: tuple | None = None) -> dict[int, tuple[int, int, np.ndarray]]:
+    """What secure aggregation among ``K`` clients leaves to the attack, for each ``K`` in ``group_sizes``.
+
+    The round-1 updates of ``config``'s clients (computed once, or ``updates``) are averaged in runs of
+    ``K`` clients and attacked with the true labels given (:func:`attack_first_round`); each client
+    counts as reconstructed when its ``metric`` (``"ssim"`` or ``"psnr"``) reaches ``threshold``.
+
+    Returns:
+        ``{K: (reconstructed clients, clients, the metric per client)}``.
+    """
+    if metric not in ("ssim", "psnr"):
+        raise InputError(f"metric must be 'ssim' or 'psnr', got {metric!r}")
+    updates = client_updates(config) if updates is None else updates
+    out = {}
+    for k in group_sizes:
+        _, scores = attack_first_round(config, group_size=k, labels_given=True, updates=updates)
+        values = np.array([c[metric] for c in scores])
+        out[k] = (int((values >= threshold).sum()), len(values), values)
+    return out
+
+
+def aggregate_error(config: FederationConfig, report: FederationReport, server_round: int = 1) -> tuple[float, float]:
+    """How far a SecAgg+ run's aggregate is from the plain mean of the clients' updates (the experimenter's check).
+
+    The clients' updates are recomputed from the weights the server sent (:func:`client_updates`; the
+    server itself cannot see them).
+
+    Returns:
+        ``(largest |aggregate - plain mean| over all weights, largest entry of the mean update of the
+        first layer)``: the quantisation error and the scale it is to be compared with.
+
+    Raises:
+        ValueError: the run has no SecAgg+ aggregate for that round.
+    """
+    server = report.server
+    if server is None or server_round not in server.aggregates:
+        raise InputError(f"the run has no SecAgg+ aggregate for round {server_round}; run it with secagg=True")
+    sent, seen = server.sent[server_round], server.aggregates[server_round]
+    _, own = client_updates(config, server_round, sent)
+    plain_mean = {k: torch.stack([o[k] for o in own]).mean(0) for k in sent}
+    first = next(iter(sent))
+    return (max(float((seen[k] - plain_mean[k]).abs().max()) for k in sent),
+            float((plain_mean[first] - sent[first]).abs().max()))
