@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import metrics
-from .attacks import AttackResult, reconstruct
+from .attacks import AttackResult, infer_labels, reconstruct
 from .data import ImageData
 from .defenses import Defense, parse_defense
 from .errors import InputError
@@ -37,7 +37,7 @@ from .federated import compute_victim_gradients
 from .threat import ThreatModel
 from .training import seeded
 
-__all__ = ["AttackRun", "run_attack", "run_attack_cases", "draw_agreement", "SSIM_MIN_SIDE"]
+__all__ = ["AttackRun", "run_attack", "run_attack_cases", "draw_agreement", "label_recovery", "SSIM_MIN_SIDE"]
 
 SSIM_MIN_SIDE = 7
 """SSIM's 7x7 window needs images at least this many pixels high and wide; smaller ones get no SSIM."""
@@ -198,3 +198,21 @@ def draw_agreement(model: nn.Module, victims: ImageData) -> tuple[dict[str, np.n
     first, second = (compute_victim_gradients(model, victims.images, victims.labels) for _ in range(2))
     per_layer = {name: c.numpy() for name, c in metrics.layer_cosines(first, second).items()}
     return per_layer, metrics.gradient_cosine(first, second).numpy()
+
+
+def label_recovery(model: nn.Module, victims: ImageData, batch_sizes: Sequence[int]) -> tuple[list[float], list[float]]:
+    """How well iDLG's label rule (:func:`precode.attacks.infer_labels`) reads the labels off the shared
+    gradients of client batches of each size ``B`` in ``batch_sizes`` (no defense, honest server).
+
+    Returns:
+        ``(recovered, ceiling)``, one value per batch size: the fraction of images whose label is
+        among those inferred for their batch (:func:`precode.metrics.batch_label_recovery`), and the
+        most a rule that returns ``B`` distinct classes can reach (the fraction of images whose label
+        is not a repeat within its batch, :func:`precode.metrics.distinct_label_fraction`).
+    """
+    recovered, ceiling = [], []
+    for b in batch_sizes:
+        shared = compute_victim_gradients(model, victims.images, victims.labels, batch_size=b)
+        recovered.append(metrics.batch_label_recovery(infer_labels(model, shared, b), victims.labels, b))
+        ceiling.append(metrics.distinct_label_fraction(victims.labels, b))
+    return recovered, ceiling

@@ -223,8 +223,9 @@ def training_curves(axes, histories: Mapping[str, Sequence[Mapping]],
         epochs = [r["epoch"] for r in history]
         for ax, key in zip(axes, keys):
             scale = 100 if key == "test_accuracy" else 1
-            ax.plot(epochs, [scale * r[key] for r in history], (styles or {}).get(label, "o-"),
-                    color=(colours or {}).get(label), label=label)
+            colour = (colours or {}).get(label)  # none: the style's colour, else matplotlib's cycle
+            ax.plot(epochs, [scale * r[key] for r in history], (styles or {}).get(label, "o-"), label=label,
+                    **({} if colour is None else {"color": colour}))
     for ax, key in zip(axes, keys):
         ax.set(xlabel="epoch", ylabel=TRAINING_LABELS.get(key, key))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs

@@ -82,3 +82,12 @@ def test_cases_attacked_together_equal_each_case_alone(victims):
     assert np.all(cosines[0] == 1) and np.all(cosines[1] < 0.99) and np.all(cosines[2] < 1)
     with pytest.raises(ValueError, match="at least one defense"):
         run_attack_cases("ig", model, victims, threat, [])
+
+
+def test_label_recovery_is_exact_for_single_images_and_bounded_by_repeats(victims):
+    from precode.experiment import label_recovery
+
+    model = build_model("lenet", victims.input_shape, victims.num_classes, seed=0)
+    recovered, ceiling = label_recovery(model, victims, [1, 2, 4])
+    assert recovered[0] == 1.0 and ceiling[0] == 1.0
+    assert all(0 <= r <= c <= 1 for r, c in zip(recovered, ceiling))
