@@ -1,5 +1,6 @@
 """``python -m precode evaluate`` and :mod:`precode.evaluation`: the grid, agreement with the attack
 command, resuming, the statistics and one-line errors. Tiny grids only (seconds each)."""
+import dataclasses
 import json
 import math
 
@@ -246,17 +247,17 @@ def test_grid_results_reads_a_cell_by_model_defense_and_attack(tmp_path, one_thr
 
 def test_reuse_reads_a_finished_run_and_recomputes_it_when_anything_changed(tmp_path, monkeypatch, one_thread):
     calls = {"cells": 0, "training": 0}
-    real_cell, real_train = cells_module.run_cell, cells_module.train_model
+    real_cells, real_train = cells_module.run_cells, cells_module.train_model
 
-    def counting_cell(*args, **kwargs):
-        calls["cells"] += 1
-        return real_cell(*args, **kwargs)
+    def counting_cells(cells, *args, **kwargs):
+        calls["cells"] += len(cells)
+        return real_cells(cells, *args, **kwargs)
 
     def counting_train(*args, **kwargs):
         calls["training"] += 1
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "run_cell", counting_cell)
+    monkeypatch.setattr(runner_module, "run_cells", counting_cells)
     monkeypatch.setattr(runner_module, "train_model", counting_train)
     grid, out = tiny_grid(), tmp_path / "run"
     evaluation.run_evaluation(grid, out, reuse=True, progress=False, figures=False)
@@ -285,26 +286,28 @@ def test_resume_after_an_interruption_recomputes_nothing(tmp_path, monkeypatch, 
     grid = tiny_grid()
     reference = evaluation.run_evaluation(grid, tmp_path / "reference", progress=False, figures=False)
 
-    calls = {"cells": [], "training": 0}
-    real_cell, real_train = cells_module.run_cell, cells_module.train_model
+    calls = {"cells": [], "calls": 0, "training": 0}
+    real_cells, real_train = cells_module.run_cells, cells_module.train_model
 
-    def counting_cell(cell, *args, **kwargs):
-        if len(calls["cells"]) == calls.get("stop_after", math.inf):
-            raise KeyboardInterrupt  # the user presses Ctrl-C during the third cell
-        calls["cells"].append(cell.key)
-        return real_cell(cell, *args, **kwargs)
+    def counting_cells(cells, *args, **kwargs):
+        if calls["calls"] == calls.get("stop_after", math.inf):
+            raise KeyboardInterrupt  # the user presses Ctrl-C during the third call (the fourth cell)
+        calls["calls"] += 1
+        calls["cells"] += [c.key for c in cells]
+        return real_cells(cells, *args, **kwargs)
 
     def counting_train(*args, **kwargs):
         calls["training"] += 1
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "run_cell", counting_cell)
+    monkeypatch.setattr(runner_module, "run_cells", counting_cells)
     monkeypatch.setattr(runner_module, "train_model", counting_train)
     calls["stop_after"] = 2
     with pytest.raises(KeyboardInterrupt):
         evaluation.run_evaluation(grid, tmp_path / "run", progress=False, figures=False)
-    assert len(evaluation.read_csv(tmp_path / "run" / "summary.csv")) == 2
-    assert calls["training"] == 2  # the first defense's model, then the second's before its first cell
+    # the calls: analytic under none; ig under none and prune:0.5 together; then analytic under prune:0.5
+    assert len(evaluation.read_csv(tmp_path / "run" / "summary.csv")) == 3
+    assert calls["training"] == 2  # both defenses' models, before the second call attacks both
 
     # a write cut off mid-cell: victim rows of an unfinished cell without its summary row
     with open(tmp_path / "run" / "results.csv", "a") as f:
@@ -316,7 +319,7 @@ def test_resume_after_an_interruption_recomputes_nothing(tmp_path, monkeypatch, 
         evaluation.run_evaluation(grid, tmp_path / "run", progress=False, figures=False)
     out = evaluation.run_evaluation(grid, tmp_path / "run", resume=True, progress=False, figures=False)
     assert calls["training"] == 0  # both models were trained before the interruption
-    assert len(calls["cells"]) == 2 and not finished & set(calls["cells"])
+    assert len(calls["cells"]) == 1 and not finished & set(calls["cells"])
     for name in ("summary.csv", "results.csv", "training.csv"):
         got, want = evaluation.read_csv(out / name), evaluation.read_csv(reference / name)
         assert _without_seconds(got) == _without_seconds(want), name
@@ -388,10 +391,33 @@ def test_chapters_only_read_a_full_profile_grid_and_never_overwrite_it(tmp_path,
     with pytest.raises(ValueError, match="does not hold the full-paper grid"):
         evaluation.chapter_results(bigger, out)
     monkeypatch.setattr(store_module, "package_fingerprint", lambda: "edited")  # the code changed since
-    monkeypatch.setattr(runner_module, "run_cell", lambda *a, **k: pytest.fail("a chapter recomputed a cell"))
+    monkeypatch.setattr(runner_module, "run_cells", lambda *a, **k: pytest.fail("a chapter recomputed a cell"))
     assert evaluation.chapter_results(grid, out) == out  # read as it is: kept, not recomputed
     rows = evaluation.read_csv(out / "summary.csv")
     assert [(r["defense"], r["attack"]) for r in rows] == [("none", "analytic")]
     (out / "summary.csv").write_text((out / "summary.csv").read_text().splitlines()[0] + "\n")  # unfinished
     with pytest.raises(ValueError, match="holds 0 of the full-paper grid's 1 cells"):
         evaluation.chapter_results(grid, out)
+
+
+def test_cells_of_one_model_are_attacked_together_with_the_numbers_they_get_alone(one_thread):
+    grid = tiny_grid(defenses=("none", "gaussian:0.01", "prune:0.5", "precode"), attacks=("ig",)).replace(
+        ig_iterations=4)
+    cells = {c.defense: c for c in grid.cells()}
+    victims = load_data("fashion-mnist-sample", "test").first(grid.victims)
+    together = cells_module.attack_cells([cells["none"], cells["gaussian:0.01"], cells["prune:0.5"]], grid, victims)
+    for run, defense in zip(together, ["none", "gaussian:0.01", "prune:0.5"]):
+        alone = cells_module.attack_cell(cells[defense], grid, victims)
+        assert run.threat.defense == alone.threat.defense == defense
+        assert torch.allclose(run.images, alone.images, atol=1e-4), defense
+        assert run.ssim == pytest.approx(alone.ssim, abs=1e-4)
+        assert torch.equal(torch.as_tensor(run.labels), torch.as_tensor(alone.labels))
+    assert not torch.allclose(together[0].images, together[1].images, atol=1e-3)  # the defenses differ
+    assert cells_module.batchable(cells["precode"]) is None  # its noise would depend on the batch
+    assert cells_module.batchable(dataclasses.replace(cells["none"], attack="idlg")) is None  # slower batched
+    with pytest.raises(ValueError, match="cannot be attacked together"):
+        cells_module.attack_cells([cells["none"], cells["precode"]], grid, victims)
+    with pytest.raises(ValueError, match="at least one cell"):
+        cells_module.attack_cells([], grid, victims)
+    order = runner_module._batches(grid.cells())
+    assert [[c.defense for c in b] for b in order] == [["none", "gaussian:0.01", "prune:0.5"], ["precode"]]

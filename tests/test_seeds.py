@@ -65,5 +65,5 @@ def test_a_grid_cell_gives_the_client_and_the_attacker_their_own_streams(monkeyp
                 ig_restarts=1, dlg_iterations=1, train_images=8, test_images=8, epochs=1, seed=3)
     cell = next(c for c in grid.cells() if c.defense == "precode" and c.attack == "ig")
     victims = load_data("photos").first(2)
-    cells_module.run_cell(cell, grid, victims, victims.images[:0])
+    cells_module.run_cells([cell], grid, victims, victims.images[:0])
     assert (seen["client"], seen["attacker"]) == (streams(3).client, streams(3).attacker)

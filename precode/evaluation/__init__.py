@@ -26,7 +26,16 @@ Used in chapter 5 (``book/05_evaluation.ipynb``) and chapter 6 (``book/06_adapti
 """
 from __future__ import annotations
 
-from .cells import attack_cell, defended_gradients, run_cell, score_cell, train_model, victim_model
+from .cells import (
+    attack_cell,
+    attack_cells,
+    batchable,
+    defended_gradients,
+    run_cells,
+    score_cell,
+    train_model,
+    victim_model,
+)
 from .grid import (
     ADAPTIVE_ATTACKS,
     ADAPTIVE_DEFENSES,
@@ -62,7 +71,8 @@ from .store import RESULT_FIELDS, TRAINING_CSV_FIELDS, GridResults, RunFolder, r
 __all__ = [
     "ATTACKS", "DEFENSES", "GRIDS", "PRECODE", "Cell", "Grid", "Setting", "canonical_defense", "get_grid",
     "ADAPTIVE_ATTACKS", "ADAPTIVE_DEFENSES", "PAPER_ATTACKS", "PAPER_DEFENSES", "PARTS", "split_defense",
-    "attack_cell", "score_cell", "defended_gradients", "run_cell", "train_model", "victim_model",
+    "attack_cell", "attack_cells", "batchable", "score_cell", "defended_gradients", "run_cells", "train_model",
+    "victim_model",
     "SUMMARY_FIELDS", "comparison_table", "draw_figures", "family", "plot_convergence", "plot_privacy_utility",
     "plot_ssim_distributions", "plot_success_vs_threshold", "summarize_cell", "wilson_interval",
     "run_evaluation", "chapter_results", "RESULT_FIELDS", "TRAINING_CSV_FIELDS", "RunFolder", "GridResults",

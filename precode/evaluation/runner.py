@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..data import load_data
 from ..errors import InputError
-from .cells import run_cell, train_model
+from .cells import batchable, run_cells, train_model
 from .grid import Grid
 from .report import draw_figures, summarize_cell
 from .schema import CELL_FIELDS
@@ -43,9 +43,11 @@ def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite:
 
     For each model and defense, the model is first trained under the defense (once; its history
     goes to ``training.csv``), then each attack of the grid runs on the untrained model's
-    defended gradients (:func:`~precode.evaluation.cells.run_cell`); after each cell its victim
-    rows and summary row are appended to ``results.csv`` and ``summary.csv``. Everything is
-    seeded from ``grid.seed``, so a resumed run gives the same numbers as an uninterrupted one.
+    defended gradients (:func:`~precode.evaluation.cells.run_cells`: the cells of one attack on one
+    model without PRECODE in one call); after each call its cells' victim rows and summary rows are
+    appended to ``results.csv`` and ``summary.csv``. Everything is seeded from ``grid.seed``, so a
+    resumed run gives the same numbers as an uninterrupted one (up to floating-point rounding where
+    a resumed call batches fewer cells).
 
     Args:
         grid: the grid (:func:`~precode.evaluation.grid.get_grid`, possibly restricted).
@@ -126,6 +128,20 @@ def _data_sources(grid: Grid, load: _DataCache) -> dict[str, str]:
     return {f"{name} {split}": load(name, split).source for name, split in sorted(splits)}
 
 
+def _batches(cells: list) -> list[list]:
+    """The cells in grid order, those that :func:`~precode.evaluation.cells.batchable` puts together in
+    one list (at the place of the first), every other cell alone."""
+    batches, where = [], {}
+    for cell in cells:
+        key = batchable(cell)
+        if key is None or key not in where:
+            where[key] = len(batches)
+            batches.append([cell])
+        else:
+            batches[where[key]].append(cell)
+    return batches
+
+
 def _run_cells(grid: Grid, folder: RunFolder, progress: bool, load: _DataCache) -> None:
     done = folder.finished_cells()
     cells = grid.cells()
@@ -133,28 +149,33 @@ def _run_cells(grid: Grid, folder: RunFolder, progress: bool, load: _DataCache) 
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", desc="evaluate", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
     try:
-        for cell in todo:
-            setting, defense = cell.setting, cell.defense
-            history = folder.training(setting.model, setting.train_data, defense)
-            if not history:
-                bar.set_description(f"train {setting.model} on {setting.train_data} under {defense}")
-                epochs, info = train_model(setting, defense, grid, load(setting.train_data, "train"),
-                                           load(setting.train_data, "test"))
-                history = [{"model": setting.model, "train_data": setting.train_data, "defense": defense, **h,
-                            "train_images": info["train_images"], "test_images": info["test_images"]}
-                           for h in epochs]
-                folder.add_training(history)
-            last = history[-1]
+        for batch in _batches(todo):
+            trained = {}
+            for cell in batch:
+                setting, defense = cell.setting, cell.defense
+                history = folder.training(setting.model, setting.train_data, defense)
+                if not history:
+                    bar.set_description(f"train {setting.model} on {setting.train_data} under {defense}")
+                    epochs, info = train_model(setting, defense, grid, load(setting.train_data, "train"),
+                                               load(setting.train_data, "test"))
+                    history = [{"model": setting.model, "train_data": setting.train_data, "defense": defense, **h,
+                                "train_images": info["train_images"], "test_images": info["test_images"]}
+                               for h in epochs]
+                    folder.add_training(history)
+                trained[cell.key] = history[-1]
+            setting = batch[0].setting
             test = load(setting.data, "test")
             victims = test.first(grid.victims)
             pool = test.images[grid.victims : grid.victims + grid.pool]
-            bar.set_description(f"{cell.attack} on {setting.model} ({setting.data}) under {defense}")
-            rows, seconds, reconstructions = run_cell(cell, grid, victims, pool)
-            training = {"test_accuracy": last["test_accuracy"], "train_data": setting.train_data,
-                        "train_images": last["train_images"], "test_images": last["test_images"],
-                        "epsilon": last.get("epsilon")}
-            summary = summarize_cell(cell.key, rows, grid, seconds, training, len(pool))
-            folder.add_cell([dict(zip(CELL_FIELDS, cell.key), **r) for r in rows], summary, reconstructions)
-            bar.update(1)
+            defenses = ", ".join(c.defense for c in batch)
+            bar.set_description(f"{batch[0].attack} on {setting.model} ({setting.data}) under {defenses}")
+            for cell, (rows, seconds, reconstructions) in zip(batch, run_cells(batch, grid, victims, pool)):
+                last = trained[cell.key]
+                training = {"test_accuracy": last["test_accuracy"], "train_data": setting.train_data,
+                            "train_images": last["train_images"], "test_images": last["test_images"],
+                            "epsilon": last.get("epsilon")}
+                summary = summarize_cell(cell.key, rows, grid, seconds, training, len(pool))
+                folder.add_cell([dict(zip(CELL_FIELDS, cell.key), **r) for r in rows], summary, reconstructions)
+                bar.update(1)
     finally:
         bar.close()
