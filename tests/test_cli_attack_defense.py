@@ -1,24 +1,35 @@
 """`python -m precode attack --defense SPEC` and `--precode-at LAYER`."""
 import json
-import os
-import subprocess
-import sys
+import types
 
+import pytest
 import torch
 
+from precode.cli import main
 from precode.defenses import parse_defense
 from precode.federated import compute_shared_gradients, compute_victim_gradients
 from precode.models import build_model
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PRECODE_PROFILE": "quick"}
+
+@pytest.fixture
+def run(capsys, monkeypatch, one_thread):
+    """``python -m precode attack ARGS`` in this process (tests/test_cli_attack.py runs the entry point
+    itself in subprocesses): its exit status, stdout and stderr."""
+    monkeypatch.setenv("PRECODE_PROFILE", "quick")
+
+    def attack(*args):
+        capsys.readouterr()
+        try:
+            code = main(["attack", *args])
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        captured = capsys.readouterr()
+        return types.SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
+
+    return attack
 
 
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "precode", "attack", *args], capture_output=True, text=True,
-                          env=ENV, timeout=300)
-
-
-def test_defense_changes_what_the_server_sees_and_is_recorded():
+def test_defense_changes_what_the_server_sees_and_is_recorded(run):
     common = ["--attack", "analytic", "--model", "mlp", "--data", "fashion-mnist-sample", "--images", "2",
               "--json", "-"]
     plain = json.loads(run(*common).stdout)
@@ -35,13 +46,13 @@ def test_defense_changes_what_the_server_sees_and_is_recorded():
     assert max(r["psnr"] for r in noisy["results"]) < 40, "noise of 0.1 must spoil the exact analytic recovery"
 
 
-def test_invalid_defense_is_one_line():
+def test_invalid_defense_is_one_line(run):
     out = run("--attack", "ig", "--model", "mlp", "--data", "photos", "--images", "1", "--defense", "prune:1.5")
     assert out.returncode != 0
     assert out.stderr.strip().count("\n") == 0 and "prune" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_precode_at_places_the_bottleneck_and_bad_layers_fail_clearly():
+def test_precode_at_places_the_bottleneck_and_bad_layers_fail_clearly(run):
     ok = run("--attack", "ig", "--model", "cnn", "--data", "photos", "--images", "1", "--iterations", "2",
              "--precode-at", "block2", "--json", "-")
     assert ok.returncode == 0, ok.stderr
