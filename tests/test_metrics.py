@@ -268,3 +268,17 @@ def test_training_curves_and_value_grid_draw_what_they_are_given():
     with pytest.raises(ValueError, match="must be \\(rows, columns\\) = \\(3, 2\\)"):
         value_grid(ax, [[0.1, 0.2]], [1e-4, 1e-3], [16, 64, 256])
     plt.close("all")
+
+
+def test_gradient_cosines_are_those_of_float64_and_zero_for_a_zero_gradient():
+    g = torch.Generator().manual_seed(0)
+    a = {"w": torch.randn(4, 1000, 800, generator=g) * 1e-3, "b": torch.randn(4, 1000, generator=g)}
+    b = {k: v + 0.5 * v.std() * torch.randn(v.shape, generator=g) for k, v in a.items()}
+    b["w"][3] = 0  # a zero weight gradient: its layer's cosine is 0, as cosine_similarity has it
+    flat = [torch.cat([d[k].flatten(1) for k in ("w", "b")], 1).double() for d in (a, b)]
+    want = torch.nn.functional.cosine_similarity(*flat, dim=1)
+    assert torch.allclose(metrics.gradient_cosine(a, b).double(), want, atol=1e-6, rtol=0)
+    layer = metrics.layer_cosines(a, b)
+    assert float(layer["w"][3]) == 0
+    want_w = torch.nn.functional.cosine_similarity(a["w"].flatten(1).double(), b["w"].flatten(1).double(), dim=1)
+    assert torch.allclose(layer["w"].double(), want_w, atol=1e-6, rtol=0)
