@@ -425,3 +425,22 @@ def test_attacks_report_the_evaluations_they_spent():
     analytic = attacks.reconstruct("analytic", mlp, compute_victim_gradients(mlp, data.images, data.labels),
                                    input_shape=(1, 28, 28), progress=False)
     assert analytic.evaluations == 0
+
+
+def test_ig_learning_rates_per_group_of_victims_as_if_attacked_alone(victims):
+    images, labels = victims
+    model = small_mlp()
+    shared = compute_victim_gradients(model, images[:2], labels[:2])
+    twice = {k: torch.cat([g, g]) for k, g in shared.items()}  # the same two victims, once per rate
+    options = dict(input_shape=(1, 28, 28), labels=torch.cat([labels[:2], labels[:2]]), iterations=20,
+                   progress=False)
+    sweep = attacks.reconstruct("ig", model, twice, lr=[0.001, 1.0], **options)
+    for k, rate in enumerate([0.001, 1.0]):
+        alone = attacks.reconstruct("ig", model, shared, lr=rate, **{**options, "labels": labels[:2]})
+        torch.testing.assert_close(sweep.reconstructions[2 * k:2 * k + 2], alone.reconstructions, atol=1e-4, rtol=0)
+        torch.testing.assert_close(sweep.loss_history[:, 2 * k:2 * k + 2], alone.loss_history, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(sweep.reconstructions[:2], sweep.reconstructions[2:], atol=1e-2)  # the rates differ
+    with pytest.raises(ValueError, match="cannot cut 4 victims"):
+        attacks.reconstruct("ig", model, twice, lr=[0.1, 0.2, 0.3], **options)
+    with pytest.raises(ValueError, match="lr must be positive"):
+        attacks.reconstruct("ig", model, twice, lr=[0.1, -1.0], **options)
