@@ -275,10 +275,12 @@ def test_gradient_cosines_are_those_of_float64_and_zero_for_a_zero_gradient():
     a = {"w": torch.randn(4, 1000, 800, generator=g) * 1e-3, "b": torch.randn(4, 1000, generator=g)}
     b = {k: v + 0.5 * v.std() * torch.randn(v.shape, generator=g) for k, v in a.items()}
     b["w"][3] = 0  # a zero weight gradient: its layer's cosine is 0, as cosine_similarity has it
+    a["b"][2] *= 1e-7  # tiny but not zero (norm about 3e-6): its cosine is still computed
+    b["b"][2] = a["b"][2] * 2
     flat = [torch.cat([d[k].flatten(1) for k in ("w", "b")], 1).double() for d in (a, b)]
     want = torch.nn.functional.cosine_similarity(*flat, dim=1)
     assert torch.allclose(metrics.gradient_cosine(a, b).double(), want, atol=1e-6, rtol=0)
     layer = metrics.layer_cosines(a, b)
-    assert float(layer["w"][3]) == 0
+    assert float(layer["w"][3]) == 0 and float(layer["b"][2]) == pytest.approx(1, abs=1e-6)
     want_w = torch.nn.functional.cosine_similarity(a["w"].flatten(1).double(), b["w"].flatten(1).double(), dim=1)
     assert torch.allclose(layer["w"].double(), want_w, atol=1e-6, rtol=0)
