@@ -13,9 +13,9 @@ os.environ.setdefault("PRECODE_PROFILE", "quick")
 # collected tests and the second worker the rest, then lets an idle worker steal from the other's
 # tail. So the chapters are split between the two halves, longest first, each to the half with
 # less so far, and each half starts with its chapters (a chapter cannot be stolen once started).
-# Scheduling hints only (seconds alone, one thread: benchmarks/bench_book.py, 2026-12-01); a
-# wrong hint costs time, never a result.
-CHAPTER_SECONDS = {"01": 22, "02": 299, "03": 358, "04": 191, "05": 265, "06": 398, "07": 172}
+# Scheduling hints only (seconds alone, one thread, the other core busy, on this project's 2-core
+# CPU on 2026-12-03); a wrong hint costs time, never a result.
+CHAPTER_SECONDS = {"01": 37, "02": 447, "03": 352, "04": 299, "05": 390, "06": 511, "07": 301}
 
 
 def _chapter_cost(item) -> int:
