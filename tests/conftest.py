@@ -1,4 +1,5 @@
 import os
+import types
 
 import pytest
 import torch
@@ -41,6 +42,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, one_thread):
+    """``python -m precode ARGS`` in this process, in the quick profile: ``cli(*args)`` gives its exit
+    status, stdout and stderr (``returncode``, ``stdout``, ``stderr``). Starting a Python with torch
+    costs about 5 s; tests/test_cli_attack.py runs the entry point itself in subprocesses."""
+    from precode.cli import main
+
+    monkeypatch.setenv("PRECODE_PROFILE", "quick")
+
+    def run(*args):
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        captured = capsys.readouterr()
+        return types.SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
+
+    return run
 
 
 @pytest.fixture

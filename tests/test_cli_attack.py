@@ -105,17 +105,10 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(IN_PROCESS_CASES))
-def test_more_user_errors_in_process(name, tmp_path, capsys):
-    from precode.cli import main
-
+def test_more_user_errors_in_process(name, tmp_path, cli):
     files = {"BAD_NPZ": str(bad_npz(tmp_path)), "GOOD_NPZ": str(good_npz(tmp_path))}
-    args = [files.get(a, a) for a in IN_PROCESS_CASES[name]]
-    try:
-        code = main(["attack", *args])
-    except SystemExit as e:  # argparse's own errors
-        code = e.code
-    captured = capsys.readouterr()
-    check_one_line(code, captured.out, captured.err, name)
+    proc = cli("attack", *[files.get(a, a) for a in IN_PROCESS_CASES[name]])
+    check_one_line(proc.returncode, proc.stdout, proc.stderr, name)
 
 
 def test_the_seed_fixes_precode_runs(capsys):

@@ -1,32 +1,18 @@
 """`python -m precode attack --defense SPEC` and `--precode-at LAYER`."""
 import json
-import types
 
 import pytest
 import torch
 
-from precode.cli import main
 from precode.defenses import parse_defense
 from precode.federated import compute_shared_gradients, compute_victim_gradients
 from precode.models import build_model
 
 
 @pytest.fixture
-def run(capsys, monkeypatch, one_thread):
-    """``python -m precode attack ARGS`` in this process (tests/test_cli_attack.py runs the entry point
-    itself in subprocesses): its exit status, stdout and stderr."""
-    monkeypatch.setenv("PRECODE_PROFILE", "quick")
-
-    def attack(*args):
-        capsys.readouterr()
-        try:
-            code = main(["attack", *args])
-        except SystemExit as e:  # argparse's own errors
-            code = e.code
-        captured = capsys.readouterr()
-        return types.SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
-
-    return attack
+def run(cli):
+    """``python -m precode attack ARGS`` in this process (the ``cli`` fixture)."""
+    return lambda *args: cli("attack", *args)
 
 
 def test_defense_changes_what_the_server_sees_and_is_recorded(run):

@@ -58,17 +58,10 @@ def test_table_and_json_file_in_process(tmp_path, capsys, one_thread):
     (["--model", "mlp", "--data", "photos", "--epochs", "1"], "photos"),
     (["--data", "fashion-mnist-sample"], "--model is required"),
 ])
-def test_user_errors_are_one_line(args, problem, capsys, monkeypatch, one_thread):
-    # In process, as `python -m precode train` runs it (tests/test_cli_attack.py checks the entry point
-    # itself in subprocesses): starting a Python with torch for each case cost about 5 s.
-    monkeypatch.setenv("PRECODE_PROFILE", "quick")
-    try:
-        code = main(["train", *args])
-    except SystemExit as e:  # argparse's own errors
-        code = e.code
-    captured = capsys.readouterr()
-    assert code != 0
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
+def test_user_errors_are_one_line(args, problem, cli):
+    proc = cli("train", *args)  # in process (tests/test_cli_attack.py checks the entry point in subprocesses)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error:") and problem in lines[0]
-    assert "Traceback" not in captured.err and captured.out == ""
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
