@@ -136,7 +136,7 @@ def inverting_gradients(
     matcher = (GradientMatcher(model, targets, batch_size, shape, layers=layers, distance="cosine")
                if matcher is None else matcher)
     x0 = initial_tensor((restarts, 1, batch_size, *shape), seed, init, device)
-    x = x0.expand(restarts, n, *x0.shape[2:]).clone()
+    x = x0.expand(restarts, n, *x0.shape[2:])
     groups = [g.clone().requires_grad_(True) for g in x.split(n // len(rates), dim=1)]  # one per rate
     y_trials = y.expand(restarts, n, batch_size)
     optimizer = torch.optim.Adam([{"params": [g], "lr": r} for g, r in zip(groups, rates)])

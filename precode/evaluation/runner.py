@@ -134,12 +134,27 @@ def _batches(cells: list) -> list[list]:
     batches, where = [], {}
     for cell in cells:
         key = batchable(cell)
-        if key is None or key not in where:
-            where[key] = len(batches)
-            batches.append([cell])
-        else:
-            batches[where[key]].append(cell)
+        if key is not None and key in where:
+            where[key].append(cell)
+            continue
+        batches.append([cell])
+        if key is not None:
+            where[key] = batches[-1]
     return batches
+
+
+def _trained(cell, grid: Grid, folder: RunFolder, load: _DataCache, bar) -> list[dict[str, Any]]:
+    """The training history of the cell's model under its defense: stored, or trained now and stored."""
+    setting, defense = cell.setting, cell.defense
+    history = folder.training(setting.model, setting.train_data, defense)
+    if not history:
+        bar.set_description(f"train {setting.model} on {setting.train_data} under {defense}")
+        epochs, info = train_model(setting, defense, grid, load(setting.train_data, "train"),
+                                   load(setting.train_data, "test"))
+        history = [{"model": setting.model, "train_data": setting.train_data, "defense": defense, **h,
+                    "train_images": info["train_images"], "test_images": info["test_images"]} for h in epochs]
+        folder.add_training(history)
+    return history
 
 
 def _run_cells(grid: Grid, folder: RunFolder, progress: bool, load: _DataCache) -> None:
@@ -150,19 +165,7 @@ def _run_cells(grid: Grid, folder: RunFolder, progress: bool, load: _DataCache) 
                disable=not progress, dynamic_ncols=True)
     try:
         for batch in _batches(todo):
-            trained = {}
-            for cell in batch:
-                setting, defense = cell.setting, cell.defense
-                history = folder.training(setting.model, setting.train_data, defense)
-                if not history:
-                    bar.set_description(f"train {setting.model} on {setting.train_data} under {defense}")
-                    epochs, info = train_model(setting, defense, grid, load(setting.train_data, "train"),
-                                               load(setting.train_data, "test"))
-                    history = [{"model": setting.model, "train_data": setting.train_data, "defense": defense, **h,
-                                "train_images": info["train_images"], "test_images": info["test_images"]}
-                               for h in epochs]
-                    folder.add_training(history)
-                trained[cell.key] = history[-1]
+            trained = {cell.key: _trained(cell, grid, folder, load, bar)[-1] for cell in batch}
             setting = batch[0].setting
             test = load(setting.data, "test")
             victims = test.first(grid.victims)
