@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import os
 import random
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from .metrics import mean_ci95
 from .profiles import Profile, get_profile
 
-__all__ = ["setup_chapter", "glue"]
+__all__ = ["setup_chapter", "glue", "glue_ci", "glue_key"]
 
 
 def setup_chapter(seed: int = 0, threads: int | None = None) -> Profile:
@@ -53,3 +56,18 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     except ImportError:
         return
     _glue(name, value, display=display)
+
+
+def glue_key(*parts: Any) -> str:
+    """A glue name made of ``parts``: joined by spaces, every run of characters other than letters,
+    digits and ``_`` becomes one underscore (``glue_key("rnd MLP", "ig-eot, 4x budget")`` ->
+    ``"rnd_MLP_ig_eot_4x_budget"``)."""
+    return re.sub(r"\W+", "_", " ".join(str(p) for p in parts))
+
+
+def glue_ci(name: str, values: Sequence[float] | np.ndarray | torch.Tensor, digits: int = 2) -> tuple[float, float]:
+    """Glue ``"mean ± half"`` of ``values`` (the 95% t interval, :func:`precode.metrics.mean_ci95`)
+    under ``name``, with ``digits`` decimals, and return ``(mean, half)``."""
+    mean, half = mean_ci95(values)
+    glue(name, f"{mean:.{digits}f} ± {half:.{digits}f}")
+    return mean, half

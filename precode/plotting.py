@@ -8,8 +8,13 @@
 * :func:`loss_curves`: an attack's loss per iteration, one line per victim; :func:`median_curve`:
   its median over the victims;
 * :func:`training_curves`: trainings' loss and test accuracy per epoch, one line per training;
+* :func:`bar_values`: one horizontal bar per label, its value written at its end (seconds,
+  accuracies);
 * :func:`value_grid`: a table of numbers over two parameters (a sweep), as a heat map with the
   values written in its squares;
+* :data:`DEFENSE_STYLES`, :func:`defense_training` and :func:`privacy_utility`: the gradient
+  defenses' families drawn alike (chapter 3): each family's colour, marker and parameter, its
+  trainings per level against the undefended one, and its levels' attack SSIM against accuracy;
 * :func:`image_grid`: rows of images (victims, then each attack's reconstructions), grey or colour,
   with a short note under each image (its SSIM, say).
 
@@ -17,18 +22,21 @@ Used in chapters 2 to 7.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.ticker import MaxNLocator
 
 from .errors import InputError
 from .metrics import mean_ci95, wilson_interval
 
 __all__ = [
-    "strip_plot", "mean_ci_plot", "rate_plot", "loss_curves", "median_curve", "training_curves", "value_grid",
-    "image_grid", "show_image", "SSIM_BOUNDS",
+    "strip_plot", "mean_ci_plot", "rate_plot", "loss_curves", "median_curve", "training_curves", "bar_values",
+    "value_grid", "image_grid", "show_image", "SSIM_BOUNDS", "DefenseStyle", "DEFENSE_STYLES", "defense_training",
+    "privacy_utility",
 ]
 
 SSIM_BOUNDS = (-1.0, 1.0)
@@ -45,7 +53,8 @@ def _clipped(mean: float, half: float, bounds: tuple[float, float] | None) -> tu
 def strip_plot(ax, groups: Mapping[str, Sequence[float]], ylabel: str = "", colours: Mapping[str, str] | None = None,
                *, bounds: tuple[float, float] | None = None, title: str | None = None, seed: int = 0,
                threshold: float | None = None, ylim: tuple[float, float] | None = None,
-               interval: Callable[[np.ndarray], tuple[float, float, float]] | None = None):
+               interval: Callable[[np.ndarray], tuple[float, float, float]] | None = None,
+               connect: str | None = None):
     """Draw one dot per value for each group (jittered), and its mean with the 95% t interval in black.
 
     Args:
@@ -61,6 +70,8 @@ def strip_plot(ax, groups: Mapping[str, Sequence[float]], ylabel: str = "", colo
         ylim: the y axis' limits, or ``None`` for matplotlib's.
         interval: ``values -> (mean, low, high)`` for another interval
             (:func:`precode.metrics.mean_bootstrap_ci`, say); ``None``: the t interval.
+        connect: a colour for a faint line through the means (groups that are the levels of one
+            parameter, a dose-response), or ``None``.
 
     Returns:
         ``ax``.
@@ -69,6 +80,7 @@ def strip_plot(ax, groups: Mapping[str, Sequence[float]], ylabel: str = "", colo
         ValueError: a group without values, or with NaN values.
     """
     rng = np.random.default_rng(seed)
+    means = []
     for i, (name, values) in enumerate(groups.items()):
         v = np.asarray(values, dtype=float)
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), v, s=14, alpha=0.7,
@@ -78,7 +90,10 @@ def strip_plot(ax, groups: Mapping[str, Sequence[float]], ylabel: str = "", colo
             low, high = _clipped(mean, half, bounds)
         else:
             mean, low, high = interval(v)
+        means.append(mean)
         ax.errorbar(i + 0.3, mean, yerr=[[mean - low], [high - mean]], fmt="_", color="k", ms=10, capsize=3)
+    if connect is not None:
+        ax.plot(np.arange(len(means)) + 0.3, means, "-", color=connect, alpha=0.5)
     ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
     ax.set_ylabel(ylabel)
     if title:
@@ -232,6 +247,45 @@ def training_curves(axes, histories: Mapping[str, Sequence[Mapping]],
     return axes
 
 
+def bar_values(ax, values: Mapping[str, float], *, colours: Mapping[str, str] | Sequence[str] | None = None,
+               fmt: str = "{:.1f}", xlabel: str = "", log: bool = False, xlim: tuple[float, float] | None = None):
+    """One horizontal bar per label, top to bottom in order, each with its value written at its end.
+
+    Args:
+        ax: the matplotlib axes.
+        values: ``{label: value}``.
+        colours: ``{label: colour}`` or one colour per bar in order; the others get matplotlib's cycle.
+        fmt: the format of the written values.
+        xlabel: the x axis' label.
+        log: a logarithmic x axis (values spanning decades, such as seconds).
+        xlim: the x axis' range, or ``None`` (matplotlib's).
+
+    Raises:
+        ValueError: no values, or a value that is not finite.
+
+    Used in chapters 2 (the attacks' seconds) and 6 (the trained variants' accuracy).
+    """
+    labels = list(values)
+    xs = np.asarray([float(values[k]) for k in labels])
+    if not labels or not np.all(np.isfinite(xs)):
+        raise InputError(f"bar_values needs finite values, got {dict(values)}")
+    if colours is None or isinstance(colours, Mapping):
+        chosen = [(colours or {}).get(k, f"C{i % 10}") for i, k in enumerate(labels)]
+    else:
+        chosen = list(colours)
+    ax.barh(range(len(xs)), xs, color=chosen)
+    ax.set_yticks(range(len(xs)), labels, fontsize=8)
+    ax.invert_yaxis()
+    for i, x in enumerate(xs):
+        ax.text(x, i, " " + fmt.format(x), va="center", fontsize=7)
+    if log:
+        ax.set_xscale("log")
+    if xlim is not None:
+        ax.set_xlim(*xlim)
+    ax.set_xlabel(xlabel)
+    return ax
+
+
 def value_grid(ax, values, columns: Sequence, rows: Sequence, *, fmt: str = "{:.2f}", xlabel: str = "",
                ylabel: str = "", title: str = ""):
     """Draw a ``(rows, columns)`` table of numbers as a heat map, each value written in its square.
@@ -323,3 +377,108 @@ def image_grid(rows: Mapping[str, Sequence], *, notes: Mapping[str, Sequence[str
     fig.tight_layout()
     return fig
 
+
+
+@dataclasses.dataclass(frozen=True)
+class DefenseStyle:
+    """How a family of gradient defenses is drawn and named (chapter 3's figures).
+
+    Attributes:
+        title: the family in words (``"Gaussian noise"``).
+        short: a short name for an image grid's row (``"Gaussian"``).
+        parameter: its strength parameter, for an axis (``"std $\\sigma$"``).
+        symbol: the parameter's symbol (``"\u03c3"``, sigma).
+        colour, marker: the family's matplotlib colour and marker.
+        shades: a matplotlib colour map of the colour, one shade per level.
+        label_side: where :func:`privacy_utility` writes a level next to its point (``"left"`` or ``"right"``).
+    """
+
+    title: str
+    short: str
+    parameter: str
+    symbol: str
+    colour: str
+    marker: str
+    shades: str
+    label_side: str = "right"
+
+
+DEFENSE_STYLES = {
+    "gaussian": DefenseStyle("Gaussian noise", "Gaussian", "std $\\sigma$", "\u03c3", "C0", "o", "Blues"),
+    "laplacian": DefenseStyle("Laplacian noise", "Laplacian", "scale $b$", "b", "C1", "s", "Oranges"),
+    "prune": DefenseStyle("pruning", "pruning", "fraction $p$", "p", "C2", "^", "Greens", label_side="left"),
+    "dp": DefenseStyle("DP-SGD", "DP-SGD", "noise multiplier $z$", "z", "C3", "D", "Reds"),
+}
+"""The gradient defenses' families (:func:`precode.defenses.defense_spec`) as chapter 3 draws them."""
+
+
+def defense_training(axes, reference, trained: Mapping[str, object], style: DefenseStyle):
+    """One family's trainings: test accuracy per epoch (top axes) and the final accuracy against the
+    level (bottom axes), the undefended training in black.
+
+    Args:
+        axes: ``(top, bottom)`` matplotlib axes.
+        reference: the undefended :class:`~precode.defenses.TrainingResult` (``history``, ``test_accuracy``).
+        trained: ``{level's label: TrainingResult}``, weakest first.
+        style: the family's :class:`DefenseStyle`.
+
+    Returns:
+        ``axes``.
+    """
+    top, bottom = axes
+    if not trained:
+        raise InputError("defense_training needs at least one trained level")
+    shades = colormaps[style.shades]
+    histories = {"no defense": reference.history, **{label: r.history for label, r in trained.items()}}
+    styles = dict.fromkeys(histories, style.marker + "-") | {"no defense": "k.--"}
+    colours = {label: shades(0.45 + 0.55 * (i + 1) / len(trained)) for i, label in enumerate(trained)}
+    training_curves([top], histories, ["test_accuracy"], styles=styles, colours=colours)
+    top.legend(fontsize=7, title=style.parameter, title_fontsize=7, loc="lower right")
+    acc = [100 * reference.test_accuracy] + [100 * r.test_accuracy for r in trained.values()]
+    bottom.plot(range(len(acc)), acc, "-", color=style.colour, alpha=0.5)
+    for x, a in enumerate(acc):
+        bottom.plot(x, a, style.marker, color="black" if x == 0 else style.colour)
+    bottom.set_xticks(range(len(acc)), ["none", *trained])
+    bottom.set_xlabel(style.parameter)
+    return axes
+
+
+def privacy_utility(ax, series: Mapping[str, tuple], references: Mapping[str, tuple], *, crowd: float = 0.95):
+    """Each defense level at (test accuracy after training, the attack's mean SSIM with its 95% interval).
+
+    Args:
+        ax: the matplotlib axes.
+        series: ``{legend label: (style, accuracies, SSIM samples, level labels)}``, one per family:
+            its :class:`DefenseStyle`, and per level the accuracy, the victims' SSIM and the level's name.
+        references: ``{legend label: (accuracy, SSIM samples, filled)}``: the undefended trainings,
+            drawn as black stars (``filled=False``: a white star); the first is where the levels
+            too close to it to be told apart are named together.
+        crowd: levels whose mean SSIM is at least this are named together at the first reference
+            (they sit on it) instead of next to their points.
+
+    Returns:
+        ``ax``.
+    """
+    if not references:
+        raise InputError("privacy_utility needs at least one undefended reference")
+    crowded = []
+    for label, (style, xs, samples, levels) in series.items():
+        mean_ci_plot(ax, xs, samples, fmt=style.marker, colour=style.colour, bounds=SSIM_BOUNDS, label=label)
+        left = style.label_side == "left"
+        for x, values, level in zip(xs, samples, levels):
+            m = mean_ci95(values)[0]
+            if m >= crowd:
+                crowded.append(f"{style.title} {level}")
+            else:
+                ax.annotate(level, (x, m), textcoords="offset points", xytext=(-6 if left else 6, 3), fontsize=7,
+                            ha="right" if left else "left", color=style.colour)
+    x0, samples0, _filled = next(iter(references.values()))
+    if crowded:
+        ax.annotate("on the black star: " + ", ".join(crowded), (x0, mean_ci95(samples0)[0]),
+                    xytext=(x0 - 0.05, 1.13), ha="right", va="center", fontsize=7,
+                    arrowprops={"arrowstyle": "->", "color": "0.4"})
+    for label, (x, samples, filled) in references.items():
+        m, h = mean_ci95(samples)
+        ax.errorbar(x, m, yerr=h, fmt="*", color="black", markersize=12, label=label,
+                    **({} if filled else {"markerfacecolor": "white"}))
+    return ax

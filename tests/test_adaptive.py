@@ -237,7 +237,12 @@ def test_cli_ig_joint_refuses_a_plain_model(capsys):
 def test_encoder_leak_reads_the_bottlenecks_input_exactly_and_inverts_the_front():
     model = tiny()
     images, _labels, shared = shared_of(model, n=3)
-    recon, features = attacks.encoder_leak(model, shared, (1, 4, 4), steps=300, lr=0.05, seed=1)
+    result = attacks.reconstruct("encoder-leak", model, shared, (1, 4, 4), iterations=300, lr=0.05, seed=1,
+                                 progress=False)
+    recon, features = result.reconstructions, result.features
+    assert result.attack == "encoder-leak" and result.evaluations == 300
+    assert result.loss_history.shape == (300, 3) and result.restart_losses.shape == (1, 3)
+    assert torch.all(result.loss_history[-1] < result.loss_history[0])
     front = nn.Sequential(model.flatten, model.fc1, model.act)
     assert list(attacks.layers_in_front(model)) == list(front)  # the same modules
     with torch.no_grad():
@@ -253,10 +258,31 @@ def test_encoder_leak_reads_the_bottlenecks_input_exactly_and_inverts_the_front(
 
 
 def test_encoder_leak_needs_a_bottleneck_and_its_gradients():
+    plain = tiny(precode=False)
     with pytest.raises(ValueError, match="no PRECODE bottleneck"):
-        attacks.encoder_leak(tiny(precode=False), {}, (1, 4, 4))
+        attacks.encoder_leak(plain, shared_of(plain)[2], (1, 4, 4))
     model = tiny()
     _images, _labels, shared = shared_of(model)
     del shared["precode.encoder.bias"]
     with pytest.raises(ValueError, match=r"precode\.encoder\.bias"):
         attacks.encoder_leak(model, shared, (1, 4, 4))
+    with pytest.raises(ValueError, match="batch size 1"):
+        attacks.reconstruct("encoder-leak", model, shared_of(model)[2], (1, 4, 4), batch_size=2)
+
+
+def test_the_encoder_leak_is_an_experiment_like_every_attack():
+    # run_attack: the clients' gradients, the attacker's stream, matched and scored images
+    from precode.data import ImageData
+    from precode.experiment import run_attack
+    from precode.threat import ThreatModel
+
+    model = tiny()
+    images, labels, shared = shared_of(model, n=3)
+    victims = ImageData(images, labels, ["a", "b", "c"], "tiny", "random")
+    threat = ThreatModel(labels="inferred", seed=4)
+    run = run_attack("encoder-leak", model, victims, threat, iterations=50)
+    direct = attacks.encoder_leak(model, shared, (1, 4, 4), iterations=50, seed=threat.streams.attacker,
+                                  progress=False)
+    assert torch.allclose(run.result.features, direct.features, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(run.images, direct.reconstructions, atol=1e-5)
+    assert run.label_accuracy == 1.0 and run.mse.shape == (3,)

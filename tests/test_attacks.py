@@ -398,7 +398,7 @@ def test_every_registered_attack_takes_its_settings_by_keyword_only():
     # the model, the shared gradients and the image shape are the only positional arguments, so that a
     # call cannot pass the labels as the batch size, or the seed as the restarts
     assert sorted(attacks.ATTACKS) == sorted(attacks.ATTACK_NAMES) == sorted(
-        ["dlg", "idlg", "ig", "analytic", "ig-omit", "ig-joint", "ig-mean", "ig-eot"])
+        ["dlg", "idlg", "ig", "analytic", "ig-omit", "ig-joint", "ig-mean", "ig-eot", "encoder-leak"])
     for name, attack in attacks.ATTACKS.items():
         params = list(inspect.signature(attack).parameters.values())
         assert [p.name for p in params[:3]] == ["model", "shared_gradients", "input_shape"], name

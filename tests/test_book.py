@@ -127,3 +127,16 @@ def test_a_chapter_edited_while_it_runs_is_not_stored_as_current(tmp_path, monke
     result, _ = chapters.execute(edited)
     assert result.error is None
     assert not chapters.is_current(edited), "outputs of the old code were stored as the new code's"
+
+
+def test_glue_names_and_intervals_for_the_prose(monkeypatch):
+    from precode import notebook
+    from precode.metrics import mean_ci95
+
+    glued = {}
+    monkeypatch.setattr(notebook, "glue", lambda name, value, display=False: glued.update({name: value}))
+    assert notebook.glue_key("rnd MLP", "ig-eot, 4x budget") == "rnd_MLP_ig_eot_4x_budget"
+    assert notebook.glue_key("leak", "PRECODE after block1") == "leak_PRECODE_after_block1"
+    m, h = notebook.glue_ci("ssim_x", [0.2, 0.4, 0.9])
+    assert (m, h) == mean_ci95([0.2, 0.4, 0.9])
+    assert glued == {"ssim_x": f"{m:.2f} ± {h:.2f}"}

@@ -346,3 +346,19 @@ def test_parse_rejects_non_strings_and_passes_defenses_through():
         parse_defense(0.1)
     d = GaussianNoise(0.1)
     assert parse_defense(d) is d
+
+
+def test_defense_spec_names_a_family_at_a_level():
+    from precode.defenses import defense_spec
+
+    assert defense_spec("gaussian", 0.01) == "gaussian:0.01"
+    assert defense_spec("prune", 0.99) == "prune:0.99"
+    assert defense_spec("dp", 0.1, clip=2.0) == "dp:clip=2.0,noise=0.1"
+    assert defense_spec("none") == "none"
+    assert parse_defense(defense_spec("laplacian", 1e-4)).spec == "laplacian:0.0001"
+    with pytest.raises(ValueError, match="needs a level"):
+        defense_spec("gaussian")
+    with pytest.raises(ValueError, match=r"unknown|invalid"):
+        defense_spec("magic", 0.1)
+    with pytest.raises(ValueError, match="fraction"):
+        defense_spec("prune", 1.5)

@@ -421,3 +421,23 @@ def test_cells_of_one_model_are_attacked_together_with_the_numbers_they_get_alon
         cells_module.attack_cells([], grid, victims)
     order = runner_module._batches(grid.cells())
     assert [[c.defense for c in b] for b in order] == [["none", "gaussian:0.01", "prune:0.5"], ["precode"]]
+
+
+def test_row_texts_quote_a_summary_row_as_the_prose_does():
+    row = {"attack_success_rate": 0.25, "success_ci95_low": 0.0711, "success_ci95_high": 0.5907,
+           "ssim_mean": 0.4249, "identification_rate": 0.375, "test_accuracy": 0.7436}
+    assert evaluation.row_texts(row) == {"rate": "25% (7-59%)", "ssim": "0.42", "id": "38%", "acc": "74%"}
+
+
+def test_train_defended_builds_the_named_model_and_trains_it_under_the_named_defense(one_thread):
+    from precode.bottleneck import bottlenecks
+
+    data = load_data("fashion-mnist-sample").first(64)
+    plain, _ = evaluation.train_defended("mlp", "none", data, epochs=1, seed=0)
+    assert not bottlenecks(plain)
+    model, result = evaluation.train_defended("mlp", "precode+gaussian:0.01", data, data, epochs=1, seed=0)
+    assert len(bottlenecks(model)) == 1 and len(result.history) == 1 and 0 <= result.test_accuracy <= 1
+    _again, repeat = evaluation.train_defended("mlp", "precode+gaussian:0.01", data, data, epochs=1, seed=0)
+    assert repeat.test_accuracy == result.test_accuracy  # seeded: the model, PRECODE, the noise, the order
+    with pytest.raises(ValueError, match="invalid defense"):
+        evaluation.train_defended("mlp", "gaussian:-1", data, epochs=1)

@@ -284,3 +284,62 @@ def test_gradient_cosines_are_those_of_float64_and_zero_for_a_zero_gradient():
     assert float(layer["w"][3]) == 0 and float(layer["b"][2]) == pytest.approx(1, abs=1e-6)
     want_w = torch.nn.functional.cosine_similarity(a["w"].flatten(1).double(), b["w"].flatten(1).double(), dim=1)
     assert torch.allclose(layer["w"].double(), want_w, atol=1e-6, rtol=0)
+
+
+def test_bar_values_and_the_connected_strip_plot_draw_their_values():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from precode.plotting import bar_values, strip_plot
+
+    _, ax = plt.subplots()
+    bar_values(ax, {"slow": 120.0, "fast": 0.5}, colours=["0.5", "C1"], log=True, xlabel="seconds")
+    widths = [p.get_width() for p in ax.patches]
+    assert widths == [120.0, 0.5] and ax.get_xscale() == "log" and ax.get_xlabel() == "seconds"
+    assert [t.get_text() for t in ax.texts] == [" 120.0", " 0.5"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["slow", "fast"]
+    with pytest.raises(ValueError, match="finite"):
+        bar_values(ax, {"broken": float("nan")})
+    with pytest.raises(ValueError, match="finite"):
+        bar_values(ax, {})
+
+    _, ax2 = plt.subplots()
+    strip_plot(ax2, {"none": [1.0, 0.8], "0.1": [0.2, 0.4]}, connect="C3")
+    line = ax2.lines[-1]  # through the means, at the error bars' positions
+    assert list(line.get_ydata()) == pytest.approx([0.9, 0.3]) and list(line.get_xdata()) == pytest.approx([0.3, 1.3])
+    plt.close("all")
+
+
+def test_the_defense_figures_draw_every_level_and_the_undefended_reference():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from precode.defenses import TrainingResult
+    from precode.plotting import DEFENSE_STYLES, defense_training, privacy_utility
+
+    def result(acc):  # two epochs, ending at accuracy acc
+        return TrainingResult(history=[{"epoch": e, "test_accuracy": acc - 0.1 * (2 - e)} for e in (1, 2)])
+
+    _fig, (top, bottom) = plt.subplots(2)
+    defense_training((top, bottom), result(0.8), {"0.1": result(0.7), "1": result(0.5)}, DEFENSE_STYLES["dp"])
+    assert len(top.get_lines()) == 3  # the reference and two levels
+    assert list(bottom.lines[0].get_ydata()) == pytest.approx([80, 70, 50])  # final accuracy against the level
+    assert [t.get_text() for t in bottom.get_xticklabels()] == ["none", "0.1", "1"]
+    with pytest.raises(ValueError, match="at least one"):
+        defense_training((top, bottom), result(0.8), {}, DEFENSE_STYLES["dp"])
+
+    _, ax = plt.subplots()
+    series = {"pruning": (DEFENSE_STYLES["prune"], [0.8, 0.7], [[0.99, 0.98], [0.2, 0.3]], ["0.5", "0.99"])}
+    privacy_utility(ax, series, {"no defense": (0.81, [1.0, 1.0], True)})
+    texts = [t.get_text() for t in ax.texts]
+    assert "0.99" in texts  # a level away from the star is named at its point ...
+    assert "on the black star: pruning 0.5" in texts  # ... one on the star is named with the others there
+    means = ax.containers[0].lines[0].get_ydata()
+    assert list(means) == pytest.approx([0.985, 0.25])
+    with pytest.raises(ValueError, match="reference"):
+        privacy_utility(ax, series, {})
+    plt.close("all")

@@ -16,13 +16,12 @@ name       attack
 ``ig-joint`` IG that optimises PRECODE's noise jointly with the images (:mod:`.adaptive`, chapter 6)
 ``ig-mean``  IG on the deterministic replica of PRECODE (its noise fixed at 0; :mod:`.adaptive`, chapter 6)
 ``ig-eot``   IG on the distance averaged over several draws of PRECODE's noise (:mod:`.adaptive`, chapter 6)
+``encoder-leak`` divide PRECODE's encoder gradients for its input, then invert the layers in front
+             (:mod:`.adaptive`, chapter 6)
 ========== ===================================================================================
 
 A malicious server (:mod:`.malicious`, :func:`switch_off_sampling`) changes the weights it sends so
 that PRECODE samples nothing; then plain ``ig`` attacks.
-
-Beyond the registry, :func:`encoder_leak` (:mod:`.adaptive`, chapter 6) divides the PRECODE
-encoder's gradients to read its input, then inverts the layers in front of the bottleneck.
 
 Example (chapter 2)::
 
@@ -69,6 +68,7 @@ ATTACKS: dict[str, Callable[..., AttackResult]] = {
     "ig-joint": ig_joint,
     "ig-mean": ig_mean,
     "ig-eot": ig_eot,
+    "encoder-leak": encoder_leak,
 }
 ATTACK_NAMES = tuple(ATTACKS)
 IG_ATTACKS = ("ig", "ig-omit", "ig-joint", "ig-mean", "ig-eot")
@@ -92,7 +92,7 @@ def reconstruct(
 
     Args:
         name: one of :data:`ATTACK_NAMES` (``dlg``, ``idlg``, ``ig``, ``analytic``, ``ig-omit``,
-            ``ig-joint``, ``ig-mean``, ``ig-eot``).
+            ``ig-joint``, ``ig-mean``, ``ig-eot``, ``encoder-leak``).
         model: the global model (the server knows its weights); the attack runs on the
             device of its parameters.
         shared_gradients: ``{parameter name: gradient}`` of one victim, or stacked ``(N, ...)``

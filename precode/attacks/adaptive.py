@@ -51,7 +51,8 @@ from .ig import inverting_gradients, total_variation
 from .labels import infer_labels, last_layer
 from .matching import GradientMatcher
 
-__all__ = ["ig_omit", "ig_joint", "ig_mean", "ig_eot", "encoder_leak", "layers_in_front", "layers_before_sampling",
+__all__ = ["ig_omit", "ig_joint", "ig_mean", "ig_eot", "encoder_leak", "ENCODER_LEAK_STEPS", "layers_in_front",
+           "layers_before_sampling",
            "precode_bottleneck"]
 
 
@@ -352,16 +353,24 @@ def layers_in_front(model: nn.Module) -> nn.Sequential:
     return nn.Sequential(*[model.get_submodule(n) for n in children[: children.index(name)]])
 
 
+ENCODER_LEAK_STEPS = 200
+"""The encoder leak's default budget: Adam steps of its inversion of the layers in front of the bottleneck."""
+
+
 def encoder_leak(
     model: nn.Module,
     shared_gradients: dict[str, torch.Tensor],
     input_shape: Sequence[int],
     *,
-    steps: int = 200,
-    lr: float = 0.05,
+    batch_size: int = 1,
+    labels: torch.Tensor | Sequence[int] | None = None,
+    iterations: int | None = None,
+    restarts: int | None = None,
     seed: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read the bottleneck's input off its encoder's gradients, then invert the layers in front.
+    progress: bool = True,
+    lr: float = 0.05,
+) -> AttackResult:
+    """Read the bottleneck's input off its encoder's gradients, then invert the layers in front (``encoder-leak``).
 
     1. **Divide.** Row ``i`` of the encoder's weight gradient is entry ``i`` of its bias gradient
        times the encoder's input ``h`` (the noise changes the error signal, not the input), so
@@ -377,41 +386,61 @@ def encoder_leak(
         shared_gradients: one gradient per victim (client batches of one image), as
             :func:`precode.compute_victim_gradients` gives: ``name -> (N, *shape)``.
         input_shape: ``(C, H, W)``.
-        steps, lr: the inversion's Adam steps and learning rate.
+        batch_size: must be 1 (the division reads one image's features per shared gradient).
+        labels: reported as given; ``None`` infers them (iDLG's rule) for the result. The attack
+            itself needs no labels.
+        iterations: the inversion's Adam steps (``None``: :data:`ENCODER_LEAK_STEPS`).
+        restarts: ignored (one start).
         seed: the start's seed (the attacker's).
+        progress: a tqdm bar over the inversion's steps.
+        lr: the inversion's Adam learning rate.
 
     Returns:
-        ``(images, features)``: ``(N, C, H, W)`` reconstructions and the recovered encoder inputs
-        ``(N, D)``, both on the CPU.
+        :class:`~precode.attacks.base.AttackResult` with the ``(N, C, H, W)`` reconstructions, the
+        relative feature distance per step as ``loss_history`` and the recovered encoder inputs
+        ``(N, D)`` as ``features``, on the CPU.
 
     Raises:
-        ValueError: no bottleneck, a bottleneck that is not a child of a ``Sequential``, or
-            shared gradients without the encoder's.
+        ValueError: gradients that do not fit the model (the encoder's missing among them), no
+            bottleneck, a bottleneck that is not a child of a ``Sequential``, or a batch size other than 1.
 
     Used in chapter 6.
     """
+    del restarts
+    start = time.perf_counter()
+    if int(batch_size) != 1:
+        raise InputError(f"the encoder leak reads one image per shared gradient (batch size 1), got batch size "
+                         f"{batch_size}")
+    targets, n = prepare_gradients(model, shared_gradients)  # gradients that do not fit fail first
     front = layers_in_front(model)
     name, _vb = precode_bottleneck(model, "the encoder leak")
     shape = check_input_shape(input_shape)
     keys = (f"{name}.encoder.weight", f"{name}.encoder.bias")
-    missing = [k for k in keys if k not in shared_gradients]
-    if missing:
-        raise InputError(f"the shared gradients lack {missing}: the encoder leak needs the encoder's weight and bias "
-                         "gradients")
+    num_classes = targets[last_layer(model)[0]].shape[1]
+    if labels is None:
+        labels = infer_labels(model, targets, 1)
+    y = prepare_labels(labels, n, 1, num_classes)
+    steps = ENCODER_LEAK_STEPS if iterations is None else int(iterations)
     device = model_device(model)
-    weight, bias = (shared_gradients[k].to(device) for k in keys)
+    weight, bias = (targets[k].to(device) for k in keys)
     features = linear_layer_input(weight, bias).float()
-    if features.dim() == 1:  # one victim without its batch axis
-        features = features[None]
     x = initial_tensor((len(features), *shape), seed, "rand", device).requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=lr)
     scale = features.square().sum(1).clamp_min(torch.finfo(torch.float32).tiny)  # h = 0: nothing to match
-    for _ in range(int(steps)):
+    history = torch.zeros(steps, n)
+    for step in tqdm(range(steps), desc="encoder-leak", disable=not progress, leave=False):
         loss = (front(x).flatten(1) - features).square().sum(1) / scale
         optimizer.zero_grad()
         loss.sum().backward()
         optimizer.step()
         with torch.no_grad():
             x.clamp_(0, 1)
-    return x.detach().cpu(), features.detach().cpu()
+        history[step] = loss.detach().cpu()
+    with torch.no_grad():
+        final = ((front(x).flatten(1) - features).square().sum(1) / scale).cpu()
+    return AttackResult(
+        reconstructions=x.detach().cpu(), labels=y.reshape(-1).cpu(), loss_history=history,
+        seconds=time.perf_counter() - start, restart_losses=final[None], attack="encoder-leak",
+        evaluations=steps, features=features.detach().cpu(),
+    )
 

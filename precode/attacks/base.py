@@ -48,6 +48,8 @@ class AttackResult:
             L-BFGS's function evaluations, line searches included (all problems are evaluated
             together, so a problem that stopped early counts as if it had gone on); 0 for the
             analytic attack. Compare optimisers at equal ``evaluations``.
+        features: what the attack read inside the model, per victim, when it reads something:
+            the encoder leak's recovered encoder inputs ``(N, D)``; ``None`` for the others.
     """
 
     reconstructions: torch.Tensor
@@ -57,6 +59,7 @@ class AttackResult:
     restart_losses: torch.Tensor | None = None
     attack: str = ""
     evaluations: int = 0
+    features: torch.Tensor | None = None
 
     @property
     def num_victims(self) -> int:

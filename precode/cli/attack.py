@@ -128,6 +128,8 @@ def _check_args(args: argparse.Namespace) -> None:
 def _resolved_budget(attack: str, args: argparse.Namespace, profile) -> tuple[int | None, int | None]:
     if attack == "analytic":
         return None, None
+    if attack == "encoder-leak":  # one start; None: the attack's own default steps
+        return args.iterations, None
     if attack in IG_ATTACKS:
         return (args.iterations or profile.ig_iterations), (args.restarts or profile.ig_restarts)
     return (args.iterations or profile.dlg_iterations), (args.restarts or 1)

@@ -24,7 +24,7 @@ from .noise import GaussianNoise, LaplacianNoise
 from .partial import PartialGaussianNoise
 from .pruning import GradientPruning
 
-__all__ = ["parse_defense", "DEFENSE_FORMS", "DEFENSE_NAMES"]
+__all__ = ["parse_defense", "defense_spec", "DEFENSE_FORMS", "DEFENSE_NAMES"]
 
 DEFENSE_NAMES = ("none", "gaussian", "laplacian", "prune", "dp", "partial-gaussian")
 DEFENSE_FORMS = (
@@ -50,6 +50,23 @@ def _number(spec: str, text: str, what: str) -> float:
     if math.isinf(value):
         raise _fail(spec, f"{what} is infinite")
     return value
+
+
+def defense_spec(family: str, level: float | None = None, *, clip: float = 1.0) -> str:
+    """The spec of a defense family at one level: ``("gaussian", 0.01)`` -> ``"gaussian:0.01"``,
+    ``("dp", 0.1)`` -> ``"dp:clip=1.0,noise=0.1"`` (``level`` is the noise multiplier, ``clip`` the
+    clipping norm), ``("none", None)`` -> ``"none"``. The spec is checked (:func:`parse_defense`).
+
+    Used in chapter 3, which sweeps each family's levels.
+    """
+    name = str(family).strip().lower()
+    if name == "none":
+        return "none"
+    if level is None:
+        raise InputError(f"defense family {family!r} needs a level; valid forms are {DEFENSE_FORMS}")
+    spec = f"dp:clip={clip},noise={level}" if name == "dp" else f"{name}:{level}"
+    parse_defense(spec)
+    return spec
 
 
 def parse_defense(spec: str | Defense, seed: int = 0) -> Defense:

@@ -33,6 +33,7 @@ from .cells import (
     defended_gradients,
     run_cells,
     score_cell,
+    train_defended,
     train_model,
     victim_model,
 )
@@ -62,6 +63,7 @@ from .report import (
     plot_privacy_utility,
     plot_ssim_distributions,
     plot_success_vs_threshold,
+    row_texts,
     summarize_cell,
     wilson_interval,
 )
@@ -72,9 +74,9 @@ __all__ = [
     "ATTACKS", "DEFENSES", "GRIDS", "PRECODE", "Cell", "Grid", "Setting", "canonical_defense", "get_grid",
     "ADAPTIVE_ATTACKS", "ADAPTIVE_DEFENSES", "PAPER_ATTACKS", "PAPER_DEFENSES", "PARTS", "split_defense",
     "attack_cell", "attack_cells", "batchable", "score_cell", "defended_gradients", "run_cells", "train_model",
-    "victim_model",
+    "train_defended", "victim_model",
     "SUMMARY_FIELDS", "comparison_table", "draw_figures", "family", "plot_convergence", "plot_privacy_utility",
-    "plot_ssim_distributions", "plot_success_vs_threshold", "summarize_cell", "wilson_interval",
+    "plot_ssim_distributions", "plot_success_vs_threshold", "row_texts", "summarize_cell", "wilson_interval",
     "run_evaluation", "chapter_results", "RESULT_FIELDS", "TRAINING_CSV_FIELDS", "RunFolder", "GridResults",
     "read_csv", "read_reconstructions",
 ]

@@ -37,7 +37,8 @@ from torch import nn
 from .. import metrics
 from ..attacks import IG_ATTACKS
 from ..bottleneck import add_precode
-from ..defenses import parse_defense
+from ..data import ImageData
+from ..defenses import TrainingResult, parse_defense
 from ..errors import InputError
 from ..experiment import AttackRun, run_attack_cases
 from ..federated import compute_victim_gradients
@@ -46,8 +47,10 @@ from ..training import seeded
 from .grid import Cell, Grid, Setting, split_defense
 from .schema import TRAINING_FIELDS
 
-__all__ = ["victim_model", "defended_gradients", "attack_cell", "attack_cells", "batchable", "score_cell", "run_cells",
-           "train_model", "TRAINING_FIELDS"]
+__all__ = [
+    "victim_model", "train_defended", "defended_gradients", "attack_cell", "attack_cells", "batchable",
+    "score_cell", "run_cells", "train_model", "TRAINING_FIELDS",
+]
 
 
 def _device() -> torch.device:
@@ -62,6 +65,24 @@ def victim_model(model: str, input_shape, num_classes: int, defense: str, seed: 
     if at is not None:
         add_precode(net, before=at, seed=seed)
     return net
+
+
+def train_defended(model: str, defense: str, train: ImageData, test: ImageData | None = None, *, epochs: int,
+                   seed: int = 0, lr: float = 1e-3, batch_size: int = 64) -> tuple[nn.Module, TrainingResult]:
+    """Build the model a grid defense name describes (:func:`victim_model`: PRECODE's bottleneck where
+    the name puts it) and train it under the name's gradient defense (``precode+SPEC``: ``SPEC``), on
+    the CPU or the GPU.
+
+    Returns:
+        ``(model, result)``: the trained model and its :class:`~precode.defenses.TrainingResult`
+        (``history`` per epoch, ``test_accuracy`` on ``test`` when given).
+
+    Used by :func:`train_model` (the grid's trainings) and chapter 6 (its CNN variants).
+    """
+    net = victim_model(model, train.input_shape, train.num_classes, defense, seed).to(_device())
+    mechanism = parse_defense(split_defense(defense)[1], seed=seed)
+    return net, mechanism.train(net, train, test, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                                progress=False)
 
 
 def defended_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, defense: str,
@@ -202,12 +223,9 @@ def train_model(setting: Setting, defense: str, grid: Grid, train_full,
     """
     train = train_full.subset(grid.train_images)
     test = test_full.subset(grid.test_images)
-    model = victim_model(setting.model, train.input_shape, train.num_classes, defense, grid.seed)
-    model.to(_device())
-    mechanism = parse_defense(split_defense(defense)[1], seed=grid.seed)
     start = time.perf_counter()
-    result = mechanism.train(model, train, test, epochs=grid.epochs, lr=grid.lr, batch_size=grid.batch_size,
-                             seed=grid.seed, progress=False)
+    _model, result = train_defended(setting.model, defense, train, test, epochs=grid.epochs, lr=grid.lr,
+                                    batch_size=grid.batch_size, seed=grid.seed)
     history = [{k: h.get(k) for k in TRAINING_FIELDS} for h in result.history]
     info = {"train_images": len(train), "test_images": len(test), "epsilon": result.epsilon,
             "train_seconds": time.perf_counter() - start}

@@ -37,7 +37,7 @@ from .schema import SUMMARY_FIELDS
 from .store import read_csv
 
 __all__ = [
-    "SUMMARY_FIELDS", "wilson_interval", "summarize_cell", "family", "comparison_table",
+    "SUMMARY_FIELDS", "wilson_interval", "summarize_cell", "family", "comparison_table", "row_texts",
     "plot_privacy_utility", "plot_ssim_distributions", "plot_success_vs_threshold", "plot_convergence",
     "draw_figures",
 ]
@@ -102,6 +102,21 @@ def family(defense: str) -> str:
     if spec != "none":
         return "precode+partial" if spec.startswith("partial-") else "precode+"
     return "precode" if at == "classifier" else "precode-early"
+
+
+def row_texts(row: dict[str, Any]) -> dict[str, str]:
+    """A summary row's numbers as the prose quotes them: ``rate`` (the success rate with its Wilson
+    95% interval, ``"25% (7-59%)"``), ``ssim`` (the mean SSIM, two decimals), ``id`` (the
+    identification rate) and ``acc`` (the trained model's test accuracy), both in whole percent.
+
+    Used in chapter 6, which glues them for the grid's rows.
+    """
+    def pct(x: float) -> str:
+        return f"{100 * x:.0f}%"
+
+    low, high = (f"{100 * row[k]:.0f}" for k in ("success_ci95_low", "success_ci95_high"))
+    return {"rate": f"{pct(row['attack_success_rate'])} ({low}-{high}%)", "ssim": f"{row['ssim_mean']:.2f}",
+            "id": pct(row["identification_rate"]), "acc": pct(row["test_accuracy"])}
 
 
 def _short(defense: str) -> str:
