@@ -31,6 +31,7 @@ __all__ = [
     "add_precode",
     "bottlenecks",
     "bottleneck_loss",
+    "sampling_std",
     "EVAL_MODES",
 ]
 
@@ -121,6 +122,41 @@ class VariationalBottleneck(nn.Module):
 def bottlenecks(model: nn.Module) -> list[VariationalBottleneck]:
     """All PRECODE bottlenecks inside ``model``, in registration order."""
     return [m for m in model.modules() if isinstance(m, VariationalBottleneck)]
+
+
+class _Reached(Exception):
+    """Stops a forward pass where the bottleneck's input is known (nothing sampled, no state changed)."""
+
+
+def sampling_std(model: nn.Module, images: torch.Tensor) -> float | None:
+    """The mean standard deviation ``sigma`` of the first PRECODE bottleneck's sampling noise over
+    ``images`` and the latent units, at the model's current weights; ``None`` without a bottleneck.
+
+    ``sigma`` sets how much a client's shared gradient depends on its noise draw: about
+    ``softplus(0) = 0.69`` at initialisation, and whatever training made of it. The forward pass stops
+    at the bottleneck's input: no noise is drawn and the model's state is left as it was.
+
+    Used by the evaluation grid (its ``precode_sigma`` column, chapter 5).
+    """
+    found = bottlenecks(model)
+    if not found:
+        return None
+    seen: dict[str, torch.Tensor] = {}
+
+    def reached(_module, args):
+        seen["x"] = args[0]
+        raise _Reached
+
+    handle = found[0].register_forward_pre_hook(reached)
+    try:
+        with torch.no_grad():
+            model(images)
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        return float(found[0].encode(seen["x"])[1].mean())
 
 
 def bottleneck_loss(model: nn.Module) -> torch.Tensor | float:

@@ -113,3 +113,25 @@ def test_bad_arguments():
         VariationalBottleneck(4, size=0)
     with pytest.raises(ValueError, match="features"):
         VariationalBottleneck(4, size=2)(torch.zeros(2, 5))
+
+
+def test_sampling_std_reads_sigma_without_sampling_or_changing_the_model():
+    from precode.attacks import layers_in_front
+    from precode.bottleneck import sampling_std
+
+    model = build_model("mlp", (1, 28, 28), 10, seed=0)
+    images = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert sampling_std(model, images) is None  # no bottleneck
+    add_precode(model, seed=0)
+    vb = model.precode
+    with torch.no_grad():
+        h = layers_in_front(model)(images)  # what enters the bottleneck
+        expected = float(vb.encode(h)[1].mean())
+    state = torch.random.get_rng_state()
+    kl = vb.kl
+    assert sampling_std(model, images) == pytest.approx(expected)
+    assert torch.equal(torch.random.get_rng_state(), state) and vb.kl is kl  # nothing drawn, nothing stored
+    with torch.no_grad():
+        vb.encoder.bias[vb.size:] = -30.0  # what a malicious server sends: sigma near 0
+        vb.encoder.weight[vb.size:] = 0.0
+    assert sampling_std(model, images) < 1e-12

@@ -40,9 +40,14 @@ def test_quick_and_full_grids_hold_the_papers_comparison():
     for cell in paper.cells():
         by_model.setdefault(cell.setting.model, set()).add(cell.attack)
     assert by_model == {"mlp": {"ig", "idlg", "analytic"}, "cnn": {"ig"}}  # quick: iDLG on the MLP only
-    assert len(paper.cells()) == 12 * 3 + 12 * 1
+    # every model at its initial weights; then Inverting Gradients on the trained model without a defense and
+    # with PRECODE, where the trained model takes the victims (quick: the MLP; the CNN trains on Fashion-MNIST)
+    trained = [c.key for c in paper.cells() if c.weights == "trained"]
+    assert trained == [("mlp", "fashion-mnist", d, "ig", "trained") for d in ("none", "precode")]
+    assert len(paper.cells()) == 12 * 3 + 12 * 1 + 2
     assert {c.attack for c in full.part("paper").cells() if c.setting.model == "cnn"} == {"ig", "idlg"}
-    assert len(full.part("paper").cells()) == 3 * (12 * 3 + 12 * 2)
+    assert len(full.part("paper").cells()) == 3 * (12 * 3 + 12 * 2) + 6 * 2
+    assert not [c for c in quick.part("adaptive").cells() if c.weights == "trained"]
 
 
 def test_the_grid_has_the_adaptive_attacks_and_defenses_as_rows():
@@ -68,7 +73,8 @@ def test_the_grid_has_the_adaptive_attacks_and_defenses_as_rows():
                                   "precode+partial-gaussian:0.01"}
     assert set(part.attacks) == {"ig", "analytic", "ig-omit", "ig-joint"}
     assert {c.key for c in part.cells()} <= {c.key for c in cells}
-    assert ("mlp", "fashion-mnist", "precode+partial-gaussian:0.01", "analytic") in {c.key for c in part.cells()}
+    partial = ("mlp", "fashion-mnist", "precode+partial-gaussian:0.01", "analytic", "initial")
+    assert partial in {c.key for c in part.cells()}
     with pytest.raises(ValueError, match="unknown part"):
         quick.part("beyond")
     # the full grid: the early bottleneck on the CNN of every data set
@@ -118,8 +124,9 @@ def test_families_and_labels_of_the_precode_variants():
 def test_restrict_and_canonical_names():
     grid = evaluation.get_grid("quick").restrict(models=["mlp"], defenses=["gaussian:1e-3", "dp:clip=1,noise=1"],
                                                  attacks=["analytic"])
-    assert [c.key for c in grid.cells()] == [("mlp", "fashion-mnist", "gaussian:0.001", "analytic"),
-                                             ("mlp", "fashion-mnist", "dp:clip=1.0,noise=1.0", "analytic")]
+    assert [c.key for c in grid.cells()] == [("mlp", "fashion-mnist", "gaussian:0.001", "analytic", "initial"),
+                                             ("mlp", "fashion-mnist", "dp:clip=1.0,noise=1.0", "analytic", "initial")]
+    assert grid.trained == ()  # neither none nor PRECODE is left
     with pytest.raises(ValueError, match="not in the quick grid"):
         evaluation.get_grid("quick").restrict(defenses=["gaussian:0.5"])
     assert Grid.from_dict(grid.to_dict()) == grid
@@ -158,8 +165,9 @@ def test_cell_agrees_with_the_attack_command(tmp_path, capsys, one_thread, model
     assert _evaluate(tmp_path / "run", "--models", model, "--defenses", defense, "--attacks", attack,
                      "--iterations", iterations) == 0
     capsys.readouterr()
-    (summary,) = evaluation.read_csv(tmp_path / "run" / "summary.csv")
-    rows = evaluation.read_csv(tmp_path / "run" / "results.csv")
+    # the untrained model's cell (none and PRECODE under ig also have a trained model's cell)
+    (summary,) = [r for r in evaluation.read_csv(tmp_path / "run" / "summary.csv") if r["weights"] == "initial"]
+    rows = [r for r in evaluation.read_csv(tmp_path / "run" / "results.csv") if r["weights"] == "initial"]
     # the same cell alone: PRECODE is a flag of the attack command, every other defense a --defense spec
     data = "photos" if model == "cnn" else "fashion-mnist"
     assert main(["attack", "--attack", attack, "--model", model, *model_args, "--data", data,
@@ -209,7 +217,7 @@ def test_stored_reconstructions_are_the_cells_own(tmp_path, one_thread):
     out = evaluation.run_evaluation(tiny_grid(defenses=("none",)), tmp_path / "run", progress=False, figures=False)
     victims = load_data("fashion-mnist-sample", "test").first(2)
     for attack in ("analytic", "ig"):
-        key = ("mlp", "fashion-mnist-sample", "none", attack)
+        key = ("mlp", "fashion-mnist-sample", "none", attack, "initial")
         recon = evaluation.read_reconstructions(out, key)
         assert recon.shape == victims.images.shape and recon.dtype == torch.float32
         rows = [r for r in evaluation.read_csv(out / "results.csv") if r["attack"] == attack]
@@ -217,22 +225,22 @@ def test_stored_reconstructions_are_the_cells_own(tmp_path, one_thread):
         mse = ((recon - victims.images) ** 2).flatten(1).mean(1)
         assert torch.allclose(mse, torch.tensor([r["mse"] for r in rows], dtype=torch.float32), rtol=1e-2, atol=1e-4)
     with pytest.raises(FileNotFoundError, match="no reconstructions of cell"):
-        evaluation.read_reconstructions(out, ("mlp", "fashion-mnist-sample", "prune:0.5", "ig"))
+        evaluation.read_reconstructions(out, ("mlp", "fashion-mnist-sample", "prune:0.5", "ig", "initial"))
     # overwriting the run removes the old cells' images with their rows
     evaluation.run_evaluation(tiny_grid(defenses=("prune:0.5",), attacks=("analytic",)), out, overwrite=True,
                               progress=False, figures=False)
     stored = [p.name for p in (out / "reconstructions").iterdir()]
-    assert stored == ["mlp__fashion-mnist-sample__prune_0.5__analytic.pt"]
+    assert stored == ["mlp__fashion-mnist-sample__prune_0.5__analytic__initial.pt"]
 
 
 def test_grid_results_reads_a_cell_by_model_defense_and_attack(tmp_path, one_thread):
     out = evaluation.run_evaluation(tiny_grid(defenses=("none",)), tmp_path / "run", progress=False, figures=False)
     res = evaluation.GridResults(out)
-    key = ("mlp", "fashion-mnist-sample", "none", "analytic")
+    key = ("mlp", "fashion-mnist-sample", "none", "analytic", "initial")
     row = res.row("mlp", "none", "analytic")
-    assert (row["model"], row["data"], row["defense"], row["attack"]) == key and row["n"] == 2
+    assert (row["model"], row["data"], row["defense"], row["attack"], row["weights"]) == key and row["n"] == 2
     cell = res.cell("mlp", "none", "analytic")
-    victims = [r for r in res.results if (r["model"], r["data"], r["defense"], r["attack"]) == key]
+    victims = [r for r in res.results if (r["model"], r["data"], r["defense"], r["attack"], r["weights"]) == key]
     assert list(cell["ssim"]) == [r["ssim"] for r in sorted(victims, key=lambda r: r["victim"])]
     assert torch.equal(cell["images"], evaluation.read_reconstructions(out, key)) and len(cell["psnr"]) == 2
     with pytest.raises(ValueError, match=r"no cell .* it has"):
@@ -311,7 +319,7 @@ def test_resume_after_an_interruption_recomputes_nothing(tmp_path, monkeypatch, 
 
     # a write cut off mid-cell: victim rows of an unfinished cell without its summary row
     with open(tmp_path / "run" / "results.csv", "a") as f:
-        f.write("mlp,fashion-mnist-sample,prune:0.5,analytic,0,7,7,0.1,10.0,0.2,0,0\n")
+        f.write("mlp,fashion-mnist-sample,prune:0.5,analytic,initial,0,7,7,0.1,10.0,0.2,0,0\n")
 
     finished = set(calls["cells"])
     calls.update(cells=[], training=0, stop_after=math.inf)
@@ -441,3 +449,36 @@ def test_train_defended_builds_the_named_model_and_trains_it_under_the_named_def
     assert repeat.test_accuracy == result.test_accuracy  # seeded: the model, PRECODE, the noise, the order
     with pytest.raises(ValueError, match="invalid defense"):
         evaluation.train_defended("mlp", "gaussian:-1", data, epochs=1)
+
+
+def test_trained_cells_attack_the_weights_the_grids_training_reached(tmp_path, monkeypatch, one_thread):
+    from precode.experiment import run_attack
+
+    grid = tiny_grid(defenses=("none", "precode"), attacks=("ig",)).replace(trained=("none", "precode"))
+    keys = [c.key for c in grid.cells()]
+    assert keys[-2:] == [("mlp", "fashion-mnist-sample", d, "ig", "trained") for d in ("none", "precode")]
+    out = evaluation.run_evaluation(grid, tmp_path / "run", progress=False, figures=False)
+    res = evaluation.GridResults(out)
+    initial, trained = res.row("mlp", "precode", "ig"), res.row("mlp", "precode", "ig", "trained")
+    assert trained["test_accuracy"] == initial["test_accuracy"]  # one training, two states of its model
+    assert res.row("mlp", "none", "ig")["precode_sigma"] is None
+    assert 0 < trained["precode_sigma"] and initial["precode_sigma"] == pytest.approx(0.69, abs=0.1)  # softplus(~0)
+    # the trained cell equals the same attack run on the stored trained weights, and differs from the initial one
+    folder = store_module.RunFolder(out, grid, resume=True)
+    state = folder.weights("mlp", "fashion-mnist-sample", "none")
+    cell = next(c for c in grid.cells() if c.key[2:] == ("none", "ig", "trained"))
+    victims = load_data("fashion-mnist-sample", "test").first(2)
+    model = cells_module.cell_model(cell, grid, victims, state)
+    alone = run_attack("ig", model, victims, grid.threat_model("none"), iterations=3, restarts=1)
+    stored = res.cell("mlp", "none", "ig", "trained")
+    assert list(stored["ssim"]) == pytest.approx(list(alone.ssim), rel=1e-5, abs=1e-6)
+    assert list(stored["ssim"]) != pytest.approx(list(res.cell("mlp", "none", "ig")["ssim"]), rel=1e-3)
+    # a resumed run reads the stored weights instead of training again
+    monkeypatch.setattr(runner_module, "train_model", lambda *a, **k: pytest.fail("trained again"))
+    (out / "summary.csv").write_text("".join((out / "summary.csv").read_text().splitlines(True)[:-1]))
+    evaluation.run_evaluation(grid, out, resume=True, progress=False, figures=False)
+    assert evaluation.GridResults(out).row("mlp", "precode", "ig", "trained")["ssim_mean"] == trained["ssim_mean"]
+    with pytest.raises(ValueError, match="trained weights are given exactly"):
+        cells_module.cell_model(cell, grid, victims)
+    with pytest.raises(ValueError, match="among the grid's defenses"):
+        grid.replace(trained=("prune:0.5",))

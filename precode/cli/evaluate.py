@@ -11,7 +11,9 @@ Runs every cell of the profile's grid (:mod:`precode.evaluation.grid`): models {
 defenses {none, Gaussian and Laplacian noise 1e-3, 1e-2, 1e-1, pruning 0.5, 0.9, 0.99, DP-SGD
 (clip 1, noise 1), PRECODE (K 256, beta 1e-3)} x attacks {Inverting Gradients, iDLG, analytic
 where it applies}, each over the first N test images as victims (one per client), on the
-untrained model; and trains each model under each defense for its test accuracy. Beyond the
+untrained model; and trains each model under each defense for its test accuracy. The MLP without
+a defense and with PRECODE is attacked again (Inverting Gradients) at the weights that training
+reached: the ``trained`` rows (only where the trained model takes the victims). Beyond the
 paper (chapter 6) it adds PRECODE placed early (``precode@block2``, the CNN) and PRECODE with
 partial noise (``precode+partial-gaussian:S``), and the attacks that know PRECODE (``ig-omit``,
 ``ig-joint``, run only where the model has a bottleneck). ``--part paper`` runs only the paper's
@@ -19,9 +21,12 @@ rows (chapter 5), ``--part adaptive`` only no defense, PRECODE and its variants 
 ``analytic``, ``ig-omit`` and ``ig-joint`` (chapter 6). Writes
 
 * ``DIR/results.csv``: a row per victim and cell (``mse, psnr, ssim, identified, success`` ...);
-* ``DIR/summary.csv``: a row per cell (``model, data, defense, attack, n, attack_success_rate``
-  with its Wilson 95% interval, ``identification_rate, psnr_mean, psnr_ci95, ssim_mean,
-  ssim_ci95, test_accuracy, seconds`` and what the accuracy was measured on);
+* ``DIR/summary.csv``: a row per cell (``model, data, defense, attack, weights, n,
+  attack_success_rate`` with its Wilson 95% interval, ``identification_rate, psnr_mean, psnr_ci95,
+  ssim_mean, ssim_ci95, label_accuracy, precode_sigma, test_accuracy, seconds`` and what the
+  accuracy was measured on);
+* ``DIR/weights/*.pt``: the trained models the ``trained`` rows attack (``torch.load(...,
+  weights_only=True)``);
 * ``DIR/training.csv``: test accuracy per epoch of every trained model (convergence);
 * ``DIR/config.json`` and ``DIR/figures/*.png``.
 
@@ -171,11 +176,11 @@ def _table(summary: list[dict[str, Any]]) -> str:
     def pct(v):
         return "     -" if v is None else f"{100 * v:5.1f}%"
 
-    lines = [f"{'model':5s} {'data':14s} {'defense':30s} {'attack':8s} {'n':>4s} {'success':>8s} "
+    lines = [f"{'model':5s} {'data':14s} {'defense':30s} {'attack':8s} {'weights':8s} {'n':>4s} {'success':>8s} "
              f"{'ident.':>7s} {'SSIM mean ± CI':>15s} {'PSNR':>6s} {'test acc':>8s} {'seconds':>7s}"]
     for r in summary:
         lines.append(
-            f"{r['model']:5s} {r['data']:14s} {r['defense']:30s} {r['attack']:8s} {r['n']:4d} "
+            f"{r['model']:5s} {r['data']:14s} {r['defense']:30s} {r['attack']:8s} {r['weights']:8s} {r['n']:4d} "
             f"{pct(r['attack_success_rate']):>8s} {pct(r['identification_rate']):>7s} "
             f"{r['ssim_mean']:7.3f} ± {r['ssim_ci95']:5.3f} {r['psnr_mean']:6.1f} {pct(r['test_accuracy']):>8s} "
             f"{r['seconds']:7.1f}"

@@ -6,7 +6,8 @@ summary and the same attack run alone give the same numbers:
 
 1. the victims are the first ``N`` test images of the setting's data set;
 2. the model is built from the seed, untrained (PRECODE: a bottleneck with weights from the
-   seed is inserted before the classifier, or before the layer of ``precode@LAYER``);
+   seed is inserted before the classifier, or before the layer of ``precode@LAYER``); a trained
+   cell (``weights="trained"``) loads the weights its model reached in the grid's training;
 3. every victim's client shares the gradient of its own image, after the defense (its noise and
    PRECODE's from the client's stream of the seed, :func:`precode.seeds.streams`; for
    ``precode+SPEC`` the gradient defense ``SPEC`` on the PRECODE model's gradient);
@@ -36,7 +37,7 @@ from torch import nn
 
 from .. import metrics
 from ..attacks import IG_ATTACKS
-from ..bottleneck import add_precode
+from ..bottleneck import add_precode, sampling_std
 from ..data import ImageData
 from ..defenses import TrainingResult, parse_defense
 from ..errors import InputError
@@ -48,6 +49,7 @@ from .grid import Cell, Grid, Setting, split_defense
 from .schema import TRAINING_FIELDS
 
 __all__ = [
+    "cell_model",
     "victim_model", "train_defended", "defended_gradients", "attack_cell", "attack_cells", "batchable",
     "score_cell", "run_cells", "train_model", "TRAINING_FIELDS",
 ]
@@ -134,14 +136,32 @@ def batchable(cell: Cell) -> tuple | None:
     iDLG's L-BFGS is left alone: a batch evaluates every problem until the last one has finished
     its line searches, which measured slower than one call per cell (the quick grid's 11 MLP cells:
     140 s batched, 83 s alone); so is the analytic attack, which has no loop to share.
+    A trained model's cell is attacked alone too (its model's weights are its own).
     """
-    if split_defense(cell.defense)[0] is not None or cell.attack not in IG_ATTACKS:
+    if split_defense(cell.defense)[0] is not None or cell.attack not in IG_ATTACKS or cell.weights != "initial":
         return None
     return cell.setting, cell.attack
 
 
+def cell_model(cell: Cell, grid: Grid, victims, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """The model a cell attacks, on the CPU or the GPU: :func:`victim_model` at its initial weights,
+    or for a trained cell (``cell.weights == "trained"``) with the trained weights ``state``.
+
+    Raises:
+        ValueError: a trained cell without ``state``, or ``state`` for an initial one.
+    """
+    if (cell.weights == "trained") != (state is not None):
+        raise InputError(f"cell {cell.key}: the trained weights are given exactly when the cell attacks the "
+                         "trained model")
+    model = victim_model(cell.setting.model, victims.input_shape, victims.num_classes, cell.defense, grid.seed)
+    if state is not None:
+        model.load_state_dict(state)
+    return model.to(_device())
+
+
 def attack_cells(cells: Sequence[Cell], grid: Grid, victims, *, server: str = "honest",
-                 iterations: int | None = None, **options) -> list[AttackRun]:
+                 iterations: int | None = None, state: dict[str, torch.Tensor] | None = None,
+                 **options) -> list[AttackRun]:
     """:func:`attack_cell` for cells that attack the same model (one :func:`batchable` key) under
     other client defenses, in one attack call (:func:`precode.experiment.run_attack_cases`).
 
@@ -149,7 +169,8 @@ def attack_cells(cells: Sequence[Cell], grid: Grid, victims, *, server: str = "h
     stream); the attack then optimises every victim of every cell as its own problem in one batch,
     so each cell gets the numbers it gets alone, up to floating-point rounding, at a fraction of the
     time where a step costs little more for more victims (the MLP on a CPU: 8 victims about 15 ms a
-    step, 32 about 19 ms). Each run's ``result.seconds`` are those of the whole call.
+    step, 32 about 19 ms). Each run's ``result.seconds`` are those of the whole call. ``state``: the
+    trained weights of a trained cell (:func:`cell_model`).
 
     Raises:
         ValueError: no cells, or cells that :func:`batchable` does not put together.
@@ -160,8 +181,7 @@ def attack_cells(cells: Sequence[Cell], grid: Grid, victims, *, server: str = "h
     if len(cells) > 1 and (batchable(first) is None or any(batchable(c) != batchable(first) for c in cells)):
         raise InputError(f"cells {[c.key for c in cells]} cannot be attacked together: they need one model "
                          "without PRECODE, one data set and one attack (see batchable)")
-    model = victim_model(first.setting.model, victims.input_shape, victims.num_classes, first.defense, grid.seed)
-    model.to(_device())
+    model = cell_model(first, grid, victims, state)
     threat = dataclasses.replace(grid.threat_model(first.defense, first.attack), server=server)
     budget, restarts = grid.budget(first.attack)
     runs = run_attack_cases(first.attack, model, victims, threat, [split_defense(c.defense)[1] for c in cells],
@@ -184,8 +204,9 @@ def score_cell(run: AttackRun, victims, pool: torch.Tensor, threshold: float) ->
     ]
 
 
-def run_cells(cells: Sequence[Cell], grid: Grid, victims,
-              pool: torch.Tensor) -> list[tuple[list[dict[str, Any]], float, torch.Tensor]]:
+def run_cells(cells: Sequence[Cell], grid: Grid, victims, pool: torch.Tensor,
+              state: dict[str, torch.Tensor] | None = None) -> list[tuple[list[dict[str, Any]], float, torch.Tensor,
+                                                                         float | None]]:
     """Attack the victims of cells that :func:`batchable` puts together (one cell: alone) and
     measure every reconstruction (:func:`attack_cells`, :func:`score_cell`).
 
@@ -194,21 +215,24 @@ def run_cells(cells: Sequence[Cell], grid: Grid, victims,
         grid: budgets, seed and threshold.
         victims: the setting's victims (:class:`~precode.data.ImageData`, the first ``N`` test images).
         pool: further real test images, ``(P, C, H, W)``, for the identification rate.
+        state: the trained weights, for a trained cell (attacked alone).
 
     Returns:
-        Per cell ``(rows, seconds, reconstructions)``: one dict per victim (``victim, label,
+        Per cell ``(rows, seconds, reconstructions, sigma)``: one dict per victim (``victim, label,
         label_pred, mse, psnr, ssim, identified, success``), the cell's share of the attack call's
-        wall-clock seconds (the call's seconds over the number of cells) and the reconstructions,
-        ``(N, C, H, W)`` on the CPU.
+        wall-clock seconds (the call's seconds over the number of cells), the reconstructions,
+        ``(N, C, H, W)`` on the CPU, and the mean sigma of PRECODE's sampling noise on the victims at
+        the attacked weights (:func:`precode.bottleneck.sampling_std`; ``None`` without PRECODE).
     """
-    runs = attack_cells(cells, grid, victims)
-    return [(score_cell(run, victims, pool, grid.threshold), float(run.result.seconds) / len(cells), run.images)
-            for run in runs]
+    runs = attack_cells(cells, grid, victims, state=state)
+    sigma = sampling_std(cell_model(cells[0], grid, victims, state), victims.images.to(_device()))
+    return [(score_cell(run, victims, pool, grid.threshold), float(run.result.seconds) / len(cells), run.images,
+             sigma) for run in runs]
 
 
 def train_model(setting: Setting, defense: str, grid: Grid, train_full,
-                test_full) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Train the setting's model under ``defense`` and return its history and a description.
+                test_full) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, torch.Tensor]]:
+    """Train the setting's model under ``defense`` and return its history, a description and its weights.
 
     Args:
         setting: which model; trained on ``setting.train_data``.
@@ -218,15 +242,17 @@ def train_model(setting: Setting, defense: str, grid: Grid, train_full,
         train_full, test_full: the train and test splits of ``setting.train_data``.
 
     Returns:
-        ``(history, info)``: one dict per epoch with :data:`TRAINING_FIELDS` (``epsilon`` only for
-        DP-SGD), and ``{"train_images", "test_images", "epsilon"}``.
+        ``(history, info, state)``: one dict per epoch with :data:`TRAINING_FIELDS` (``epsilon`` only
+        for DP-SGD), ``{"train_images", "test_images", "epsilon"}`` and the trained weights (the
+        model's ``state_dict`` on the CPU; the grid's trained cells attack them).
     """
     train = train_full.subset(grid.train_images)
     test = test_full.subset(grid.test_images)
     start = time.perf_counter()
-    _model, result = train_defended(setting.model, defense, train, test, epochs=grid.epochs, lr=grid.lr,
-                                    batch_size=grid.batch_size, seed=grid.seed)
+    model, result = train_defended(setting.model, defense, train, test, epochs=grid.epochs, lr=grid.lr,
+                                   batch_size=grid.batch_size, seed=grid.seed)
     history = [{k: h.get(k) for k in TRAINING_FIELDS} for h in result.history]
     info = {"train_images": len(train), "test_images": len(test), "epsilon": result.epsilon,
             "train_seconds": time.perf_counter() - start}
-    return history, info
+    state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    return history, info, state

@@ -73,7 +73,7 @@ from ..threat import ThreatModel, label_rule_of
 __all__ = [
     "Setting", "Grid", "Cell", "GRIDS", "DEFENSES", "ATTACKS", "PAPER_DEFENSES", "PAPER_ATTACKS",
     "ADAPTIVE_DEFENSES", "ADAPTIVE_ATTACKS", "PARTS", "PRECODE", "get_grid", "canonical_defense",
-    "split_defense", "defense_applies", "attack_applies",
+    "split_defense", "defense_applies", "attack_applies", "WEIGHTS",
 ]
 
 PRECODE = "precode"
@@ -198,18 +198,31 @@ class Setting:
         return f"{self.model} on {self.data}"
 
 
+WEIGHTS = ("initial", "trained")
+"""The weights a cell attacks: the model at initialisation (the paper's evaluation) or after the grid's training."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One cell: an attack on a model under a defense (``setting`` says which model and data)."""
+    """One cell: an attack on a model under a defense (``setting`` says which model and data), at
+    its initial weights or after the grid's training (``weights``: one of :data:`WEIGHTS`)."""
 
     setting: Setting
     defense: str
     attack: str
+    weights: str = "initial"
+
+    def __post_init__(self) -> None:
+        if self.weights not in WEIGHTS:
+            raise InputError(f"a cell attacks the model's weights {WEIGHTS}, got {self.weights!r}")
+        if self.weights == "trained" and self.setting.data != self.setting.train_data:
+            raise InputError(f"{self.setting.label} is trained on {self.setting.train_data}: its trained model does "
+                             f"not take the victims of {self.setting.data}")
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        """``(model, data, defense, attack)``: how the CSV files name the cell."""
-        return (self.setting.model, self.setting.data, self.defense, self.attack)
+    def key(self) -> tuple[str, str, str, str, str]:
+        """``(model, data, defense, attack, weights)``: how the CSV files name the cell."""
+        return (self.setting.model, self.setting.data, self.defense, self.attack, self.weights)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +245,9 @@ class Grid:
         threshold: an attack succeeds on a victim when the reconstruction's SSIM with the
             victim is at least this (dimensionless, in ``[-1, 1]``; default 0.5).
         seed: seeds every model, defense, attack and training subset.
+        trained: defenses whose models are attacked again with Inverting Gradients after the grid's
+            training (cells of ``weights="trained"``), in the settings whose victims come from the
+            training data's test split (the model takes them); ``()``: none.
         notes: sentences that say where this grid departs from the paper, printed and stored.
     """
 
@@ -251,6 +267,7 @@ class Grid:
     batch_size: int = 64
     threshold: float = 0.5
     seed: int = 0
+    trained: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -273,6 +290,9 @@ class Grid:
         if odd:
             raise InputError(f"defense(s) {odd} are not canonical names; write "
                              f"{[canonical_defense(d) for d in odd]}")
+        stray = [d for d in self.trained if d not in self.defenses]
+        if stray:
+            raise InputError(f"trained defense(s) {stray} are not among the grid's defenses {list(self.defenses)}")
         if not (self.settings and self.defenses and self.attacks):
             raise InputError("the grid is empty: it needs at least one model, one defense and one attack")
 
@@ -286,8 +306,12 @@ class Grid:
                      and attack_applies(setting.model, defense, a))
 
     def cells(self) -> list[Cell]:
-        """Every cell, in the order they are run: setting, then defense, then attack."""
-        return [Cell(s, d, a) for s in self.settings for d in self.defenses for a in self.attacks_for(s, d)]
+        """Every cell, in the order they are run: setting, then defense, then attack; then the trained
+        models' cells (:attr:`trained`: Inverting Gradients after training, where it applies)."""
+        initial = [Cell(s, d, a) for s in self.settings for d in self.defenses for a in self.attacks_for(s, d)]
+        trained = [Cell(s, d, "ig", "trained") for s in self.settings if s.data == s.train_data
+                   for d in self.trained if "ig" in self.attacks_for(s, d)]
+        return initial + trained
 
     def threat_model(self, defense: str = "none", attack: str = "ig") -> ThreatModel:
         """The threat model of a cell: an honest-but-curious server, labels inferred from the gradient
@@ -332,7 +356,8 @@ class Grid:
             defenses, attacks = ("none", PRECODE) + ADAPTIVE_DEFENSES, ("ig", "analytic") + ADAPTIVE_ATTACKS
         grid = dataclasses.replace(self, name=f"{self.name}-{key}",
                                    defenses=tuple(d for d in self.defenses if d in defenses),
-                                   attacks=tuple(a for a in self.attacks if a in attacks))
+                                   attacks=tuple(a for a in self.attacks if a in attacks),
+                                   trained=self.trained if key == "paper" else ())
         if not grid.cells():
             raise InputError(f"the {key} part of the {self.name} grid has no cells")
         return grid
@@ -365,7 +390,8 @@ class Grid:
             if missing:
                 raise InputError(f"attack(s) {missing} are not in the {self.name} grid; it has {list(self.attacks)}")
             chosen_attacks = tuple(a for a in self.attacks if a in wanted)
-        return dataclasses.replace(self, settings=settings, defenses=chosen_defenses, attacks=chosen_attacks)
+        return dataclasses.replace(self, settings=settings, defenses=chosen_defenses, attacks=chosen_attacks,
+                                   trained=tuple(d for d in self.trained if d in chosen_defenses))
 
     def setting(self, model: str, data: str | None = None) -> Setting:
         """The setting of ``model`` (on ``data`` when given, else the grid's first for that model:
@@ -390,7 +416,7 @@ class Grid:
         out["settings"] = [dataclasses.asdict(s) for s in self.settings]
         for s in out["settings"]:
             s["attacks"] = None if s["attacks"] is None else list(s["attacks"])
-        for key in ("defenses", "attacks", "notes"):
+        for key in ("defenses", "attacks", "trained", "notes"):
             out[key] = list(out[key])
         return out
 
@@ -401,8 +427,8 @@ class Grid:
             Setting(**{**s, "attacks": None if s.get("attacks") is None else tuple(s["attacks"])})
             for s in data["settings"]
         )
-        for key in ("defenses", "attacks", "notes"):
-            data[key] = tuple(data[key])
+        for key in ("defenses", "attacks", "trained", "notes"):
+            data[key] = tuple(data.get(key, ()))
         return cls(**data)
 
 
@@ -433,6 +459,7 @@ _QUICK = Grid(
     train_images=768,
     test_images=1000,
     epochs=3,
+    trained=("none", PRECODE),
     notes=(
         "Inverting Gradients runs 200 iterations, 1 restart (the paper: 7,000; chapter 2's quick profile: 1,000).",
         "iDLG runs 8 L-BFGS iterations of up to 20 inner steps and 25 gradient evaluations each: at most 200 "
@@ -444,6 +471,8 @@ _QUICK = Grid(
         "the same architecture and defense trained on Fashion-MNIST.",
         "ig-omit and ig-joint run with Inverting Gradients' 200 iterations; chapter 6 reads its attacks from "
         "these cells.",
+        "The MLP without a defense and with PRECODE is attacked again after that training (the 'trained' rows); "
+        "the CNN's trained model takes Fashion-MNIST, not the photos, so it has no trained rows here.",
     ),
 )
 
@@ -458,6 +487,7 @@ _FULL = Grid(
     train_images=None,
     test_images=None,
     epochs=30,
+    trained=("none", PRECODE),
     notes=(
         "Models are trained for 30 epochs on the whole training split (the paper: 300 epochs on CIFAR-10).",
         "iDLG runs 280 L-BFGS iterations of up to 25 gradient evaluations each: at most 7,000, as many as "

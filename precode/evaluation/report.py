@@ -11,6 +11,10 @@ Per cell (:func:`summarize_cell`), over its ``n`` victims:
 * ``psnr_mean``, ``ssim_mean`` with the half-widths of their 95% confidence intervals
   (``psnr_ci95``, ``ssim_ci95``: Student's t, :func:`precode.metrics.mean_ci95`), and
   ``ssim_median``; ``label_accuracy`` of the labels the attacker inferred;
+* ``weights``: ``initial`` (the untrained model, as in the paper's evaluation) or ``trained`` (the
+  model after the grid's training, whose ``test_accuracy`` the row reports); ``precode_sigma``: the
+  mean sigma of PRECODE's sampling noise on the victims at the attacked weights (empty without
+  PRECODE, :func:`precode.bottleneck.sampling_std`);
 * ``test_accuracy`` of the model trained under the cell's defense (``test_accuracy_ci95``: the
   half-width of its 95% interval from the finite test set alone, not from training noise), with what it was trained on
   (``train_data``, ``train_images``, ``epochs``, ``test_images``) and, for DP-SGD, ``epsilon``;
@@ -59,11 +63,12 @@ def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds
     """One summary row from a cell's victim rows (see the module docstring for the columns).
 
     Args:
-        key: ``(model, data, defense, attack)``.
+        key: ``(model, data, defense, attack, weights)``.
         rows: the cell's victim rows (:func:`precode.evaluation.cells.run_cells`).
         grid: the grid (threshold, budgets, seed, epochs).
         seconds: the attack's seconds.
-        training: ``{"test_accuracy", "train_data", "train_images", "test_images", "epsilon"}``.
+        training: ``{"test_accuracy", "train_data", "train_images", "test_images", "epsilon"}`` and
+            ``precode_sigma`` (optional).
         pool: the number of further real images searched by the identification rate.
     """
     n = len(rows)
@@ -78,13 +83,15 @@ def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds
     accuracy, n_test = training.get("test_accuracy"), training.get("test_images")
     accuracy_ci = None if accuracy is None or not n_test else 1.96 * math.sqrt(accuracy * (1 - accuracy) / n_test)
     return {
-        "model": key[0], "data": key[1], "defense": key[2], "attack": key[3], "n": n, "threshold": grid.threshold,
+        "model": key[0], "data": key[1], "defense": key[2], "attack": key[3], "weights": key[4], "n": n,
+        "threshold": grid.threshold,
         "attack_success_rate": successes / n, "success_ci95_low": low, "success_ci95_high": high,
         "identification_rate": float(np.mean([r["identified"] for r in rows])), "pool": pool,
         "psnr_mean": psnr_mean, "psnr_ci95": psnr_ci, "ssim_mean": ssim_mean, "ssim_ci95": ssim_ci,
         "ssim_median": float(np.median(ssim)),
         "label_accuracy": float(np.mean([r["label_pred"] == r["label"] for r in rows])),
-        "test_accuracy": accuracy, "test_accuracy_ci95": accuracy_ci, "train_data": training.get("train_data"),
+        "precode_sigma": training.get("precode_sigma"), "test_accuracy": accuracy, "test_accuracy_ci95": accuracy_ci,
+        "train_data": training.get("train_data"),
         "train_images": training.get("train_images"), "epochs": grid.epochs,
         "test_images": training.get("test_images"),
         "epsilon": None if epsilon is None or not math.isfinite(epsilon) else epsilon,
@@ -119,6 +126,11 @@ def row_texts(row: dict[str, Any]) -> dict[str, str]:
             "id": pct(row["identification_rate"]), "acc": pct(row["test_accuracy"])}
 
 
+def _weights(row: dict[str, Any]) -> str:
+    """A row's ``weights`` (``initial`` in runs stored before the column existed)."""
+    return row.get("weights") or "initial"
+
+
 def _short(defense: str) -> str:
     at, spec = split_defense(defense)
     if at is not None:
@@ -139,7 +151,8 @@ def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | Non
     Each attack column shows the attack success rate with its Wilson 95% interval, the mean SSIM
     and the share of victims whose label the attack inferred correctly (the server is given no
     label: a defense that "works" because the labels came out wrong shows here); the last column
-    is the test accuracy after training under the defense.
+    is the test accuracy after training under the defense. A trained model's cells (``weights`` =
+    ``trained``) are rows of their own, the defense marked "(trained)".
 
     Args:
         summary: rows of ``summary.csv``.
@@ -151,16 +164,16 @@ def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | Non
     if not summary:
         return "(no results)"
     attacks = list(attacks) if attacks is not None else list(dict.fromkeys(r["attack"] for r in summary))
-    cells = {(r["model"], r["data"], r["defense"], r["attack"]): r for r in summary}
-    groups = list(dict.fromkeys((r["model"], r["data"], r["defense"]) for r in summary))
+    cells = {(r["model"], r["data"], r["defense"], _weights(r), r["attack"]): r for r in summary}
+    groups = list(dict.fromkeys((r["model"], r["data"], r["defense"], _weights(r)) for r in summary))
     head = ["model (victims)", "defense"] + [
         f"{ATTACK_TITLES.get(a, a)}: success (95% CI), mean SSIM, labels" for a in attacks] + ["test accuracy"]
     body = []
-    for model, data, defense in groups:
-        out = [f"{model} ({data})", _short(defense)]
+    for model, data, defense, weights in groups:
+        out = [f"{model} ({data})", _short(defense) + ("" if weights == "initial" else f" ({weights})")]
         accuracy = None
         for a in attacks:
-            r = cells.get((model, data, defense, a))
+            r = cells.get((model, data, defense, weights, a))
             if r is None:
                 out.append("-")
                 continue
@@ -203,7 +216,7 @@ def plot_privacy_utility(summary: list[dict[str, Any]], attack: str = "ig", metr
     """Privacy against utility: per model, each defense at (test accuracy, attack success or mean SSIM).
 
     Args:
-        summary: rows of ``summary.csv``.
+        summary: rows of ``summary.csv`` (the untrained models' cells are drawn, as in the paper).
         attack: whose success is plotted (Inverting Gradients, the paper's attack, by default).
         metric: ``attack_success_rate`` (with its Wilson interval) or ``ssim_mean`` (with its CI).
 
@@ -211,6 +224,7 @@ def plot_privacy_utility(summary: list[dict[str, Any]], attack: str = "ig", metr
         The matplotlib figure. Used in chapter 5.
     """
     plt = _plt()
+    summary = [r for r in summary if _weights(r) == "initial"]
     settings = _settings([r for r in summary if r["attack"] == attack])
     fig, axes = plt.subplots(1, max(1, len(settings)), figsize=(5.2 * len(settings), 4.2), squeeze=False)
     for ax, (model, data) in zip(axes[0], settings):
@@ -249,19 +263,20 @@ def plot_privacy_utility(summary: list[dict[str, Any]], attack: str = "ig", metr
 def plot_ssim_distributions(results: list[dict[str, Any]], summary: list[dict[str, Any]], threshold: float):
     """Every victim's SSIM per defense (dots), the mean with its 95% CI, and the success threshold.
 
-    One panel per model and attack. Returns the figure. Used in chapter 5.
+    One panel per model and attack; a trained model's cells are columns of their own, marked
+    "(trained)". Returns the figure. Used in chapter 5.
     """
     plt = _plt()
     panels = list(dict.fromkeys((r["model"], r["data"], r["attack"]) for r in summary))
-    defenses = list(dict.fromkeys(r["defense"] for r in summary))
+    defenses = list(dict.fromkeys((r["defense"], _weights(r)) for r in summary))
     cols = min(3, len(panels))
     rows_n = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(5.6 * cols, 3.4 * rows_n), squeeze=False, sharey=True)
     rng = np.random.default_rng(0)
     for ax, (model, data, attack) in zip(axes.flat, panels):
-        for x, defense in enumerate(defenses):
-            values = np.array([r["ssim"] for r in results
-                               if (r["model"], r["data"], r["attack"], r["defense"]) == (model, data, attack, defense)])
+        for x, (defense, weights) in enumerate(defenses):
+            values = np.array([r["ssim"] for r in results if (r["model"], r["data"], r["attack"], r["defense"],
+                                                              _weights(r)) == (model, data, attack, defense, weights)])
             if len(values) == 0:
                 continue
             colour, marker = FAMILY_STYLE.get(family(defense), ("0.5", "o"))
@@ -269,7 +284,8 @@ def plot_ssim_distributions(results: list[dict[str, Any]], summary: list[dict[st
             m, h = mean_ci95(values)
             ax.errorbar(x, m, yerr=h, fmt=marker, color=colour, capsize=3, markersize=6, zorder=3)
         ax.axhline(threshold, color="red", lw=0.8, ls="--", zorder=0)
-        ax.set_xticks(range(len(defenses)), [_short(d) for d in defenses], rotation=60, ha="right", fontsize=7)
+        ax.set_xticks(range(len(defenses)), [_short(d) + ("" if w == "initial" else f" ({w})") for d, w in defenses],
+                      rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{ATTACK_TITLES.get(attack, attack)}, {model} on {data}", fontsize=9)
         ax.set_ylim(-0.15, 1.05)
     for ax in axes[:, 0]:
@@ -285,9 +301,11 @@ def plot_ssim_distributions(results: list[dict[str, Any]], summary: list[dict[st
 def plot_success_vs_threshold(results: list[dict[str, Any]], attack: str = "ig"):
     """Attack success rate as a function of the SSIM threshold, per defense (one panel per model).
 
-    Shows whether a conclusion depends on the threshold. Returns the figure. Used in chapter 5.
+    Shows whether a conclusion depends on the threshold (the untrained models' cells). Returns the
+    figure. Used in chapter 5.
     """
     plt = _plt()
+    results = [r for r in results if _weights(r) == "initial"]
     settings = list(dict.fromkeys((r["model"], r["data"]) for r in results if r["attack"] == attack))
     thresholds = np.linspace(0, 1, 101)
     fig, axes = plt.subplots(1, max(1, len(settings)), figsize=(5.2 * max(1, len(settings)), 3.6), squeeze=False)

@@ -143,18 +143,25 @@ def _batches(cells: list) -> list[list]:
     return batches
 
 
-def _trained(cell, grid: Grid, folder: RunFolder, load: _DataCache, bar) -> list[dict[str, Any]]:
-    """The training history of the cell's model under its defense: stored, or trained now and stored."""
+def _trained(cell, grid: Grid, folder: RunFolder, load: _DataCache,
+             bar) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor] | None]:
+    """The training history of the cell's model under its defense, stored or trained now and stored,
+    and for a trained cell the trained weights (stored with the history; a history stored without
+    them is trained again, seeded, to the same weights)."""
     setting, defense = cell.setting, cell.defense
     history = folder.training(setting.model, setting.train_data, defense)
-    if not history:
+    state = folder.weights(setting.model, setting.train_data, defense) if cell.weights == "trained" else None
+    if not history or (cell.weights == "trained" and state is None):
         bar.set_description(f"train {setting.model} on {setting.train_data} under {defense}")
-        epochs, info = train_model(setting, defense, grid, load(setting.train_data, "train"),
-                                   load(setting.train_data, "test"))
-        history = [{"model": setting.model, "train_data": setting.train_data, "defense": defense, **h,
-                    "train_images": info["train_images"], "test_images": info["test_images"]} for h in epochs]
-        folder.add_training(history)
-    return history
+        epochs, info, weights = train_model(setting, defense, grid, load(setting.train_data, "train"),
+                                            load(setting.train_data, "test"))
+        folder.add_weights(setting.model, setting.train_data, defense, weights)
+        if not history:
+            history = [{"model": setting.model, "train_data": setting.train_data, "defense": defense, **h,
+                        "train_images": info["train_images"], "test_images": info["test_images"]} for h in epochs]
+            folder.add_training(history)
+        state = weights if cell.weights == "trained" else None
+    return history, state
 
 
 def _run_cells(grid: Grid, folder: RunFolder, progress: bool, load: _DataCache) -> None:
@@ -165,18 +172,21 @@ def _run_cells(grid: Grid, folder: RunFolder, progress: bool, load: _DataCache) 
                disable=not progress, dynamic_ncols=True)
     try:
         for batch in _batches(todo):
-            trained = {cell.key: _trained(cell, grid, folder, load, bar)[-1] for cell in batch}
+            trained = {cell.key: _trained(cell, grid, folder, load, bar) for cell in batch}
+            state = trained[batch[0].key][1]  # a trained cell's weights (attacked alone)
             setting = batch[0].setting
             test = load(setting.data, "test")
             victims = test.first(grid.victims)
             pool = test.images[grid.victims : grid.victims + grid.pool]
             defenses = ", ".join(c.defense for c in batch)
-            bar.set_description(f"{batch[0].attack} on {setting.model} ({setting.data}) under {defenses}")
-            for cell, (rows, seconds, reconstructions) in zip(batch, run_cells(batch, grid, victims, pool)):
-                last = trained[cell.key]
+            weights = " (trained)" if state is not None else ""
+            bar.set_description(f"{batch[0].attack} on {setting.model}{weights} ({setting.data}) under {defenses}")
+            for cell, (rows, seconds, reconstructions, sigma) in zip(batch, run_cells(batch, grid, victims, pool,
+                                                                                       state=state)):
+                last = trained[cell.key][0][-1]
                 training = {"test_accuracy": last["test_accuracy"], "train_data": setting.train_data,
                             "train_images": last["train_images"], "test_images": last["test_images"],
-                            "epsilon": last.get("epsilon")}
+                            "epsilon": last.get("epsilon"), "precode_sigma": sigma}
                 summary = summarize_cell(cell.key, rows, grid, seconds, training, len(pool))
                 folder.add_cell([dict(zip(CELL_FIELDS, cell.key), **r) for r in rows], summary, reconstructions)
                 bar.update(1)

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 __all__ = ["CELL_FIELDS", "RESULT_FIELDS", "SUMMARY_FIELDS", "TRAINING_FIELDS", "TRAINING_CSV_FIELDS"]
 
-CELL_FIELDS = ("model", "data", "defense", "attack")
-"""How the CSV files name a cell: :attr:`precode.evaluation.grid.Cell.key`."""
+CELL_FIELDS = ("model", "data", "defense", "attack", "weights")
+"""How the CSV files name a cell: :attr:`precode.evaluation.grid.Cell.key` (``weights``: ``initial``,
+the untrained model as in the paper's evaluation, or ``trained``, the model after the grid's training)."""
 
 RESULT_FIELDS = CELL_FIELDS + ("victim", "label", "label_pred", "mse", "psnr", "ssim", "identified", "success")
 
 SUMMARY_FIELDS = (
-    "model", "data", "defense", "attack", "n", "threshold", "attack_success_rate", "success_ci95_low",
+    "model", "data", "defense", "attack", "weights", "n", "threshold", "attack_success_rate", "success_ci95_low",
     "success_ci95_high", "identification_rate", "pool", "psnr_mean", "psnr_ci95", "ssim_mean", "ssim_ci95",
-    "ssim_median", "label_accuracy", "test_accuracy", "test_accuracy_ci95", "train_data", "train_images", "epochs",
+    "ssim_median", "label_accuracy", "precode_sigma", "test_accuracy", "test_accuracy_ci95", "train_data",
+    "train_images", "epochs",
     "test_images", "epsilon", "iterations", "restarts", "seed", "seconds",
 )
 

@@ -91,7 +91,7 @@ def read_reconstructions(out: str | os.PathLike, key: Sequence[str]) -> torch.Te
 
     Args:
         out: the run's folder.
-        key: the cell's ``(model, data, defense, attack)``, as in its CSV rows.
+        key: the cell's ``(model, data, defense, attack, weights)``, as in its CSV rows.
 
     Raises:
         FileNotFoundError: the folder holds no reconstructions for that cell (not run, or run by a
@@ -139,25 +139,26 @@ class GridResults:
                              f"{sorted({r['model'] for r in self.summary})}")
         return found[0]
 
-    def row(self, model: str, defense: str, attack: str) -> dict[str, Any]:
-        """The summary row of the cell ``(model, the model's data set, defense, attack)``.
+    def row(self, model: str, defense: str, attack: str, weights: str = "initial") -> dict[str, Any]:
+        """The summary row of the cell ``(model, the model's data set, defense, attack, weights)``
+        (``weights``: ``initial``, the untrained model, or ``trained``).
 
         Raises:
             ValueError: no such cell in the run (the message names the cells it has for that model).
         """
-        key = (model, self._data(model), defense, attack)
+        key = (model, self._data(model), defense, attack, weights)
         for r in self.summary:
-            if (r["model"], r["data"], r["defense"], r["attack"]) == key:
+            if tuple(r[k] for k in CELL_FIELDS) == key:
                 return r
-        have = sorted({(r["defense"], r["attack"]) for r in self.summary if r["model"] == model})
-        raise InputError(f"no cell {key} in {self.folder}; for {model!r} it has (defense, attack) {have}")
+        have = sorted({(r["defense"], r["attack"], r["weights"]) for r in self.summary if r["model"] == model})
+        raise InputError(f"no cell {key} in {self.folder}; for {model!r} it has (defense, attack, weights) {have}")
 
-    def cell(self, model: str, defense: str, attack: str) -> dict[str, Any]:
+    def cell(self, model: str, defense: str, attack: str, weights: str = "initial") -> dict[str, Any]:
         """One cell: ``row`` (its summary row), ``ssim`` and ``psnr`` per victim (arrays, in victim order)
         and ``images`` (its reconstructions, :func:`read_reconstructions`)."""
-        row = self.row(model, defense, attack)
-        key = (model, row["data"], defense, attack)
-        rows = sorted((r for r in self.results if (r["model"], r["data"], r["defense"], r["attack"]) == key),
+        row = self.row(model, defense, attack, weights)
+        key = (model, row["data"], defense, attack, weights)
+        rows = sorted((r for r in self.results if tuple(r[k] for k in CELL_FIELDS) == key),
                       key=lambda r: r["victim"])
         return {"row": row, "ssim": np.array([r["ssim"] for r in rows], dtype=float),
                 "psnr": np.array([r["psnr"] for r in rows], dtype=float),
@@ -223,7 +224,7 @@ class RunFolder:
                 (self.path / name).unlink(missing_ok=True)
             for png in (self.path / "figures").glob("*.png"):
                 png.unlink()
-            for old in (self.path / "reconstructions").glob("*.pt"):
+            for old in [*(self.path / "reconstructions").glob("*.pt"), *(self.path / "weights").glob("*.pt")]:
                 old.unlink()
         with open(self.path / "config.json", "w") as f:
             json.dump(config, f, indent=2)
@@ -257,12 +258,27 @@ class RunFolder:
 
     @staticmethod
     def finished_in(path: str | os.PathLike) -> set[tuple]:
-        """Keys ``(model, data, defense, attack)`` of the cells with a summary row in the run folder ``path``."""
+        """Keys ``(model, data, defense, attack, weights)`` of the cells with a summary row in the folder ``path``."""
         return {tuple(str(r[k]) for k in CELL_FIELDS) for r in read_csv(Path(path) / "summary.csv")}
 
     def finished_cells(self) -> set[tuple]:
-        """Keys ``(model, data, defense, attack)`` of the cells with a summary row."""
+        """Keys ``(model, data, defense, attack, weights)`` of the cells with a summary row."""
         return self.finished_in(self.path)
+
+    def _weights_path(self, model: str, train_data: str, defense: str) -> Path:
+        name = "__".join(re.sub(r"[^A-Za-z0-9.-]+", "_", str(part)) for part in (model, train_data, defense))
+        return self.path / "weights" / f"{name}.pt"
+
+    def weights(self, model: str, train_data: str, defense: str) -> dict[str, torch.Tensor] | None:
+        """The stored weights of a trained model (``None``: not stored), loaded with ``weights_only=True``."""
+        path = self._weights_path(model, train_data, defense)
+        return torch.load(path, weights_only=True) if path.exists() else None
+
+    def add_weights(self, model: str, train_data: str, defense: str, state: dict[str, torch.Tensor]) -> None:
+        """Store a trained model's weights (its ``state_dict``), for the cells that attack it."""
+        path = self._weights_path(model, train_data, defense)
+        path.parent.mkdir(exist_ok=True)
+        torch.save(state, path)
 
     def training(self, model: str, train_data: str, defense: str) -> list[dict[str, Any]]:
         """The stored training history of a model under a defense (empty when not trained yet)."""
