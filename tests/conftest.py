@@ -16,7 +16,7 @@ os.environ.setdefault("PRECODE_PROFILE", "quick")
 # less so far, and each half starts with its chapters (a chapter cannot be stolen once started).
 # Scheduling hints only (seconds alone, one thread, the other core busy, on this project's 2-core
 # CPU on 2026-12-03); a wrong hint costs time, never a result.
-CHAPTER_SECONDS = {"01": 37, "02": 447, "03": 352, "04": 299, "05": 390, "06": 511, "07": 301}
+CHAPTER_SECONDS = {"01": 37, "02": 399, "03": 362, "04": 299, "05": 335, "06": 486, "07": 301}
 
 
 def _chapter_cost(item) -> int:
