@@ -36,14 +36,18 @@ from .metrics import mean_ci95, wilson_interval
 __all__ = [
     "strip_plot", "mean_ci_plot", "rate_plot", "loss_curves", "median_curve", "training_curves", "bar_values",
     "value_grid", "image_grid", "show_image", "SSIM_BOUNDS", "DefenseStyle", "DEFENSE_STYLES", "defense_training",
-    "privacy_utility",
+    "privacy_utility", "clip_interval",
 ]
 
 SSIM_BOUNDS = (-1.0, 1.0)
 """The range SSIM can take; an interval drawn for it is clipped to this range."""
 
 
-def _clipped(mean: float, half: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
+def clip_interval(mean: float, half: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
+    """``(low, high)`` of the interval ``mean +/- half``, clipped to ``bounds`` (``None``: unclipped).
+
+    Used by every figure that draws a mean with its interval for a bounded metric (SSIM).
+    """
     low, high = mean - half, mean + half
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
@@ -87,7 +91,7 @@ def strip_plot(ax, groups: Mapping[str, Sequence[float]], ylabel: str = "", colo
                    color=(colours or {}).get(name, f"C{i % 10}"))
         if interval is None:
             mean, half = mean_ci95(v)
-            low, high = _clipped(mean, half, bounds)
+            low, high = clip_interval(mean, half, bounds)
         else:
             mean, low, high = interval(v)
         means.append(mean)
@@ -132,7 +136,7 @@ def mean_ci_plot(ax, xs: Sequence[float], samples: Sequence[Sequence[float]], *,
         raise InputError(f"mean_ci_plot needs one sample per x: {len(xs)} x values, {len(samples)} samples")
     stats = [mean_ci95(v) for v in samples]
     means = np.array([m for m, _ in stats])
-    lows, highs = np.array([_clipped(m, h, bounds) for m, h in stats]).T
+    lows, highs = np.array([clip_interval(m, h, bounds) for m, h in stats]).T
     ax.errorbar(xs, means, yerr=[means - lows, highs - means], fmt=fmt, color=colour, capsize=3, label=label)
     _finish(ax, threshold, ylim)
     return ax

@@ -387,6 +387,28 @@ def test_comparison_table_shows_the_label_accuracy():
     assert "labels" in table.splitlines()[0]
     assert "0% (0-32%), -0.07, 0%" in table
     assert ", -" in evaluation.comparison_table([{**row, "label_accuracy": ""}])  # not recorded: a dash
+    # a model's trained rows follow its own rows, marked, before the next model's
+    rows = [{**row, "defense": "none"}, {**row, "model": "cnn", "data": "photos", "defense": "none"},
+            {**row, "defense": "none", "weights": "trained"}]
+    lines = evaluation.comparison_table(rows).splitlines()[2:5]
+    assert [line.split(" | ")[:2] for line in lines] == [["| mlp (fashion-mnist)", "none"],
+                                                         ["| mlp (fashion-mnist)", "none (trained)"],
+                                                         ["| cnn (photos)", "none"]]
+
+
+def test_grid_figures_keep_the_ssim_interval_inside_its_range():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = [1.0] * 7 + [0.2]  # piled up at SSIM's bound: the t interval crosses 1
+    results = [{"model": "mlp", "data": "d", "attack": "ig", "defense": "none", "ssim": v} for v in values]
+    summary = [{"model": "mlp", "data": "d", "attack": "ig", "defense": "none", "weights": "initial"}]
+    fig = evaluation.plot_ssim_distributions(results, summary, 0.5)
+    bar = fig.axes[0].containers[0]
+    assert float(bar.lines[2][0].get_segments()[0][:, 1].max()) == 1.0
+    plt.close(fig)
 
 
 def test_chapters_only_read_a_full_profile_grid_and_never_overwrite_it(tmp_path, monkeypatch, one_thread):

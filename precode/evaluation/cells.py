@@ -49,9 +49,8 @@ from .grid import Cell, Grid, Setting, split_defense
 from .schema import TRAINING_FIELDS
 
 __all__ = [
-    "cell_model",
-    "victim_model", "train_defended", "defended_gradients", "attack_cell", "attack_cells", "batchable",
-    "score_cell", "run_cells", "train_model", "TRAINING_FIELDS",
+    "victim_model", "cell_model", "train_defended", "defended_gradients", "attack_cell", "attack_cells",
+    "batchable", "score_cell", "run_cells", "train_model", "TRAINING_FIELDS",
 ]
 
 

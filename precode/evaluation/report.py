@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..metrics import mean_ci95, wilson_interval
+from ..plotting import SSIM_BOUNDS, clip_interval
 from .grid import split_defense
 from .schema import SUMMARY_FIELDS
 from .store import read_csv
@@ -166,6 +167,8 @@ def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | Non
     attacks = list(attacks) if attacks is not None else list(dict.fromkeys(r["attack"] for r in summary))
     cells = {(r["model"], r["data"], r["defense"], _weights(r), r["attack"]): r for r in summary}
     groups = list(dict.fromkeys((r["model"], r["data"], r["defense"], _weights(r)) for r in summary))
+    settings = list(dict.fromkeys((r["model"], r["data"]) for r in summary))
+    groups.sort(key=lambda g: settings.index(g[:2]))  # a model's trained rows right after its other rows
     head = ["model (victims)", "defense"] + [
         f"{ATTACK_TITLES.get(a, a)}: success (95% CI), mean SSIM, labels" for a in attacks] + ["test accuracy"]
     body = []
@@ -238,8 +241,9 @@ def plot_privacy_utility(summary: list[dict[str, Any]], attack: str = "ig", metr
             y = r[metric]
             if metric == "attack_success_rate":
                 err = [[y - r["success_ci95_low"]], [r["success_ci95_high"] - y]]
-            else:
-                err = [[r["ssim_ci95"]], [r["ssim_ci95"]]]
+            else:  # the mean SSIM's interval, kept inside SSIM's range
+                low, high = clip_interval(y, r["ssim_ci95"], SSIM_BOUNDS)
+                err = [[y - low], [high - y]]
             ax.errorbar(r["test_accuracy"], y, yerr=err, fmt=marker, color=colour, capsize=3,
                         markersize=11 if fam in ("none", "precode") else 7, alpha=0.9,
                         label=None if fam in seen else FAMILY_NAMES.get(fam, fam))
@@ -282,7 +286,9 @@ def plot_ssim_distributions(results: list[dict[str, Any]], summary: list[dict[st
             colour, marker = FAMILY_STYLE.get(family(defense), ("0.5", "o"))
             ax.scatter(x + rng.uniform(-0.15, 0.15, len(values)), values, s=8, color="0.6", zorder=1)
             m, h = mean_ci95(values)
-            ax.errorbar(x, m, yerr=h, fmt=marker, color=colour, capsize=3, markersize=6, zorder=3)
+            low, high = clip_interval(m, h, SSIM_BOUNDS)  # the t interval, kept inside SSIM's range
+            ax.errorbar(x, m, yerr=[[m - low], [high - m]], fmt=marker, color=colour, capsize=3, markersize=6,
+                        zorder=3)
         ax.axhline(threshold, color="red", lw=0.8, ls="--", zorder=0)
         ax.set_xticks(range(len(defenses)), [_short(d) + ("" if w == "initial" else f" ({w})") for d, w in defenses],
                       rotation=60, ha="right", fontsize=7)
