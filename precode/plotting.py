@@ -46,11 +46,14 @@ SSIM_BOUNDS = (-1.0, 1.0)
 def clip_interval(mean: float, half: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
     """``(low, high)`` of the interval ``mean +/- half``, clipped to ``bounds`` (``None``: unclipped).
 
+    The interval always holds the mean itself: a mean a rounding error past the bound (SSIM
+    1.0000001 for an exact reconstruction in float32) gets an interval of zero width on that side.
+
     Used by every figure that draws a mean with its interval for a bounded metric (SSIM).
     """
     low, high = mean - half, mean + half
     if bounds is not None:
-        low, high = max(low, bounds[0]), min(high, bounds[1])
+        low, high = min(max(low, bounds[0]), mean), max(min(high, bounds[1]), mean)
     return low, high
 
 

@@ -409,6 +409,15 @@ def test_grid_figures_keep_the_ssim_interval_inside_its_range():
     bar = fig.axes[0].containers[0]
     assert float(bar.lines[2][0].get_segments()[0][:, 1].max()) == 1.0
     plt.close(fig)
+    # an exact reconstruction's SSIM a rounding error above 1 (float32) still draws, with the bound kept
+    exact = [{**r, "ssim": 1.0000001} for r in results]
+    fig = evaluation.plot_ssim_distributions(exact, summary, 0.5)
+    assert float(fig.axes[0].containers[0].lines[2][0].get_segments()[0][:, 1].min()) == pytest.approx(1.0)
+    plt.close(fig)
+    from precode.plotting import clip_interval
+
+    assert clip_interval(1.0000001, 0.0, (-1.0, 1.0)) == (1.0000001, 1.0000001)
+    assert clip_interval(0.5, 0.7, (-1.0, 1.0)) == (pytest.approx(-0.2), 1.0)
 
 
 def test_chapters_only_read_a_full_profile_grid_and_never_overwrite_it(tmp_path, monkeypatch, one_thread):
