@@ -45,6 +45,10 @@ def test_the_full_grid_runs_every_setting_at_tiny_scale(tmp_path, monkeypatch, o
         assert {(r["model"], r["data"]) for r in summary} == {(s.model, s.data) for s in full.settings}
         assert all(r["n"] == 1 for r in summary)
         assert {r["attack"] for r in summary} == set(grid.attacks)
+        trained = {(r["model"], r["data"], r["defense"]) for r in summary if r["weights"] == "trained"}
+        expected = {(s.model, s.data, d) for s in full.settings for d in ("none", "precode")}
+        expected = expected if part == "paper" else set()
+        assert trained == expected  # every full setting's model is attacked again after training (paper part)
 
 
 def test_the_data_holds_the_victims_the_full_profile_asks_for():
