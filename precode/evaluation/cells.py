@@ -39,7 +39,7 @@ from .. import metrics
 from ..attacks import IG_ATTACKS
 from ..bottleneck import add_precode, sampling_std
 from ..data import ImageData
-from ..defenses import TrainingResult, parse_defense
+from ..defenses import TrainingResult, parse_defense, train_with_defense
 from ..errors import InputError
 from ..experiment import AttackRun, run_attack_cases
 from ..federated import compute_victim_gradients
@@ -81,9 +81,8 @@ def train_defended(model: str, defense: str, train: ImageData, test: ImageData |
     Used by :func:`train_model` (the grid's trainings) and chapter 6 (its CNN variants).
     """
     net = victim_model(model, train.input_shape, train.num_classes, defense, seed).to(_device())
-    mechanism = parse_defense(split_defense(defense)[1], seed=seed)
-    return net, mechanism.train(net, train, test, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                                progress=False)
+    return net, train_with_defense(net, train, test, defense=split_defense(defense)[1], epochs=epochs, lr=lr,
+                                   batch_size=batch_size, seed=seed, progress=False)
 
 
 def defended_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, defense: str,

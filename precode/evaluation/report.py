@@ -132,6 +132,11 @@ def _weights(row: dict[str, Any]) -> str:
     return row.get("weights") or "initial"
 
 
+def _label(defense: str, weights: str) -> str:
+    """A cell's short defense label, marked ``(trained)`` for a trained model's cell."""
+    return _short(defense) + ("" if weights == "initial" else f" ({weights})")
+
+
 def _short(defense: str) -> str:
     at, spec = split_defense(defense)
     if at is not None:
@@ -173,7 +178,7 @@ def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | Non
         f"{ATTACK_TITLES.get(a, a)}: success (95% CI), mean SSIM, labels" for a in attacks] + ["test accuracy"]
     body = []
     for model, data, defense, weights in groups:
-        out = [f"{model} ({data})", _short(defense) + ("" if weights == "initial" else f" ({weights})")]
+        out = [f"{model} ({data})", _label(defense, weights)]
         accuracy = None
         for a in attacks:
             r = cells.get((model, data, defense, weights, a))
@@ -290,8 +295,7 @@ def plot_ssim_distributions(results: list[dict[str, Any]], summary: list[dict[st
             ax.errorbar(x, m, yerr=[[m - low], [high - m]], fmt=marker, color=colour, capsize=3, markersize=6,
                         zorder=3)
         ax.axhline(threshold, color="red", lw=0.8, ls="--", zorder=0)
-        ax.set_xticks(range(len(defenses)), [_short(d) + ("" if w == "initial" else f" ({w})") for d, w in defenses],
-                      rotation=60, ha="right", fontsize=7)
+        ax.set_xticks(range(len(defenses)), [_label(d, w) for d, w in defenses], rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{ATTACK_TITLES.get(attack, attack)}, {model} on {data}", fontsize=9)
         ax.set_ylim(-0.15, 1.05)
     for ax in axes[:, 0]:

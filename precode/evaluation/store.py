@@ -82,8 +82,12 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
 def _reconstructions_path(folder: Path, key: Sequence[str]) -> Path:
     if len(key) != len(CELL_FIELDS):
         raise InputError(f"a cell's key is {CELL_FIELDS}, got {tuple(key)!r}")
-    name = "__".join(re.sub(r"[^A-Za-z0-9.-]+", "_", str(part)) for part in key)
-    return folder / "reconstructions" / f"{name}.pt"
+    return folder / "reconstructions" / _file_name(key)
+
+
+def _file_name(parts: Sequence[Any]) -> str:
+    """A ``.pt`` file name from a key's parts: each part's other characters become ``_``, parts joined by ``__``."""
+    return "__".join(re.sub(r"[^A-Za-z0-9.-]+", "_", str(part)) for part in parts) + ".pt"
 
 
 def read_reconstructions(out: str | os.PathLike, key: Sequence[str]) -> torch.Tensor:
@@ -266,8 +270,7 @@ class RunFolder:
         return self.finished_in(self.path)
 
     def _weights_path(self, model: str, train_data: str, defense: str) -> Path:
-        name = "__".join(re.sub(r"[^A-Za-z0-9.-]+", "_", str(part)) for part in (model, train_data, defense))
-        return self.path / "weights" / f"{name}.pt"
+        return self.path / "weights" / _file_name((model, train_data, defense))
 
     def weights(self, model: str, train_data: str, defense: str) -> dict[str, torch.Tensor] | None:
         """The stored weights of a trained model (``None``: not stored), loaded with ``weights_only=True``."""
