@@ -22,7 +22,7 @@ from .bottleneck import bottleneck_loss, bottlenecks
 from .data import ImageData
 from .errors import InputError
 
-__all__ = ["loss_fn", "train", "training_loop", "evaluate", "seeded", "GradientTransform"]
+__all__ = ["loss_fn", "train", "training_loop", "evaluate", "seeded", "adam", "GradientTransform"]
 
 GradientTransform = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 _EVAL_BATCH_SIZE = 500  # images per forward pass when testing
@@ -134,6 +134,20 @@ def train(
         return _train(model, dataset, test_data, epochs, lr, batch_size, seed, gradient_transform, progress)
 
 
+def adam(parameters, lr: float) -> torch.optim.Adam:
+    """Adam (the paper's optimiser) with torch's fused implementation where it has one (torch 2.4 or later
+    on the CPU, and CUDA), else the default one: the same update up to floating-point rounding.
+
+    On a CPU the fused step is the cheaper half of a training step of the 1024-wide MLP: a batch of
+    64 images takes about 15 instead of 30 ms on one thread (``benchmarks/bench_training.py``).
+    """
+    params = list(parameters)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except RuntimeError:  # an older torch, or a device without a fused Adam
+        return torch.optim.Adam(params, lr=lr)
+
+
 def _uses_channels_last(model: nn.Module) -> bool:
     """Whether training keeps images and convolution weights channels-last (NHWC) in memory.
 
@@ -166,12 +180,21 @@ def _train_loop(model: nn.Module, dataset: Dataset, test_data: ImageData | Datas
                 batch_size: int, seed: int, gradient_transform: GradientTransform | None, progress: bool,
                 memory_format: torch.memory_format) -> list[dict]:
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = adam(model.parameters(), lr)
     return training_loop(
         model, loader, optimizer, lambda logits, y: loss_fn(model, logits, y), epochs,
         test=None if test_data is None else lambda: _evaluate(model, test_data, memory_format),
         memory_format=memory_format, gradient_transform=gradient_transform, progress=progress,
     )
+
+
+def _like(param: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor | None:
+    """``grad`` laid out in memory as ``param`` is. A defense may return a contiguous gradient for a
+    channels-last weight; the fused Adam pairs a parameter's and its gradient's entries by memory
+    position, so it would update the weight with another entry's gradient."""
+    if grad is None or grad.stride() == param.stride():
+        return grad
+    return torch.empty_like(param).copy_(grad)
 
 
 def training_loop(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
@@ -228,7 +251,7 @@ def training_loop(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
                 if gradient_transform is not None:
                     grads = gradient_transform({k: p.grad for k, p in zip(names, params)})
                     for p, k in zip(params, names):
-                        p.grad = grads[k]
+                        p.grad = _like(p, grads[k])
                 optimizer.step()
             total_loss += float(loss.detach()) * len(y)
             correct += int((logits.detach().argmax(1) == y).sum())

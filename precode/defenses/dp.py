@@ -53,7 +53,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data import ImageData
 from ..errors import InputError
-from ..training import evaluate, loss_fn, seeded, training_loop
+from ..training import adam, evaluate, loss_fn, seeded, training_loop
 from .base import Defense, SharedGradients, TrainingResult, _check_finite
 
 __all__ = [
@@ -288,7 +288,7 @@ def _train_dp(model: nn.Module, dataset: Dataset, test_data: ImageData | Dataset
 
     # Opacus draws its noise where the parameters are, so its generator lives on their device
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = adam(model.parameters(), lr)
     with _quiet_opacus():
         engine = PrivacyEngine(accountant="rdp")
         hooks, dp_optimizer, dp_criterion, dp_loader = engine.make_private(
