@@ -29,11 +29,13 @@ import torch
 from torch import nn
 
 from . import metrics
-from .attacks import AttackResult, infer_labels, reconstruct
+from .attacks import AttackResult, infer_labels, reconstruct, resolved_budget
 from .data import ImageData
 from .defenses import Defense, parse_defense
 from .errors import InputError
+from .experiment_store import active_store, model_fingerprint, tensor_fingerprint
 from .federated import compute_victim_gradients
+from .profiles import get_profile
 from .threat import ThreatModel
 from .training import seeded
 
@@ -135,6 +137,20 @@ def run_attack_cases(attack: str, model: nn.Module, victims: ImageData, threat: 
         raise InputError(f"{len(victims)} victims cannot be cut into client batches of {b}; give a multiple of {b}")
     if not defenses:
         raise InputError("give at least one defense (None: the clients share their gradients as they are)")
+    store = active_store()
+    key = None if store is None else _store_key(store, attack, model, victims, threat, defenses, iterations,
+                                                 restarts, options)
+    if key is not None and (entry := store.get(key)) is not None:
+        threat.weights_sent(model)  # the server's side effect on its model, as when computed
+        return [_unpacked(run, threat) for run in entry["runs"]]
+    runs = _run_cases(attack, model, victims, threat, defenses, iterations, restarts, progress, options)
+    if key is not None:
+        store.put(key, {"runs": [_packed(run) for run in runs]})
+    return runs
+
+
+def _run_cases(attack, model, victims, threat, defenses, iterations, restarts, progress, options) -> list[AttackRun]:
+    b = int(threat.batch_size)
     cases = [parse_defense(d, seed=threat.streams.client) if isinstance(d, str) else d for d in defenses]
     cases = [None if d is None or d.name == "none" else d for d in cases]
     device = next(model.parameters()).device
@@ -157,6 +173,57 @@ def run_attack_cases(attack: str, model: nn.Module, victims: ImageData, threat: 
                          restarts=restarts, seed=threat.streams.attacker, progress=progress, **options)
     n, problems = len(victims), len(victims) // b
     return [_scored(_case_slice(result, k, n, problems), victims, threat, cosine) for k, cosine in enumerate(cosines)]
+
+
+def _plain(value):
+    """``value`` as JSON-ready data, or ``None`` when it is not plain data (numbers, strings, lists of them)."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return {"v": value}
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return None if any(i is None for i in items) else {"seq": items}
+    return None
+
+
+def _store_key(store, attack, model, victims, threat, defenses, iterations, restarts, options) -> str | None:
+    """The store's key of this experiment, or ``None`` when it cannot be stored (a defense given as an
+    object, an option that is not plain data)."""
+    if not all(d is None or isinstance(d, str) for d in defenses):
+        return None
+    plain_options = {k: _plain(v) for k, v in options.items()}
+    if any(v is None for v in plain_options.values()):
+        return None
+    iterations, restarts = resolved_budget(attack, iterations, restarts)  # None: the default, said as it is
+    config = {
+        "attack": attack, "iterations": iterations, "restarts": restarts, "profile": get_profile().name,
+        "options": plain_options, "defenses": [d if d is None else d.strip().lower() for d in defenses],
+        "server": threat.server, "labels": threat.labels,
+        "label_rule": None if threat.labels_given else threat.label_rule,
+        "batch_size": int(threat.batch_size), "seed": int(threat.seed),
+        "model": model_fingerprint(model), "device": str(next(model.parameters()).device),
+        "victims": tensor_fingerprint(victims.images, victims.labels),
+    }
+    return store.key(config)
+
+
+def _tensor(value) -> torch.Tensor | None:
+    return None if value is None else torch.as_tensor(value)
+
+
+def _packed(run: AttackRun) -> dict:
+    """An :class:`AttackRun` as tensors and plain values (the store's entry; the threat model is the key's)."""
+    return {
+        "result": {f.name: getattr(run.result, f.name) for f in dataclasses.fields(run.result)},
+        "images": run.images, "labels": run.labels, "mse": _tensor(run.mse), "psnr": _tensor(run.psnr),
+        "ssim": _tensor(run.ssim), "label_accuracy": float(run.label_accuracy),
+        "gradient_cosine": _tensor(run.gradient_cosine),
+    }
+
+
+def _unpacked(entry: dict, threat: ThreatModel) -> AttackRun:
+    numpy = {k: None if entry[k] is None else entry[k].numpy() for k in ("mse", "psnr", "ssim", "gradient_cosine")}
+    return AttackRun(result=AttackResult(**entry["result"]), images=entry["images"], labels=entry["labels"],
+                     label_accuracy=entry["label_accuracy"], threat=threat, **numpy)
 
 
 def _case_slice(result: AttackResult, k: int, n: int, problems: int) -> AttackResult:

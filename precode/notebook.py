@@ -8,23 +8,35 @@ import os
 import random
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .experiment_store import use_store
 from .metrics import mean_ci95
 from .profiles import Profile, get_profile
 
-__all__ = ["setup_chapter", "glue", "glue_ci", "glue_key"]
+__all__ = ["setup_chapter", "results_folder", "glue", "glue_ci", "glue_key"]
 
 
-def setup_chapter(seed: int = 0, threads: int | None = None) -> Profile:
-    """Seed every random generator, fix the number of CPU threads, print and return the profile.
+def results_folder() -> Path:
+    """Where the chapters keep their results: ``results/`` at the top of the repository when the
+    chapter runs from ``book/`` (ignored by git), else ``results/`` next to the notebook (Colab)."""
+    return (Path("..") if Path("../precode").is_dir() else Path(".")) / "results"
+
+
+def setup_chapter(seed: int = 0, threads: int | None = None, store: bool = True) -> Profile:
+    """Seed every random generator, fix the number of CPU threads, turn on the experiment store, print
+    and return the profile.
 
     Args:
         seed: seed for Python, NumPy and torch.
         threads: torch CPU threads (default: ``$PRECODE_THREADS``, else torch's default).
+        store: keep every attack experiment in ``results/experiments`` (:mod:`precode.experiment_store`),
+            so that one that this or another chapter ran before, with the very same configuration and
+            package code, is read instead of computed again.
     """
     random.seed(seed)
     np.random.seed(seed)
@@ -36,6 +48,8 @@ def setup_chapter(seed: int = 0, threads: int | None = None) -> Profile:
     profile = get_profile()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"{profile}\ntorch {torch.__version__} on {device}, {torch.get_num_threads()} CPU threads, seed {seed}")
+    if store:
+        print(f"experiment store: {use_store(results_folder() / 'experiments').folder}")
     try:
         import matplotlib.pyplot as plt
 

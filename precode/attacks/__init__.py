@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..profiles import get_profile
 from .adaptive import encoder_leak, ig_eot, ig_joint, ig_mean, ig_omit, layers_before_sampling, layers_in_front
 from .analytic import analytic_attack, first_linear_layer, linear_layer_input
 from .base import AttackResult, prepare_gradients
@@ -52,6 +53,7 @@ from .malicious import SIGMA_BIAS, switch_off_sampling
 from .matching import GradientMatcher, select_layers
 
 __all__ = [
+    "resolved_budget",
     "ATTACK_NAMES", "ATTACKS", "IG_ATTACKS", "AttackResult", "reconstruct", "dlg", "idlg", "inverting_gradients",
     "analytic_attack", "infer_labels", "last_layer", "first_linear_layer", "linear_layer_input",
     "GradientMatcher", "select_layers",
@@ -73,6 +75,23 @@ ATTACKS: dict[str, Callable[..., AttackResult]] = {
 ATTACK_NAMES = tuple(ATTACKS)
 IG_ATTACKS = ("ig", "ig-omit", "ig-joint", "ig-mean", "ig-eot")
 """The attacks built on Inverting Gradients' loop: their budget is Inverting Gradients' (steps, restarts)."""
+
+
+def resolved_budget(attack: str, iterations: int | None = None, restarts: int | None = None,
+                    profile=None) -> tuple[int | None, int | None]:
+    """The ``(iterations, restarts)`` an attack runs with when given these (``None``: its default): the
+    profile's (:func:`precode.profiles.get_profile`, or ``profile``) for Inverting Gradients and the
+    attacks built on it (:data:`IG_ATTACKS`) and for DLG and iDLG (one restart); ``(None, None)`` for
+    the analytic attack, which has no loop; the encoder leak's own default steps and one start."""
+    profile = get_profile() if profile is None else profile
+    if attack == "analytic":
+        return None, None
+    if attack == "encoder-leak":
+        return iterations, None
+    if attack in IG_ATTACKS:
+        return (profile.ig_iterations if iterations is None else int(iterations),
+                profile.ig_restarts if restarts is None else int(restarts))
+    return (profile.dlg_iterations if iterations is None else int(iterations), 1 if restarts is None else int(restarts))
 
 
 def reconstruct(

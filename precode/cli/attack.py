@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from ..attacks import ATTACK_NAMES, IG_ATTACKS, first_linear_layer
+from ..attacks import ATTACK_NAMES, first_linear_layer, resolved_budget
 from ..bottleneck import add_precode
 from ..data import load_data
 from ..defenses import parse_defense
@@ -126,13 +126,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _resolved_budget(attack: str, args: argparse.Namespace, profile) -> tuple[int | None, int | None]:
-    if attack == "analytic":
-        return None, None
-    if attack == "encoder-leak":  # one start; None: the attack's own default steps
-        return args.iterations, None
-    if attack in IG_ATTACKS:
-        return (args.iterations or profile.ig_iterations), (args.restarts or profile.ig_restarts)
-    return (args.iterations or profile.dlg_iterations), (args.restarts or 1)
+    return resolved_budget(attack, args.iterations or None, args.restarts or None, profile)
 
 
 def _save_figure(path: str, originals: torch.Tensor, recon: torch.Tensor, title: str) -> None:
