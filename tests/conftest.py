@@ -14,13 +14,16 @@ os.environ.setdefault("PRECODE_PROFILE", "quick")
 # collected tests and the second worker the rest, then lets an idle worker steal from the other's
 # tail. So the chapters are split between the two halves, longest first, each to the half with
 # less so far, and each half starts with its chapters (a chapter cannot be stolen once started).
+# A chapter that repeats experiments of another (FOLLOWS) runs right after it in the same half, so
+# that it reads them from the experiment store (precode.experiment_store) instead of computing them.
 # Scheduling hints only (seconds alone, one thread, the other core busy, on this project's 2-core
 # CPU on 2026-12-03); a wrong hint costs time, never a result.
 CHAPTER_SECONDS = {"01": 37, "02": 399, "03": 362, "04": 299, "05": 335, "06": 486, "07": 301}
+FOLLOWS = {"04": "02", "06": "05"}  # chapter 4 attacks the untrained MLP and CNN as chapter 2 does; 6's grid shares 5's
 
 
-def _chapter_cost(item) -> int:
-    return CHAPTER_SECONDS.get(item.callspec.id[:2], 300)
+def _chapter(item) -> str:
+    return item.callspec.id[:2]
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -28,9 +31,16 @@ def pytest_collection_modifyitems(session, config, items):
     others = [i for i in items if i.path.name != "test_chapters.py"]
     if len(others) < len(chapters):  # the chapters (nearly) alone, as in `make chapters`: keep the order
         return
+    units: dict[str, list] = {}  # a chapter and those that follow it, in order
+    for item in sorted(chapters, key=lambda i: FOLLOWS.get(_chapter(i), "") != ""):
+        units.setdefault(FOLLOWS.get(_chapter(item), _chapter(item)), []).append(item)
+
+    def cost(unit):
+        return sum(CHAPTER_SECONDS.get(_chapter(i), 300) for i in unit)
+
     halves: tuple[list, list] = ([], [])
-    for item in sorted(chapters, key=_chapter_cost, reverse=True):
-        min(halves, key=lambda h: sum(map(_chapter_cost, h))).append(item)
+    for unit in sorted(units.values(), key=cost, reverse=True):
+        min(halves, key=cost).extend(unit)
     first = others[: max(0, len(items) // 2 - len(halves[0]))]
     items[:] = halves[0] + first + halves[1] + others[len(first):]
 
