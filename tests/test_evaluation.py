@@ -77,6 +77,16 @@ def test_the_grid_has_the_adaptive_attacks_and_defenses_as_rows():
     assert partial in {c.key for c in part.cells()}
     with pytest.raises(ValueError, match="unknown part"):
         quick.part("beyond")
+    # the adaptive part trains longer than the paper part (chapter 6 compares its variants on these
+    # trainings); the full grid trains both alike; the setting survives the grid's JSON round trip
+    paper = quick.part("paper")
+    assert (part.train_images, part.epochs) == quick.adaptive_training == (5000, 2)
+    assert (paper.train_images, paper.epochs) == (768, 3)
+    assert part.adaptive_training is None and evaluation.Grid.from_dict(quick.to_dict()) == quick
+    full_adaptive = evaluation.get_grid("full").part("adaptive")
+    assert (full_adaptive.train_images, full_adaptive.epochs) == (None, 30)
+    with pytest.raises(ValueError, match="adaptive_training"):
+        quick.replace(adaptive_training=(100, 0))
     # the full grid: the early bottleneck on the CNN of every data set
     full = evaluation.get_grid("full")
     assert {(c.setting.data, c.attack) for c in full.cells() if c.defense == "precode@block2"} == {
@@ -205,6 +215,12 @@ def test_files_columns_and_statistics(tmp_path, one_thread):
     # exact recovery, and PRECODE (after the first layer) does not stop it
     assert analytic["none"]["attack_success_rate"] == analytic["precode"]["attack_success_rate"] == 1
     assert analytic["precode"]["identification_rate"] == 1
+    # a model's training, epoch by epoch, as chapter 6 reads it
+    history = evaluation.GridResults(out).history("mlp", "precode")
+    assert [h["epoch"] for h in history] == [1] and history[0]["test_images"] == 50
+    assert history[0]["test_accuracy"] == next(s["test_accuracy"] for s in summary if s["defense"] == "precode")
+    with pytest.raises(ValueError, match="trained it under"):
+        evaluation.GridResults(out).history("mlp", "prune:0.9")
     names = {p.name for p in (out / "figures").glob("*.png")}
     assert {"ssim_distributions.png", "convergence.png", "privacy_utility_ig.png"} <= names
     config = json.loads((out / "config.json").read_text())

@@ -157,6 +157,23 @@ class GridResults:
         have = sorted({(r["defense"], r["attack"], r["weights"]) for r in self.summary if r["model"] == model})
         raise InputError(f"no cell {key} in {self.folder}; for {model!r} it has (defense, attack, weights) {have}")
 
+    def history(self, model: str, defense: str) -> list[dict[str, Any]]:
+        """The training of ``model`` under ``defense`` (on the setting's training data), one row of
+        ``training.csv`` per epoch in order: what :func:`precode.plotting.training_curves` draws.
+
+        Raises:
+            ValueError: the run trained no such model (the message names those it trained).
+        """
+        data = self._data(model)
+        train_data = next((r["train_data"] for r in self.summary if r["model"] == model and r["data"] == data), None)
+        rows = sorted((r for r in self.training if r["model"] == model and r["defense"] == defense
+                       and r["train_data"] == train_data), key=lambda r: r["epoch"])
+        if not rows:
+            have = sorted({r["defense"] for r in self.training if r["model"] == model})
+            raise InputError(f"{self.folder} holds no training of {model!r} under {defense!r}; it trained it under "
+                             f"{have}")
+        return rows
+
     def cell(self, model: str, defense: str, attack: str, weights: str = "initial") -> dict[str, Any]:
         """One cell: ``row`` (its summary row), ``ssim`` and ``psnr`` per victim (arrays, in victim order)
         and ``images`` (its reconstructions, :func:`read_reconstructions`)."""
