@@ -2,8 +2,11 @@
 
 Each chapter is executed alone, one torch thread, by the same code path as ``make test``
 (``scripts/chapters.py``: nbmake into the book's execution cache). *Cold*: the chapter is executed
-(its cache entry removed first). *Warm*: asked again with nothing changed, it is found in the cache
-and not executed. Prints a table (Markdown) and, with ``--json PATH``, writes the numbers.
+with its cache entry, the experiment store (``results/experiments``) and the quick grids' folders
+(``results/evaluation-quick-*``) removed first, so it computes everything itself; ``--keep-results``
+keeps the last two (a chapter executed again after its code changed, or after the chapter it shares
+experiments with). *Warm*: asked again with nothing changed, it is found in the cache and not
+executed. Prints a table (Markdown) and, with ``--json PATH``, writes the numbers.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_book.py [--chapters 01 03] [--json out.json]
 
@@ -16,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,12 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chapters", nargs="*", help="chapter number prefixes (default: all)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--keep-results", action="store_true",
+                        help="keep the experiment store and the quick grids' folders (default: remove them first)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     chosen = [p for p in book.chapters() if not args.chapters or any(p.name.startswith(c) for c in args.chapters)]
     rows = []
+    results = Path(__file__).resolve().parents[1] / "results"
     for path in chosen:
         book.forget(path)
+        if not args.keep_results:
+            for folder in [results / "experiments", *results.glob("evaluation-quick-*")]:
+                shutil.rmtree(folder, ignore_errors=True)
         result, cold = book.execute(path)
         if result.error is not None:
             print(f"{path.name} failed in cell {result.error.failing_cell_index}", file=sys.stderr)
