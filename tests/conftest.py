@@ -16,9 +16,9 @@ os.environ.setdefault("PRECODE_PROFILE", "quick")
 # less so far, and each half starts with its chapters (a chapter cannot be stolen once started).
 # A chapter that repeats experiments of another (FOLLOWS) runs right after it in the same half, so
 # that it reads them from the experiment store (precode.experiment_store) instead of computing them.
-# Scheduling hints only (seconds alone, one thread, the other core busy, on this project's 2-core
-# CPU on 2026-12-03); a wrong hint costs time, never a result.
-CHAPTER_SECONDS = {"01": 37, "02": 399, "03": 362, "04": 299, "05": 335, "06": 486, "07": 301}
+# Scheduling hints only (seconds alone, one thread, the other core busy, chapter 4 after chapter 2,
+# on this project's 2-core CPU on 2026-12-03); a wrong hint costs time, never a result.
+CHAPTER_SECONDS = {"01": 31, "02": 325, "03": 340, "04": 171, "05": 290, "06": 451, "07": 204}
 FOLLOWS = {"04": "02", "06": "05"}  # chapter 4 attacks the untrained MLP and CNN as chapter 2 does; 6's grid shares 5's
 
 

@@ -80,13 +80,13 @@ def test_the_grid_has_the_adaptive_attacks_and_defenses_as_rows():
     # the adaptive part trains longer than the paper part (chapter 6 compares its variants on these
     # trainings); the full grid trains both alike; the setting survives the grid's JSON round trip
     paper = quick.part("paper")
-    assert (part.train_images, part.epochs) == quick.adaptive_training == (5000, 2)
+    assert (part.train_images, part.epochs, part.test_images) == quick.adaptive_training == (5000, 2, None)
     assert (paper.train_images, paper.epochs) == (768, 3)
     assert part.adaptive_training is None and evaluation.Grid.from_dict(quick.to_dict()) == quick
     full_adaptive = evaluation.get_grid("full").part("adaptive")
     assert (full_adaptive.train_images, full_adaptive.epochs) == (None, 30)
     with pytest.raises(ValueError, match="adaptive_training"):
-        quick.replace(adaptive_training=(100, 0))
+        quick.replace(adaptive_training=(100, 0, None))
     # the full grid: the early bottleneck on the CNN of every data set
     full = evaluation.get_grid("full")
     assert {(c.setting.data, c.attack) for c in full.cells() if c.defense == "precode@block2"} == {
