@@ -368,6 +368,11 @@ def test_gradients_that_do_not_fit_the_model_are_rejected(victims, name):
         broken["fc2.weight"][0, 0, 0] = bad
         with pytest.raises(ValueError, match="NaN or infinite"):
             run(broken)
+    # finite entries whose sum overflows are finite (the one-pass check falls back to every entry)
+    from precode.federated import validate_gradients
+
+    huge = {k: torch.full_like(v, 3e38) for k, v in good.items()}
+    assert not torch.isfinite(huge["fc2.weight"].sum()) and validate_gradients(model, huge, stacked=True) == 2
     with pytest.raises(ValueError, match="dict"):
         run([good])
 
