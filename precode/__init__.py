@@ -4,7 +4,8 @@ Modules: :mod:`precode.data`, :mod:`precode.models`, :mod:`precode.bottleneck` (
 :mod:`precode.training`, :mod:`precode.federated`, :mod:`precode.metrics`,
 :mod:`precode.profiles`, :mod:`precode.seeds` and :mod:`precode.threat` (an experiment's random
 streams and threat model), :mod:`precode.attacks`, :mod:`precode.defenses`, :mod:`precode.experiment`
-(one attack experiment under a threat model, scored), :mod:`precode.plotting` (the chapters' figures),
+(one attack experiment under a threat model, scored), :mod:`precode.experiment_store` (experiments
+kept under their whole configuration, the chapters' store), :mod:`precode.plotting` (the chapters' figures),
 :mod:`precode.evaluation` (the paper's grid), :mod:`precode.notebook` (chapter helpers),
 :mod:`precode.fl` (federated learning in Flower, chapter 7; needs ``flwr[simulation]``).
 Command line: ``python -m precode {attack,train,evaluate,federate}``.
