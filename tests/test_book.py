@@ -140,3 +140,28 @@ def test_glue_names_and_intervals_for_the_prose(monkeypatch):
     m, h = notebook.glue_ci("ssim_x", [0.2, 0.4, 0.9])
     assert (m, h) == mean_ci95([0.2, 0.4, 0.9])
     assert glued == {"ssim_x": f"{m:.2f} ± {h:.2f}"}
+
+
+def test_chapters_that_share_experiments_run_one_after_the_other_on_one_worker():
+    # make test's schedule (tests/conftest.py): chapter 4 right after chapter 2 and chapter 6 right after
+    # chapter 5, in the block of chapters that starts one worker's half, so the second reads the first's
+    # experiments from the store
+    import types
+
+    import conftest
+
+    names = ["01_leakage", "02_attacks", "03_defenses", "04_precode", "05_evaluation", "06_adaptive_attacks",
+             "07_federated"]
+    chapters_ = [types.SimpleNamespace(path=Path("tests/test_chapters.py"), callspec=types.SimpleNamespace(id=n))
+                 for n in names]
+    others = [types.SimpleNamespace(path=Path(f"tests/test_{i}.py")) for i in range(40)]
+    items = others[:20] + chapters_ + others[20:]
+    conftest.pytest_collection_modifyitems(None, None, items)
+    assert sorted(map(id, items)) == sorted(map(id, chapters_ + others))  # nothing lost or repeated
+    order = [getattr(getattr(i, "callspec", None), "id", "unit") for i in items]
+    for later, earlier in conftest.FOLLOWS.items():
+        first = next(n for n in names if n.startswith(earlier))
+        second = next(n for n in names if n.startswith(later))
+        assert order.index(second) == order.index(first) + 1, order
+    blocks = "".join("c" if o != "unit" else "u" for o in order)
+    assert blocks.startswith("c") and blocks.count("uc") == 1 and blocks.endswith("u")  # two blocks, two halves
