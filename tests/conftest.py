@@ -32,7 +32,7 @@ def pytest_collection_modifyitems(session, config, items):
     if len(others) < len(chapters):  # the chapters (nearly) alone, as in `make chapters`: keep the order
         return
     units: dict[str, list] = {}  # a chapter and those that follow it, in order
-    for item in sorted(chapters, key=lambda i: FOLLOWS.get(_chapter(i), "") != ""):
+    for item in sorted(chapters, key=lambda i: _chapter(i) in FOLLOWS):  # the chapters followed come first
         units.setdefault(FOLLOWS.get(_chapter(item), _chapter(item)), []).append(item)
 
     def cost(unit):
