@@ -18,8 +18,16 @@ os.environ.setdefault("PRECODE_PROFILE", "quick")
 # that it reads them from the experiment store (precode.experiment_store) instead of computing them.
 # Scheduling hints only (seconds alone, one thread, the other core busy, chapter 4 after chapter 2,
 # on this project's 2-core CPU on 2026-12-03); a wrong hint costs time, never a result.
-CHAPTER_SECONDS = {"01": 31, "02": 325, "03": 340, "04": 171, "05": 290, "06": 451, "07": 204}
-FOLLOWS = {"04": "02", "06": "05"}  # chapter 4 attacks the untrained MLP and CNN as chapter 2 does; 6's grid shares 5's
+CHAPTER_SECONDS = {"01": 31, "02": 325, "03": 340, "04": 171, "05": 290, "06": 210, "07": 95, "08": 204}
+# chapter 4 attacks the untrained MLP and CNN as chapter 2 does; 6's grid shares 5's cells, 7 the grid's IG cells
+FOLLOWS = {"04": "02", "06": "05", "07": "06"}
+
+
+def _first(chapter: str) -> str:
+    """The chapter that starts ``chapter``'s chain of FOLLOWS (7 follows 6, which follows 5: 5)."""
+    while chapter in FOLLOWS:
+        chapter = FOLLOWS[chapter]
+    return chapter
 
 
 def _chapter(item) -> str:
@@ -32,8 +40,8 @@ def pytest_collection_modifyitems(session, config, items):
     if len(others) < len(chapters):  # the chapters (nearly) alone, as in `make chapters`: keep the order
         return
     units: dict[str, list] = {}  # a chapter and those that follow it, in order
-    for item in sorted(chapters, key=lambda i: _chapter(i) in FOLLOWS):  # the chapters followed come first
-        units.setdefault(FOLLOWS.get(_chapter(item), _chapter(item)), []).append(item)
+    for item in sorted(chapters, key=_chapter):  # in book order, so each chain runs in its order
+        units.setdefault(_first(_chapter(item)), []).append(item)
 
     def cost(unit):
         return sum(CHAPTER_SECONDS.get(_chapter(i), 300) for i in unit)

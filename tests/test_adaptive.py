@@ -1,4 +1,4 @@
-"""Chapter 6: attacks that know PRECODE (ig-omit, ig-joint, ig-mean, ig-eot, a malicious server) and the
+"""Chapters 6 and 7: attacks that know PRECODE (ig-omit, ig-joint; ig-mean, ig-eot, a malicious server) and the
 partial-gaussian defense."""
 import json
 from collections import OrderedDict

@@ -143,15 +143,14 @@ def test_glue_names_and_intervals_for_the_prose(monkeypatch):
 
 
 def test_chapters_that_share_experiments_run_one_after_the_other_on_one_worker():
-    # make test's schedule (tests/conftest.py): chapter 4 right after chapter 2 and chapter 6 right after
-    # chapter 5, in the block of chapters that starts one worker's half, so the second reads the first's
-    # experiments from the store
+    # make test's schedule (tests/conftest.py): chapter 4 right after chapter 2, chapter 6 right after
+    # chapter 5 and chapter 7 right after chapter 6, in the block of chapters that starts one worker's
+    # half, so that each reads the experiments of the one before from the store
     import types
 
     import conftest
 
-    names = ["01_leakage", "02_attacks", "03_defenses", "04_precode", "05_evaluation", "06_adaptive_attacks",
-             "07_federated"]
+    names = sorted(p.stem for p in (ROOT / "book").glob("*.ipynb"))
     chapters_ = [types.SimpleNamespace(path=Path("tests/test_chapters.py"), callspec=types.SimpleNamespace(id=n))
                  for n in names]
     others = [types.SimpleNamespace(path=Path(f"tests/test_{i}.py")) for i in range(40)]

@@ -14,8 +14,8 @@ name       attack
 ``analytic`` exact division of the first linear layer's gradients (:mod:`.analytic`)
 ``ig-omit``  IG on the gradients before PRECODE's sampling only (:mod:`.adaptive`, chapter 6)
 ``ig-joint`` IG that optimises PRECODE's noise jointly with the images (:mod:`.adaptive`, chapter 6)
-``ig-mean``  IG on the deterministic replica of PRECODE (its noise fixed at 0; :mod:`.adaptive`, chapter 6)
-``ig-eot``   IG on the distance averaged over several draws of PRECODE's noise (:mod:`.adaptive`, chapter 6)
+``ig-mean``  IG on the deterministic replica of PRECODE (its noise fixed at 0; :mod:`.adaptive`, chapter 7)
+``ig-eot``   IG on the distance averaged over several draws of PRECODE's noise (:mod:`.adaptive`, chapter 7)
 ``encoder-leak`` divide PRECODE's encoder gradients for its input, then invert the layers in front
              (:mod:`.adaptive`, chapter 6)
 ========== ===================================================================================

@@ -30,7 +30,8 @@ it, both implemented here on top of
 
 All need a model with exactly one PRECODE bottleneck and raise ``ValueError`` otherwise.
 
-Used in chapter 6 (``book/06_adaptive_attacks.ipynb``).
+Used in chapters 6 (``book/06_adaptive_attacks.ipynb``) and 7 (``ig-mean``, ``ig-eot``:
+``book/07_randomised_defenses.ipynb``).
 """
 from __future__ import annotations
 
@@ -185,7 +186,7 @@ def ig_mean(
     Raises:
         ValueError: the model has no (or more than one) PRECODE bottleneck.
 
-    Used in chapter 6.
+    Used in chapter 7.
     """
     return _ig_with("ig-mean", lambda m, vb: _MeanReplica(m, vb.size), model, shared_gradients, input_shape,
                     batch_size, layers, labels=labels, iterations=iterations, restarts=restarts, seed=seed,
@@ -220,7 +221,7 @@ def ig_eot(
     Raises:
         ValueError: the model has no (or more than one) PRECODE bottleneck, or ``draws < 1``.
 
-    Used in chapter 6.
+    Used in chapter 7.
     """
     if int(draws) < 1:
         raise InputError(f"draws must be at least 1 (noise draws averaged per step), got {draws}")

@@ -104,7 +104,7 @@ def inverting_gradients(
         boxed: clip pixels to ``[0, 1]`` after each step.
         matcher: the distance to minimise, if not the shared gradient's: any object with
             ``distances(images (R, N, B, C, H, W), labels (R, N, B)) -> (R, N)``, for example
-            chapter 7's :class:`~precode.attacks.updates.UpdateMatcher`, which replays a client's
+            chapter 8's :class:`~precode.attacks.updates.UpdateMatcher`, which replays a client's
             local steps (``layers`` is then the matcher's business); ``None``: a
             :class:`~precode.attacks.matching.GradientMatcher` on ``layers``.
 

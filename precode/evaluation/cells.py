@@ -111,7 +111,7 @@ def attack_cell(cell: Cell, grid: Grid, victims, *, server: str = "honest", iter
         victims: the setting's victims (:class:`~precode.data.ImageData`).
         server: ``"honest"`` (the grid's threat model) or ``"malicious"``: the server first makes the
             model the one it sends (:meth:`precode.threat.ThreatModel.weights_sent`), chapter 6.
-        iterations: the attack's steps, if not the grid's budget (chapter 6 gives ``ig-eot`` fewer
+        iterations: the attack's steps, if not the grid's budget (chapter 7 gives ``ig-eot`` fewer
             steps of several noise draws each, for an equal number of evaluations).
         **options: the attack's keyword arguments (``draws`` of ``ig-eot``).
 
