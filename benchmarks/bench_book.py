@@ -8,7 +8,7 @@ keeps the last two (a chapter executed again after its code changed, or after th
 experiments with). *Warm*: asked again with nothing changed, it is found in the cache and not
 executed. Prints a table (Markdown) and, with ``--json PATH``, writes the numbers.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_book.py [--chapters 01 03] [--json out.json]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_book.py [--chapters 1 03] [--json out.json]
 
 A cold run of every chapter takes as long as the book's chapters together (about 20 minutes
 on a 2-core laptop CPU in the quick profile).

@@ -1,9 +1,9 @@
 """One attack experiment: the clients share, the server attacks, the victims are scored.
 
 :func:`run_attack` is the experiment of ``python -m precode attack``, of every cell of the evaluation
-grid (:func:`precode.evaluation.cells.attack_cell`) and of chapters 2, 4 and 6, under one stated
+grid (:func:`precode.evaluation.cells.attack_cell`) and of chapters 2, 5 and 7, under one stated
 :class:`precode.threat.ThreatModel` (:func:`run_attack_cases`: several client defenses at once,
-chapter 3):
+chapter 4):
 
 1. the server sends the model (:meth:`ThreatModel.weights_sent`: unchanged when it is honest);
 2. each client computes the gradient of its batch of ``B`` images (``threat.batch_size``) and applies
@@ -16,7 +16,7 @@ chapter 3):
 The evaluation grid (:mod:`precode.evaluation`) runs its cells one by one through this function
 and stores them.
 
-:func:`draw_agreement` measures what makes PRECODE's gradients useless to the attacker (chapter 4):
+:func:`draw_agreement` measures what makes PRECODE's gradients useless to the attacker (chapter 5):
 how alike two draws of the same victims' shared gradients are.
 """
 from __future__ import annotations
@@ -127,7 +127,7 @@ def run_attack_cases(attack: str, model: nn.Module, victims: ImageData, threat: 
     deterministic model a case gives the numbers it gives alone, up to floating-point rounding (a
     PRECODE replica draws its noise for all problems at once: other draws of the same distribution).
     Each run's ``result`` is its slice of the batched result (its ``seconds`` are those of the whole
-    call). Chapter 3 attacks all its defense levels this way.
+    call). Chapter 4 attacks all its defense levels this way.
 
     Returns:
         One :class:`AttackRun` per defense, in order.

@@ -13,12 +13,12 @@
 * :func:`value_grid`: a table of numbers over two parameters (a sweep), as a heat map with the
   values written in its squares;
 * :data:`DEFENSE_STYLES`, :func:`defense_training` and :func:`privacy_utility`: the gradient
-  defenses' families drawn alike (chapter 3): each family's colour, marker and parameter, its
+  defenses' families drawn alike (chapter 4): each family's colour, marker and parameter, its
   trainings per level against the undefended one, and its levels' attack SSIM against accuracy;
 * :func:`image_grid`: rows of images (victims, then each attack's reconstructions), grey or colour,
   with a short note under each image (its SSIM, say).
 
-Used in chapters 2 to 8.
+Used in chapters 2 to 9.
 """
 from __future__ import annotations
 
@@ -270,7 +270,7 @@ def bar_values(ax, values: Mapping[str, float], *, colours: Mapping[str, str] | 
     Raises:
         ValueError: no values, or a value that is not finite.
 
-    Used in chapters 2 (the attacks' seconds) and 6 (the trained variants' accuracy).
+    Used in chapters 2 (the attacks' seconds) and 7 (the trained variants' accuracy).
     """
     labels = list(values)
     xs = np.asarray([float(values[k]) for k in labels])
@@ -388,7 +388,7 @@ def image_grid(rows: Mapping[str, Sequence], *, notes: Mapping[str, Sequence[str
 
 @dataclasses.dataclass(frozen=True)
 class DefenseStyle:
-    """How a family of gradient defenses is drawn and named (chapter 3's figures).
+    """How a family of gradient defenses is drawn and named (chapter 4's figures).
 
     Attributes:
         title: the family in words (``"Gaussian noise"``).
@@ -416,7 +416,7 @@ DEFENSE_STYLES = {
     "prune": DefenseStyle("pruning", "pruning", "fraction $p$", "p", "C2", "^", "Greens", label_side="left"),
     "dp": DefenseStyle("DP-SGD", "DP-SGD", "noise multiplier $z$", "z", "C3", "D", "Reds"),
 }
-"""The gradient defenses' families (:func:`precode.defenses.defense_spec`) as chapter 3 draws them."""
+"""The gradient defenses' families (:func:`precode.defenses.defense_spec`) as chapter 4 draws them."""
 
 
 def defense_training(axes, reference, trained: Mapping[str, object], style: DefenseStyle):

@@ -41,16 +41,16 @@ class Profile:
         stat_batches: client batches per batch size in chapter 1's "which rows are copies" count.
         label_victims: victims of chapter 2's label-rule accuracy.
         sweep_iterations_mlp, sweep_iterations_lenet: Inverting Gradients' iterations in chapter
-            2's batch-size sweep and its attacks after training.
-        short_train_images: training images of the one- and two-epoch trainings of chapters 2, 4
-            and 6 (``None``: the whole split).
-        short_epochs: epochs of chapter 6's trainings of the CNN variants.
-        dp_train_images: training images for DP-SGD in chapter 3 (one gradient per image;
+            3's batch-size and learning-rate sweeps and its attacks after training.
+        short_train_images: training images of the one- and two-epoch trainings of chapters 3 and 5
+            (``None``: the whole split).
+        short_epochs: epochs of chapter 7's trainings of the CNN variants.
+        dp_train_images: training images for DP-SGD in chapter 4 (one gradient per image;
             ``None``: the whole split).
-        defense_iterations: Inverting Gradients' iterations in chapter 3's attacks on defended
-            gradients (chapter 3 attacks the strongest level of every defense again with
+        defense_iterations: Inverting Gradients' iterations in chapter 4's attacks on defended
+            gradients (chapter 4 attacks the strongest level of every defense again with
             ``ig_iterations`` and checks that the mean SSIM changes by at most 0.05).
-        spread_victims: victims of chapter 4's gradient-agreement spread.
+        spread_victims: victims of chapter 5's gradient-agreement spread.
     """
 
     name: str

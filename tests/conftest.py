@@ -16,15 +16,16 @@ os.environ.setdefault("PRECODE_PROFILE", "quick")
 # less so far, and each half starts with its chapters (a chapter cannot be stolen once started).
 # A chapter that repeats experiments of another (FOLLOWS) runs right after it in the same half, so
 # that it reads them from the experiment store (precode.experiment_store) instead of computing them.
-# Scheduling hints only (seconds alone, one thread, the other core busy, chapter 4 after chapter 2,
-# on this project's 2-core CPU on 2026-12-03); a wrong hint costs time, never a result.
-CHAPTER_SECONDS = {"01": 31, "02": 325, "03": 340, "04": 171, "05": 290, "06": 210, "07": 95, "08": 204}
-# chapter 4 attacks the untrained MLP and CNN as chapter 2 does; 6's grid shares 5's cells, 7 the grid's IG cells
-FOLLOWS = {"04": "02", "06": "05", "07": "06"}
+# Scheduling hints only (seconds alone, one thread, the other core busy, on this project's 2-core CPU
+# on 2026-12-03; a follower's after the chapter it follows); a wrong hint costs time, never a result.
+CHAPTER_SECONDS = {"01": 31, "02": 180, "03": 170, "04": 340, "05": 171, "06": 290, "07": 210, "08": 95, "09": 204}
+# Chapters 3 and 5 attack models as chapter 2 does (3: its full-budget runs on the MLP and LeNet; 5: the
+# untrained MLP and CNN); chapter 7's grid shares cells with chapter 6's, and chapter 8 attacks its models.
+FOLLOWS = {"03": "02", "05": "02", "07": "06", "08": "07"}
 
 
 def _first(chapter: str) -> str:
-    """The chapter that starts ``chapter``'s chain of FOLLOWS (7 follows 6, which follows 5: 5)."""
+    """The chapter that starts ``chapter``'s chain of FOLLOWS (8 follows 7, which follows 6: 6)."""
     while chapter in FOLLOWS:
         chapter = FOLLOWS[chapter]
     return chapter
@@ -39,7 +40,7 @@ def pytest_collection_modifyitems(session, config, items):
     others = [i for i in items if i.path.name != "test_chapters.py"]
     if len(others) < len(chapters):  # the chapters (nearly) alone, as in `make chapters`: keep the order
         return
-    units: dict[str, list] = {}  # a chapter and those that follow it, in order
+    units: dict[str, list] = {}  # a chapter and those that follow it, in book order
     for item in sorted(chapters, key=_chapter):  # in book order, so each chain runs in its order
         units.setdefault(_first(_chapter(item)), []).append(item)
 

@@ -1,4 +1,4 @@
-"""The defenses of chapter 3: noise scales, pruning fractions, DP-SGD clipping, specs, seeding."""
+"""The defenses of chapter 4: noise scales, pruning fractions, DP-SGD clipping, specs, seeding."""
 import math
 
 import pytest

@@ -30,7 +30,7 @@ def test_lbfgs_never_gets_a_larger_budget_than_inverting_gradients(name):
 
 
 @pytest.mark.parametrize("name", ["quick", "full"])
-def test_chapter_3s_budget_is_checked_against_a_longer_one(name):
-    # chapter 3 attacks its strongest levels again with ig_iterations: that must be the longer budget
+def test_chapter_4s_budget_is_checked_against_a_longer_one(name):
+    # chapter 4 attacks its strongest levels again with ig_iterations: that must be the longer budget
     p = get_profile(name)
     assert 1 <= p.defense_iterations <= p.ig_iterations

@@ -19,7 +19,7 @@ rounding) as attacking it alone with the same seed. Over long runs the sign of n
 gradient entries can flip with that rounding, so details may drift apart
 (``benchmarks/bench_attacks.py`` measures how much).
 
-Used in chapter 2 (``book/02_attacks.ipynb``); chapters 4 and 6 attack PRECODE with it, where
+Used in chapter 2 (``book/02_attacks.ipynb``); chapters 5 and 7 attack PRECODE with it, where
 ``layers`` selects the gradients to match.
 """
 from __future__ import annotations
@@ -89,7 +89,7 @@ def inverting_gradients(
             uses 0.01 for 7,000 steps; 0.1 suits the quick profile's shorter runs. A sequence of
             ``G`` rates cuts the ``N`` victims, in order, into ``G`` equal groups, each optimised
             with its own rate (Adam's parameter groups): a learning-rate sweep in one batched
-            run, each group as if attacked alone with its rate (chapter 2).
+            run, each group as if attacked alone with its rate (chapter 3).
         tv: weight of the total-variation prior (dimensionless: the cosine distance lies in
             ``[0, 2]``, the TV of a natural 28x28 image is about 0.1 to 0.3). The reference
             uses 1e-6 on untrained models. Measured with 1,000 steps on 8 victims: 1e-3 helps
@@ -104,7 +104,7 @@ def inverting_gradients(
         boxed: clip pixels to ``[0, 1]`` after each step.
         matcher: the distance to minimise, if not the shared gradient's: any object with
             ``distances(images (R, N, B, C, H, W), labels (R, N, B)) -> (R, N)``, for example
-            chapter 8's :class:`~precode.attacks.updates.UpdateMatcher`, which replays a client's
+            chapter 9's :class:`~precode.attacks.updates.UpdateMatcher`, which replays a client's
             local steps (``layers`` is then the matcher's business); ``None``: a
             :class:`~precode.attacks.matching.GradientMatcher` on ``layers``.
 

@@ -3,18 +3,18 @@
 Each defense is a :class:`Defense` that acts on the shared gradient (call it on a dict
 ``parameter name -> gradient``, or pass it as ``defense=`` to
 :func:`precode.federated.compute_shared_gradients`) and trains a model under the same
-mechanism (:meth:`Defense.train`, or :func:`train_with_defense`), so chapter 3 can measure both
+mechanism (:meth:`Defense.train`, or :func:`train_with_defense`), so chapter 4 can measure both
 how much an attacker still recovers and what the defense costs in accuracy and convergence.
 
 * :mod:`~precode.defenses.noise`: Gaussian and Laplacian noise on every gradient entry;
 * :mod:`~precode.defenses.pruning`: zeroing the smallest entries of every gradient tensor;
 * :mod:`~precode.defenses.dp`: DP-SGD (per-sample clipping and noise, Opacus, ``epsilon``);
-* :mod:`~precode.defenses.partial`: Gaussian noise only before PRECODE's sampling (chapter 6);
+* :mod:`~precode.defenses.partial`: Gaussian noise only before PRECODE's sampling (chapter 7);
 * :mod:`~precode.defenses.spec`: the spec strings (``gaussian:0.01``, ``dp:clip=1,noise=1``, ...).
 
 PRECODE itself is not here: it changes the model, not the gradient (:mod:`precode.bottleneck`).
 
-Used in chapter 3 (``book/03_defenses.ipynb``).
+Used in chapter 4 (``book/04_defenses.ipynb``).
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def train_with_defense(
         A :class:`TrainingResult`: the per-epoch ``history`` and, for DP-SGD, ``epsilon`` at
         ``delta = 1e-5``.
 
-    Used in chapter 3.
+    Used in chapter 4.
     """
     return parse_defense(defense, seed=seed).train(
         model, train_data, test_data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=progress

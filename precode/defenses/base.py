@@ -1,6 +1,6 @@
 """What every defense is: a transform of the shared gradients that a client also trains under.
 
-A :class:`Defense` acts in two places, so that chapter 3 can weigh privacy against cost with
+A :class:`Defense` acts in two places, so that chapter 4 can weigh privacy against cost with
 one object:
 
 * on the gradient a client shares (what the server, and so the attacker, sees): calling the
@@ -14,7 +14,7 @@ one object:
 Random defenses draw from their own ``torch.Generator``, seeded when the defense is made, so a
 sequence of calls is reproducible; :meth:`Defense.reseed` starts it again.
 
-Used in chapter 3 (``book/03_defenses.ipynb``).
+Used in chapter 4 (``book/04_defenses.ipynb``).
 """
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ class Defense:
 
 
 class NoDefense(Defense):
-    """No defense: the client shares its gradients as they are (the baseline of chapter 3)."""
+    """No defense: the client shares its gradients as they are (the baseline of chapter 4)."""
 
     name = "none"
 

@@ -23,7 +23,7 @@ PRECODE bottleneck draws one noise sample per image as in the plain pass.
 
 Calling a :class:`DPSGD` on an already computed gradient dict treats that gradient as the
 gradient of a single sample (clip it as a whole, add noise): exact for client batches of one
-image, the setting of the attacks in chapters 2 to 4. For larger batches use
+image, the setting of the attacks in chapters 2 to 5. For larger batches use
 :meth:`DPSGD.shared_gradients`, which clips every sample separately.
 
 During training (:func:`train_dp`): Opacus' ``PrivacyEngine.make_private`` on the model, an
@@ -37,7 +37,7 @@ per-sample gradient is ever stored. The result is the same as clipping stored pe
 gradients (up to rounding); on the 1024-wide MLP, batches of 64, one CPU thread, a step takes
 36 ms instead of 557 ms with hooks (``torch.func``, Opacus' ``functorch`` mode: 564 ms).
 
-Used in chapter 3 (``book/03_defenses.ipynb``).
+Used in chapter 4 (``book/04_defenses.ipynb``).
 """
 from __future__ import annotations
 
@@ -202,7 +202,7 @@ def compute_dp_shared_gradients(
         noise_multiplier: ``z``; the noise's standard deviation is ``z * C`` before the division by ``B``.
         generator: source of the noise (a CPU ``torch.Generator``); the global one if ``None``.
 
-    Used in chapter 3.
+    Used in chapter 4.
     """
     c, z = _check_clip(max_grad_norm), _check_noise(noise_multiplier)
     per_sample = per_sample_gradients(model, images, labels)
@@ -215,7 +215,7 @@ def dp_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: f
     """``epsilon`` of ``steps`` DP-SGD steps at Poisson sampling rate ``sample_rate``, from Opacus' RDP accountant.
 
     A single shared gradient of a whole batch is ``sample_rate=1, steps=1``. Returns
-    ``math.inf`` without noise. Used in chapter 3.
+    ``math.inf`` without noise. Used in chapter 4.
     """
     from opacus.accountants import RDPAccountant
 
@@ -263,7 +263,7 @@ def train_dp(
         An empty Poisson batch (possible, rarely) updates nothing but is still counted as a step.
         The global RNG (PRECODE's noise) is seeded for the call; the caller's state is restored.
 
-    Used in chapter 3.
+    Used in chapter 4.
     """
     c, z = _check_clip(max_grad_norm), _check_noise(noise_multiplier)
     if epochs < 1:
@@ -350,7 +350,7 @@ class DPSGD(Defense):
     :class:`~precode.federated.Client`'s defense for local training): there it would clip each
     batch's mean gradient as a whole, which is not DP-SGD and gives no ``epsilon``.
 
-    Used in chapter 3.
+    Used in chapter 4.
     """
 
     name = "dp"

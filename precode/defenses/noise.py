@@ -13,7 +13,7 @@ entry of every layer:
 * :class:`LaplacianNoise`: ``scale`` is the ``b`` of ``Laplace(0, b)``, whose density is
   ``exp(-|x| / b) / (2 b)`` and whose standard deviation is ``sqrt(2) * b``.
 
-Used in chapter 3 (``book/03_defenses.ipynb``).
+Used in chapter 4 (``book/04_defenses.ipynb``).
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def add_gaussian_noise(grads: SharedGradients, std: float, generator: torch.Gene
         std: standard deviation of the noise, in the gradient's units (``>= 0``).
         generator: source of randomness (a CPU ``torch.Generator``); the global one if ``None``.
 
-    Used in chapter 3.
+    Used in chapter 4.
     """
     std = _check_scale(std, "the Gaussian noise std")
     return {k: g if g is None or std == 0 else g + std * _gaussian_like(g, generator) for k, g in grads.items()}
@@ -74,7 +74,7 @@ def add_laplacian_noise(
             units (``>= 0``).
         generator: source of randomness (a CPU ``torch.Generator``); the global one if ``None``.
 
-    Used in chapter 3.
+    Used in chapter 4.
     """
     scale = _check_scale(scale, "the Laplace noise scale")
     return {k: g if g is None or scale == 0 else g + scale * _laplacian_like(g, generator) for k, g in grads.items()}
@@ -88,7 +88,7 @@ class GaussianNoise(Defense):
             about ``1e-4`` to ``1e-1``. Spec: ``gaussian:STD``.
         seed: seeds the noise.
 
-    Used in chapter 3.
+    Used in chapter 4.
     """
 
     name = "gaussian"
@@ -114,7 +114,7 @@ class LaplacianNoise(Defense):
             Spec: ``laplacian:B``.
         seed: seeds the noise.
 
-    Used in chapter 3.
+    Used in chapter 4.
     """
 
     name = "laplacian"

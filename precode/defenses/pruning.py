@@ -2,7 +2,7 @@
 
 Zhu et al. (NeurIPS 2019, "Deep Leakage from Gradients", section 6) prune gradients with small
 magnitudes to zero and report that DLG fails beyond a pruning ratio of about 20% on their
-LeNet; later attacks still succeed at much higher ratios, which chapter 3 tests.
+LeNet; later attacks still succeed at much higher ratios, which chapter 4 tests.
 
 Per layer, not global: every gradient tensor (one per parameter: a weight or a bias) loses the
 ``round(p * n)`` of its ``n`` entries with the smallest magnitude and keeps its largest ones.
@@ -14,7 +14,7 @@ exact in each of them.
 ``p`` is a fraction in ``[0, 1)``: ``0`` shares everything, ``0.9`` zeroes 90% of every
 tensor, ``0.99`` keeps one entry in a hundred.
 
-Used in chapter 3 (``book/03_defenses.ipynb``).
+Used in chapter 4 (``book/04_defenses.ipynb``).
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def prune_gradients(grads: SharedGradients, fraction: float) -> SharedGradients:
     Returns:
         The pruned gradients; the kept entries are unchanged.
 
-    Used in chapter 3.
+    Used in chapter 4.
     """
     fraction = _check_fraction(fraction)
     return {k: g if g is None else _prune_tensor(g, fraction) for k, g in grads.items()}
@@ -82,7 +82,7 @@ class GradientPruning(Defense):
             (``0.9``: 90% zeroed). Spec: ``prune:P``.
         seed: unused (pruning is deterministic); accepted like every defense's.
 
-    Used in chapter 3.
+    Used in chapter 4.
     """
 
     name = "prune"
