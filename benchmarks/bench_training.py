@@ -6,13 +6,13 @@ milliseconds of one step:
 * the forward and backward pass alone;
 * the whole step with torch's default Adam and with its fused Adam (:func:`precode.training.adam`,
   what the package trains with where torch has it);
-* each gradient defense of chapter 4 applied to the batch's gradient (what a defended step adds).
+* each gradient defense of chapters 4 and 5 applied to the batch's gradient (what a defended step adds).
 
 Usage::
 
     .venv/bin/python benchmarks/bench_training.py [--steps 30] [--threads 1]
 
-About a minute on a 2-core laptop CPU. The chapters' training cells (chapters 4, 5 and 7) are
+About a minute on a 2-core laptop CPU. The chapters' training cells (chapters 4, 6 and 8) are
 made of such steps; the README quotes the numbers.
 """
 from __future__ import annotations

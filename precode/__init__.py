@@ -7,7 +7,7 @@ streams and threat model), :mod:`precode.attacks`, :mod:`precode.defenses`, :mod
 (one attack experiment under a threat model, scored), :mod:`precode.experiment_store` (experiments
 kept under their whole configuration, the chapters' store), :mod:`precode.plotting` (the chapters' figures),
 :mod:`precode.evaluation` (the paper's grid), :mod:`precode.notebook` (chapter helpers),
-:mod:`precode.fl` (federated learning in Flower, chapter 9; needs ``flwr[simulation]``).
+:mod:`precode.fl` (federated learning in Flower, chapter 10; needs ``flwr[simulation]``).
 Command line: ``python -m precode {attack,train,evaluate,federate}``.
 """
 import hashlib

@@ -4,14 +4,14 @@ The bottleneck encodes its input into the mean ``mu`` and standard deviation ``s
 ``K``-dimensional Gaussian, samples ``z = mu + eps * std`` with fresh noise ``eps ~ N(0, I)``
 on every forward pass, and decodes ``z`` back to the input's shape. The gradients of the
 decoder and of every later layer therefore depend on noise that the server never sees, which
-is what stops optimisation attacks (chapter 5). A KL term pulls the code towards ``N(0, I)``.
+is what stops optimisation attacks (chapter 6). A KL term pulls the code towards ``N(0, I)``.
 
 Follows the paper's public reference implementation (Scheliga et al. 2022, arXiv:2108.04725;
 ``scheliga2022precode`` in ``book/references.bib``): a single linear
 encoder ``Linear(d, 2K)`` without activation, ``std = softplus(.)``, a single linear decoder
 ``Linear(K, d)``, ``K = 256``, ``beta = 1e-3`` and the KL measured in bits.
 
-Used in chapter 5 (PRECODE) and chapter 7 (adaptive attacks).
+Used in chapter 6 (PRECODE) and chapter 8 (adaptive attacks).
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ class VariationalBottleneck(nn.Module):
     :func:`bottleneck_loss` adds to the loss, and :attr:`kl_per_sample` the ``(batch,)`` values
     it is the mean of (DP-SGD's ghost clipping needs the loss of every sample). Setting
     :attr:`noise` to a tensor of shape ``(batch, K)`` replaces the random ``eps`` on the
-    following forward passes (chapter 7's attacker optimises it); ``None`` (the default) draws
+    following forward passes (chapter 8's attacker optimises it); ``None`` (the default) draws
     fresh noise each pass.
     """
 
@@ -136,7 +136,7 @@ def sampling_std(model: nn.Module, images: torch.Tensor) -> float | None:
     ``softplus(0) = 0.69`` at initialisation, and whatever training made of it. The forward pass stops
     at the bottleneck's input: no noise is drawn and the model's state is left as it was.
 
-    Used by the evaluation grid (its ``precode_sigma`` column, chapter 6).
+    Used by the evaluation grid (its ``precode_sigma`` column, chapter 7).
     """
     found = bottlenecks(model)
     if not found:
@@ -212,7 +212,7 @@ def add_precode(
     Raises:
         ValueError: no layer called ``before``, or no input shape known.
 
-    Used in chapters 5 and 7.
+    Used in chapters 6 and 8.
     """
     names = _layer_names(model)
     if before not in names:

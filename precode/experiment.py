@@ -1,7 +1,7 @@
 """One attack experiment: the clients share, the server attacks, the victims are scored.
 
 :func:`run_attack` is the experiment of ``python -m precode attack``, of every cell of the evaluation
-grid (:func:`precode.evaluation.cells.attack_cell`) and of chapters 2, 5 and 7, under one stated
+grid (:func:`precode.evaluation.cells.attack_cell`) and of chapters 2, 6 and 8, under one stated
 :class:`precode.threat.ThreatModel` (:func:`run_attack_cases`: several client defenses at once,
 chapter 4):
 
@@ -16,7 +16,7 @@ chapter 4):
 The evaluation grid (:mod:`precode.evaluation`) runs its cells one by one through this function
 and stores them.
 
-:func:`draw_agreement` measures what makes PRECODE's gradients useless to the attacker (chapter 5):
+:func:`draw_agreement` measures what makes PRECODE's gradients useless to the attacker (chapter 6):
 how alike two draws of the same victims' shared gradients are.
 """
 from __future__ import annotations

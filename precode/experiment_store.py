@@ -1,7 +1,7 @@
 """The experiment store: what an attack experiment found, kept on disk under its whole configuration.
 
-Chapters repeat experiments: chapter 5 attacks the untrained MLP and CNN exactly as chapter 2 does,
-chapter 7's grid attacks PRECODE with Inverting Gradients exactly as chapter 6's does. With a store
+Chapters repeat experiments: chapter 6 attacks the untrained MLP and CNN exactly as chapter 2 does,
+chapter 8's grid attacks PRECODE with Inverting Gradients exactly as chapter 7's does. With a store
 in use (:func:`use_store`; :func:`precode.notebook.setup_chapter` turns it on for every chapter),
 :func:`precode.experiment.run_attack` and :func:`~precode.experiment.run_attack_cases` first look
 the experiment up and compute it only when it is not there; what they compute is stored.

@@ -7,9 +7,9 @@ server in this book is honest-but-curious: it knows the model's weights, receive
 gradients, and may try to reconstruct the images from them (chapter 2).
 
 The rounds here (:func:`fedsgd_round`, :func:`fedavg_round`) are a compact reference, used by
-the tests: chapter 9 runs FedAvg in Flower (:mod:`precode.fl`), and a test checks that one Flower
+the tests: chapter 10 runs FedAvg in Flower (:mod:`precode.fl`), and a test checks that one Flower
 round of one local SGD step equals :func:`fedsgd_round`. (:func:`fedavg_round` trains locally
-with Adam, the paper's optimiser; Flower's clients in chapter 9 use plain SGD.)
+with Adam, the paper's optimiser; Flower's clients in chapter 10 use plain SGD.)
 
 Used in chapter 1 (what the server sees) and by every attack and defense.
 """

@@ -26,7 +26,7 @@ Gradient agreement (how alike two shared gradients are, for example two noise dr
 * :func:`gradient_cosine`: per victim, all layers as one vector; :func:`layer_cosines`: per layer.
 * :func:`norm_share`: per victim, the share of the squared norm held by some parameters.
 
-Used in chapters 1 to 8.
+Used in chapters 1 to 9.
 """
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ def mean_bootstrap_ci(values, *, resamples: int = 2000, seed: int = 0) -> tuple[
     Raises:
         InputError: no values, or values that are not finite.
 
-    Used in chapter 9 (through :func:`precode.fl.experiment.mean_ci`).
+    Used in chapter 10 (through :func:`precode.fl.experiment.mean_ci`).
     """
     x = torch.as_tensor(values, dtype=torch.float64).flatten()
     if x.numel() == 0 or not torch.isfinite(x).all():

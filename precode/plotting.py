@@ -18,7 +18,7 @@
 * :func:`image_grid`: rows of images (victims, then each attack's reconstructions), grey or colour,
   with a short note under each image (its SSIM, say).
 
-Used in chapters 2 to 9.
+Used in chapters 2 to 10.
 """
 from __future__ import annotations
 

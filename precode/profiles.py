@@ -42,15 +42,15 @@ class Profile:
         label_victims: victims of chapter 2's label-rule accuracy.
         sweep_iterations_mlp, sweep_iterations_lenet: Inverting Gradients' iterations in chapter
             3's batch-size and learning-rate sweeps and its attacks after training.
-        short_train_images: training images of the one- and two-epoch trainings of chapters 3 and 5
+        short_train_images: training images of the one- and two-epoch trainings of chapters 3 and 6
             (``None``: the whole split).
-        short_epochs: epochs of chapter 7's trainings of the CNN variants.
-        dp_train_images: training images for DP-SGD in chapter 4 (one gradient per image;
+        short_epochs: epochs of chapter 8's trainings of the CNN variants.
+        dp_train_images: training images for DP-SGD in chapter 5 (one gradient per image;
             ``None``: the whole split).
         defense_iterations: Inverting Gradients' iterations in chapter 4's attacks on defended
             gradients (chapter 4 attacks the strongest level of every defense again with
             ``ig_iterations`` and checks that the mean SSIM changes by at most 0.05).
-        spread_victims: victims of chapter 5's gradient-agreement spread.
+        spread_victims: victims of chapter 6's gradient-agreement spread.
     """
 
     name: str

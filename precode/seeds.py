@@ -10,7 +10,7 @@ samples the client drew, and at the true image the gradient distance would be ~1
 about 1 (``tests/test_seeds.py`` shows both).
 
 Used by ``python -m precode attack`` (:mod:`precode.cli.attack`) and the evaluation grid
-(:mod:`precode.evaluation.cells`, chapters 6 and 7).
+(:mod:`precode.evaluation.cells`, chapters 7 and 8).
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ Every attack in this book is run against a stated threat model (:class:`ThreatMo
   weights that switch PRECODE's sampling off, :func:`precode.attacks.switch_off_sampling`, which
   :meth:`ThreatModel.weights_sent` applies);
 * the **labels**: ``given`` (the server knows each victim's label, as in the PRECODE paper's
-  evaluation and chapters 2 to 5) or ``inferred`` (not known to the server: read off the shared
+  evaluation and chapters 2 to 6) or ``inferred`` (not known to the server: read off the shared
   gradient of the last layer by :func:`precode.attacks.infer_labels`, with its ``label_rule``, or
   ``optimised`` with the image, as DLG does: what ``python -m precode attack`` and the evaluation
   grid do);

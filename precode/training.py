@@ -4,7 +4,7 @@ The loss is ``cross_entropy + bottleneck_loss(model)``: for a PRECODE model it i
 ``beta * KL`` of every bottleneck (in bits), for a plain model it is the cross-entropy alone. The
 same loss defines the gradient a client shares (:mod:`precode.federated`).
 
-Used in chapters 4, 5 and 6 (accuracy and convergence under defenses and PRECODE).
+Used in chapters 4, 6 and 7 (accuracy and convergence under defenses and PRECODE).
 """
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def train(
             sampling (PRECODE's noise) draws from the global RNG, seeded for this call; the
             caller's global RNG state is restored afterwards.
         gradient_transform: applied to the gradients (a dict ``parameter name -> gradient``)
-            before every step, to train under a defense (chapter 4).
+            before every step, to train under a defense (chapter 5).
         progress: show tqdm progress bars (on stderr).
 
     Returns:
@@ -215,7 +215,7 @@ def training_loop(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
         epochs: passes over ``loader``.
         test: returns ``(test loss, test accuracy)`` after each epoch; ``None``: not tested.
         memory_format: the images' memory format on the device (channels-last for a CNN on the CPU).
-        gradient_transform: applied to the gradients before every step (a defense, chapter 4).
+        gradient_transform: applied to the gradients before every step (a defense, chapter 5).
         step_context: the context of every backward pass and step (DP-SGD: Opacus' warnings quietened).
         epoch_extra: more entries for each epoch's record (DP-SGD: the epsilon spent so far).
         desc, progress: the tqdm bar's label, and whether it is shown.

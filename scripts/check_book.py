@@ -13,7 +13,7 @@ With ``--browser`` it also opens a page in headless Chromium (Debian's ``chromiu
 network connection refused, counts the equations MathJax typeset in the page's DOM, fails when
 some are left as raw TeX, and saves a screenshot::
 
-    python scripts/check_book.py --browser book/05_precode.html --screenshot _build/math.png
+    python scripts/check_book.py --browser book/06_precode.html --screenshot _build/math.png
 """
 from __future__ import annotations
 

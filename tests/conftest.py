@@ -18,14 +18,16 @@ os.environ.setdefault("PRECODE_PROFILE", "quick")
 # that it reads them from the experiment store (precode.experiment_store) instead of computing them.
 # Scheduling hints only (seconds alone, one thread, the other core busy, on this project's 2-core CPU
 # on 2026-12-03; a follower's after the chapter it follows); a wrong hint costs time, never a result.
-CHAPTER_SECONDS = {"01": 31, "02": 180, "03": 170, "04": 340, "05": 171, "06": 290, "07": 210, "08": 95, "09": 204}
-# Chapters 3 and 5 attack models as chapter 2 does (3: its full-budget runs on the MLP and LeNet; 5: the
-# untrained MLP and CNN); chapter 7's grid shares cells with chapter 6's, and chapter 8 attacks its models.
-FOLLOWS = {"03": "02", "05": "02", "07": "06", "08": "07"}
+CHAPTER_SECONDS = {"01": 31, "02": 130, "03": 105, "04": 150, "05": 190, "06": 122, "07": 290, "08": 210, "09": 95,
+                   "10": 204}
+# Chapters 3 and 6 attack models as chapter 2 does (3: its full-budget runs on the MLP and LeNet; 6: the
+# untrained MLP and CNN); chapter 5 reads chapter 4's attacks on the defended gradients; chapter 8's grid
+# shares cells with chapter 7's, and chapter 9 attacks chapter 8's models.
+FOLLOWS = {"03": "02", "05": "04", "06": "02", "08": "07", "09": "08"}
 
 
 def _first(chapter: str) -> str:
-    """The chapter that starts ``chapter``'s chain of FOLLOWS (8 follows 7, which follows 6: 6)."""
+    """The chapter that starts ``chapter``'s chain of FOLLOWS (9 follows 8, which follows 7: 7)."""
     while chapter in FOLLOWS:
         chapter = FOLLOWS[chapter]
     return chapter

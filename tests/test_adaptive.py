@@ -1,4 +1,4 @@
-"""Chapters 7 and 8: attacks that know PRECODE (ig-omit, ig-joint; ig-mean, ig-eot, a malicious server) and the
+"""Chapters 8 and 9: attacks that know PRECODE (ig-omit, ig-joint; ig-mean, ig-eot, a malicious server) and the
 partial-gaussian defense."""
 import json
 from collections import OrderedDict

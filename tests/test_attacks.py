@@ -129,7 +129,7 @@ def test_analytic_attack_separates_small_batches(victims):
 
 def test_linear_layer_input_is_exact_behind_precode_noise():
     # PRECODE's encoder is a linear layer with a bias: its input (the early bottleneck's feature map)
-    # comes back from its gradients whatever noise the sampling drew (chapter 7)
+    # comes back from its gradients whatever noise the sampling drew (chapter 8)
     torch.manual_seed(0)
     model = add_precode(build_model("cnn", (3, 16, 16), 10, seed=0, widths=(4, 4)), before="block2", seed=0)
     images, labels = torch.rand(3, 3, 16, 16), torch.tensor([1, 2, 3])

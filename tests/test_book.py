@@ -80,7 +80,7 @@ def test_chapters_come_from_the_toc_and_the_cache_depends_on_the_package(monkeyp
     assert chapters.dependency_stamp()["package"] != stamp["package"]
 
 
-@pytest.mark.parametrize("page", ["05_precode.html"])
+@pytest.mark.parametrize("page", ["06_precode.html"])
 def test_built_book_if_present(page):
     """After make book: the real build passes the checks (skipped before a build)."""
     built = ROOT / "_build" / "html" / "book" / page
@@ -143,8 +143,8 @@ def test_glue_names_and_intervals_for_the_prose(monkeypatch):
 
 
 def test_chapters_that_share_experiments_run_one_after_the_other_on_one_worker():
-    # make test's schedule (tests/conftest.py): each chapter that follows another (chapters 3 and 5 after
-    # chapter 2, 7 after 6, 8 after 7) runs after it, in one run of chapters of the same chain, in the
+    # make test's schedule (tests/conftest.py): each chapter that follows another (chapters 3 and 6 after
+    # chapter 2, 5 after 4, 8 after 7, 9 after 8) runs after it, in one run of chapters of the same chain, in the
     # block of chapters that starts one worker's half, so that it reads the other's experiments from the store
     import types
 

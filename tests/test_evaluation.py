@@ -77,7 +77,7 @@ def test_the_grid_has_the_adaptive_attacks_and_defenses_as_rows():
     assert partial in {c.key for c in part.cells()}
     with pytest.raises(ValueError, match="unknown part"):
         quick.part("beyond")
-    # the adaptive part trains longer than the paper part (chapter 7 compares its variants on these
+    # the adaptive part trains longer than the paper part (chapter 8 compares its variants on these
     # trainings); the full grid trains both alike; the setting survives the grid's JSON round trip
     paper = quick.part("paper")
     assert (part.train_images, part.epochs, part.test_images) == quick.adaptive_training == (5000, 2, None)
@@ -215,7 +215,7 @@ def test_files_columns_and_statistics(tmp_path, one_thread):
     # exact recovery, and PRECODE (after the first layer) does not stop it
     assert analytic["none"]["attack_success_rate"] == analytic["precode"]["attack_success_rate"] == 1
     assert analytic["precode"]["identification_rate"] == 1
-    # a model's training, epoch by epoch, as chapter 7 reads it
+    # a model's training, epoch by epoch, as chapter 8 reads it
     history = evaluation.GridResults(out).history("mlp", "precode")
     assert [h["epoch"] for h in history] == [1] and history[0]["test_images"] == 50
     assert history[0]["test_accuracy"] == next(s["test_accuracy"] for s in summary if s["defense"] == "precode")

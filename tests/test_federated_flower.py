@@ -1,4 +1,4 @@
-"""Chapter 9: FedAvg in Flower, the curious server, the weight-update attacks and the command line.
+"""Chapter 10: FedAvg in Flower, the curious server, the weight-update attacks and the command line.
 
 Everything but the last two tests runs without Ray: the Flower apps are called directly with
 messages built here, as the simulation engine would deliver them.
@@ -36,7 +36,7 @@ from precode.models import build_model
 
 
 def needs_ray():
-    pytest.importorskip("flwr", reason="chapter 9 needs flwr[simulation] (Python 3.11+)")
+    pytest.importorskip("flwr", reason="chapter 10 needs flwr[simulation] (Python 3.11+)")
     pytest.importorskip("ray", reason="Flower's simulation engine needs ray (flwr[simulation])")
 
 
@@ -182,7 +182,7 @@ def test_inverting_updates_reconstructs_and_is_seeded(sample):
 @pytest.fixture
 def flower_identity():
     """Flower's process identity, set as the simulation engine sets it, so messages can be built here."""
-    pytest.importorskip("flwr", reason="chapter 9 needs flwr[simulation] (Python 3.11+)")
+    pytest.importorskip("flwr", reason="chapter 10 needs flwr[simulation] (Python 3.11+)")
     from flwr.supercore.task_identity import TaskIdentity
 
     saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)

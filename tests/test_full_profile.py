@@ -52,14 +52,14 @@ def test_the_full_grid_runs_every_setting_at_tiny_scale(tmp_path, monkeypatch, o
 
 
 def test_the_data_holds_the_victims_the_full_profile_asks_for():
-    # chapters 2 and 7 attack the first `victims` photos; chapters 1, 2 and 5 read Fashion-MNIST's test split
+    # chapters 2 and 8 attack the first `victims` photos; chapters 1, 2 and 6 read Fashion-MNIST's test split
     assert len(load_data("photos").first(FULL.victims)) == FULL.victims
     test = load_data("fashion-mnist", "test")
     for name in ("victims", "stat_images", "label_victims", "spread_victims"):
         assert len(test.first(getattr(FULL, name))) == getattr(FULL, name), name
     grid = get_grid("full")
     assert grid.victims + grid.pool <= len(test)
-    # chapter 7 picks one setting per model: the MLP on Fashion-MNIST and the CNN on CIFAR-10
+    # chapter 8 picks one setting per model: the MLP on Fashion-MNIST and the CNN on CIFAR-10
     adaptive = grid.part("adaptive")
     assert adaptive.setting("mlp", "fashion-mnist").data == "fashion-mnist"
     assert adaptive.setting("cnn").data == "cifar10"

@@ -12,12 +12,12 @@ name       attack
 ``idlg``   iDLG: label from the last layer's gradient (:mod:`.labels`), then the image (:mod:`.dlg`)
 ``ig``     Inverting Gradients: cosine distance, TV prior, signed Adam, pixel box (:mod:`.ig`)
 ``analytic`` exact division of the first linear layer's gradients (:mod:`.analytic`)
-``ig-omit``  IG on the gradients before PRECODE's sampling only (:mod:`.adaptive`, chapter 7)
-``ig-joint`` IG that optimises PRECODE's noise jointly with the images (:mod:`.adaptive`, chapter 7)
-``ig-mean``  IG on the deterministic replica of PRECODE (its noise fixed at 0; :mod:`.adaptive`, chapter 8)
-``ig-eot``   IG on the distance averaged over several draws of PRECODE's noise (:mod:`.adaptive`, chapter 8)
+``ig-omit``  IG on the gradients before PRECODE's sampling only (:mod:`.adaptive`, chapter 8)
+``ig-joint`` IG that optimises PRECODE's noise jointly with the images (:mod:`.adaptive`, chapter 8)
+``ig-mean``  IG on the deterministic replica of PRECODE (its noise fixed at 0; :mod:`.adaptive`, chapter 9)
+``ig-eot``   IG on the distance averaged over several draws of PRECODE's noise (:mod:`.adaptive`, chapter 9)
 ``encoder-leak`` divide PRECODE's encoder gradients for its input, then invert the layers in front
-             (:mod:`.adaptive`, chapter 7)
+             (:mod:`.adaptive`, chapter 8)
 ========== ===================================================================================
 
 A malicious server (:mod:`.malicious`, :func:`switch_off_sampling`) changes the weights it sends so
@@ -31,7 +31,7 @@ Example (chapter 2)::
     shared = compute_victim_gradients(model, data.images, data.labels)
     result = attacks.reconstruct("ig", model, shared, input_shape=data.input_shape)
 
-Used in chapter 2 (``book/02_attacks.ipynb``) and in chapters 4, 5 and 7.
+Used in chapter 2 (``book/02_attacks.ipynb``) and in chapters 4, 6 and 8.
 """
 from __future__ import annotations
 

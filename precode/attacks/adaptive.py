@@ -30,8 +30,8 @@ it, both implemented here on top of
 
 All need a model with exactly one PRECODE bottleneck and raise ``ValueError`` otherwise.
 
-Used in chapters 7 (``book/07_adaptive_attacks.ipynb``) and 8 (``ig-mean``, ``ig-eot``:
-``book/08_randomised_defenses.ipynb``).
+Used in chapters 8 (``book/08_adaptive_attacks.ipynb``) and 8 (``ig-mean``, ``ig-eot``:
+``book/09_randomised_defenses.ipynb``).
 """
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def layers_before_sampling(model: nn.Module) -> list[str]:
     With the bottleneck inserted into a ``Sequential`` (:func:`~precode.bottleneck.add_precode`)
     registration order is execution order. Raises ``ValueError`` without a bottleneck.
 
-    Used in chapter 7.
+    Used in chapter 8.
     """
     name, _vb = precode_bottleneck(model, "ig-omit")
     decoder = f"{name}.decoder."
@@ -110,7 +110,7 @@ def ig_omit(
     Raises:
         ValueError: the model has no (or more than one) PRECODE bottleneck.
 
-    Used in chapter 7.
+    Used in chapter 8.
     """
     if "layers" in options:
         raise TypeError("ig-omit chooses the layers itself (those before PRECODE's sampling); use 'ig' for others")
@@ -186,7 +186,7 @@ def ig_mean(
     Raises:
         ValueError: the model has no (or more than one) PRECODE bottleneck.
 
-    Used in chapter 8.
+    Used in chapter 9.
     """
     return _ig_with("ig-mean", lambda m, vb: _MeanReplica(m, vb.size), model, shared_gradients, input_shape,
                     batch_size, layers, labels=labels, iterations=iterations, restarts=restarts, seed=seed,
@@ -221,7 +221,7 @@ def ig_eot(
     Raises:
         ValueError: the model has no (or more than one) PRECODE bottleneck, or ``draws < 1``.
 
-    Used in chapter 8.
+    Used in chapter 9.
     """
     if int(draws) < 1:
         raise InputError(f"draws must be at least 1 (noise draws averaged per step), got {draws}")
@@ -276,7 +276,7 @@ def ig_joint(
     Raises:
         ValueError: the model has no (or more than one) PRECODE bottleneck; bad settings.
 
-    Used in chapter 7.
+    Used in chapter 8.
     """
     start = time.perf_counter()
     targets, n = prepare_gradients(model, shared_gradients)
@@ -344,7 +344,7 @@ def layers_in_front(model: nn.Module) -> nn.Sequential:
     Raises:
         ValueError: no bottleneck, or one that is not a child of a ``Sequential`` model.
 
-    Used by :func:`encoder_leak` and chapter 7 (to score the features it recovers).
+    Used by :func:`encoder_leak` and chapter 8 (to score the features it recovers).
     """
     name, _vb = precode_bottleneck(model, "the encoder leak")
     children = [n for n, _ in model.named_children()]
@@ -405,7 +405,7 @@ def encoder_leak(
         ValueError: gradients that do not fit the model (the encoder's missing among them), no
             bottleneck, a bottleneck that is not a child of a ``Sequential``, or a batch size other than 1.
 
-    Used in chapter 7.
+    Used in chapter 8.
     """
     del restarts
     start = time.perf_counter()

@@ -25,7 +25,7 @@ with about half the units active per image, ``B / 2^B`` of the 1024 units of the
 ``fc1`` are private to one image, 64 per image for ``B = 4``); for large batches the groups run
 out and the remaining reconstructions are mixtures.
 
-Used in chapter 2 (``book/02_attacks.ipynb``) and chapter 5 (PRECODE does not stop it).
+Used in chapter 2 (``book/02_attacks.ipynb``) and chapter 6 (PRECODE does not stop it).
 """
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def linear_layer_input(weight_grad: torch.Tensor, bias_grad: torch.Tensor) -> to
     Row ``i`` of the weight gradient is entry ``i`` of the bias gradient times the layer's input
     ``h``, whatever the error signal (a PRECODE bottleneck's noise included), so
     ``h = sum_i db_i dW_i / sum_i db_i^2``: exact up to rounding. The analytic attack applies it
-    to the first layer; chapter 7 to PRECODE's encoder.
+    to the first layer; chapter 8 to PRECODE's encoder.
 
     Args:
         weight_grad: ``(out, in)``, or ``(N, out, in)`` for ``N`` victims.

@@ -19,7 +19,7 @@ rounding) as attacking it alone with the same seed. Over long runs the sign of n
 gradient entries can flip with that rounding, so details may drift apart
 (``benchmarks/bench_attacks.py`` measures how much).
 
-Used in chapter 2 (``book/02_attacks.ipynb``); chapters 5 and 7 attack PRECODE with it, where
+Used in chapter 2 (``book/02_attacks.ipynb``); chapters 6 and 8 attack PRECODE with it, where
 ``layers`` selects the gradients to match.
 """
 from __future__ import annotations
@@ -104,7 +104,7 @@ def inverting_gradients(
         boxed: clip pixels to ``[0, 1]`` after each step.
         matcher: the distance to minimise, if not the shared gradient's: any object with
             ``distances(images (R, N, B, C, H, W), labels (R, N, B)) -> (R, N)``, for example
-            chapter 9's :class:`~precode.attacks.updates.UpdateMatcher`, which replays a client's
+            chapter 10's :class:`~precode.attacks.updates.UpdateMatcher`, which replays a client's
             local steps (``layers`` is then the matcher's business); ``None``: a
             :class:`~precode.attacks.matching.GradientMatcher` on ``layers``.
 

@@ -15,7 +15,7 @@ A client can see this: the encoder's rows are zero and their biases far below an
 produces, and the bottleneck's KL term becomes large. Checking the weights it receives (or fixing
 the bottleneck's noise scale on the client) is the defense; the chapter says so.
 
-Used by ``python -m precode attack --server malicious`` and chapter 8.
+Used by ``python -m precode attack --server malicious`` and chapter 9.
 """
 from __future__ import annotations
 

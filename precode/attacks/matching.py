@@ -23,7 +23,7 @@ gradients that are not of low rank (a defense added noise) are compared with ``d
 still without a per-victim weight gradient.
 
 Used in chapter 2 (``book/02_attacks.ipynb``) through :mod:`precode.attacks.dlg` and
-:mod:`precode.attacks.ig`, and by the PRECODE-aware attacks of chapter 7.
+:mod:`precode.attacks.ig`, and by the PRECODE-aware attacks of chapter 8.
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ Both also attack the *aggregate* of ``clients`` clients (what a server sees behi
 aggregation): the mean of their updates, which the replica simulates as ``clients`` separate
 clients of ``B`` images each, starting from the same weights.
 
-Used in chapter 9 (``book/09_federated.ipynb``) and by ``python -m precode federate``.
+Used in chapter 10 (``book/10_federated.ipynb``) and by ``python -m precode federate``.
 """
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def analytic_update_attack(
         local_steps: ``E`` (the division does not need it; accepted for a uniform signature).
         tolerance: see :func:`~precode.attacks.analytic.analytic_attack`.
 
-    Used in chapter 9.
+    Used in chapter 10.
     """
     _check_federation(local_steps, clients, client_lr)
     pseudo = gradient_from_update(updates, client_lr)
@@ -174,7 +174,7 @@ class UpdateMatcher:
         clients: clients averaged into each update.
         layers: parameter names compared (``None``: all).
 
-    Used in chapter 9.
+    Used in chapter 10.
     """
 
     def __init__(
@@ -411,7 +411,7 @@ def inverting_updates(
     Returns:
         An :class:`~precode.attacks.base.AttackResult` with ``N * clients * B`` reconstructions.
 
-    Used in chapter 9.
+    Used in chapter 10.
     """
     _check_federation(local_steps, clients, client_lr)
     shape = check_input_shape(input_shape)
@@ -447,7 +447,7 @@ def reconstruct_from_updates(
     Arguments as for :func:`analytic_update_attack` and :func:`inverting_updates`; ``options``
     go to the attack (``lr``, ``tv``, ``layers`` ... for ``ig``).
 
-    Used by the curious server of chapter 9 (:mod:`precode.fl.server`).
+    Used by the curious server of chapter 10 (:mod:`precode.fl.server`).
     """
     key = str(name).lower()
     if key == "analytic":

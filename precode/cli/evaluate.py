@@ -14,11 +14,11 @@ where it applies}, each over the first N test images as victims (one per client)
 untrained model; and trains each model under each defense for its test accuracy. The MLP without
 a defense and with PRECODE is attacked again (Inverting Gradients) at the weights that training
 reached: the ``trained`` rows (only where the trained model takes the victims). Beyond the
-paper (chapter 7) it adds PRECODE placed early (``precode@block2``, the CNN) and PRECODE with
+paper (chapter 8) it adds PRECODE placed early (``precode@block2``, the CNN) and PRECODE with
 partial noise (``precode+partial-gaussian:S``), and the attacks that know PRECODE (``ig-omit``,
 ``ig-joint``, run only where the model has a bottleneck). ``--part paper`` runs only the paper's
-rows (chapter 6), ``--part adaptive`` only no defense, PRECODE and its variants against ``ig``,
-``analytic``, ``ig-omit`` and ``ig-joint`` (chapter 7). Writes
+rows (chapter 7), ``--part adaptive`` only no defense, PRECODE and its variants against ``ig``,
+``analytic``, ``ig-omit`` and ``ig-joint`` (chapter 8). Writes
 
 * ``DIR/results.csv``: a row per victim and cell (``mse, psnr, ssim, identified, success`` ...);
 * ``DIR/summary.csv``: a row per cell (``model, data, defense, attack, weights, n,
@@ -38,7 +38,7 @@ identification rate needs no threshold. A cell is the same computation as
 without recomputing them; without it, a DIR that holds results is refused unless
 ``--overwrite`` is given. The restricting options make a smaller grid (tests, quick looks).
 On the CPU the run uses one thread unless ``OMP_NUM_THREADS`` is set, as ``precode attack`` does.
-The command behind chapter 6 (``book/06_evaluation.ipynb``).
+The command behind chapter 7 (``book/07_evaluation.ipynb``).
 """
 from __future__ import annotations
 
@@ -73,8 +73,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="attack success: SSIM of the reconstruction >= T (default 0.5)")
     p.add_argument("--seed", default="0", metavar="S", help="seeds every model, defense, attack and subset (default 0)")
     p.add_argument("--part", default="all", metavar="PART",
-                   help="all (default), paper (the paper's defenses and attacks, chapter 6) or adaptive "
-                        "(PRECODE and its variants against the attacks that know it, chapter 7)")
+                   help="all (default), paper (the paper's defenses and attacks, chapter 7) or adaptive "
+                        "(PRECODE and its variants against the attacks that know it, chapter 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("restricting the grid (tests and quick looks)")
     g.add_argument("--models", metavar="M,..", help="only these models (mlp, cnn)")

@@ -17,7 +17,7 @@ prints, per round and client, MSE, PSNR, SSIM and label accuracy, and the global
 accuracy; ``--json -`` leaves only the JSON on stdout
 (``{"config", "rounds": [{"round", "test_accuracy", "clients": [...]}], "summary"}``).
 
-Needs ``flwr[simulation]`` (Python 3.11 or newer). Used in chapter 9 (``book/09_federated.ipynb``).
+Needs ``flwr[simulation]`` (Python 3.11 or newer). Used in chapter 10 (``book/10_federated.ipynb``).
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ table, or with ``--json -`` only a JSON document on stdout::
 
 ``seconds`` is the wall-clock time of training including the per-epoch test evaluation.
 DP-SGD adds ``epsilon`` at ``delta = 1e-5`` (``null`` when it has no noise, i.e. no guarantee).
-Progress bars go to stderr. The command behind chapter 4's accuracy and convergence results.
+Progress bars go to stderr. The command behind chapter 5's accuracy and convergence results.
 """
 from __future__ import annotations
 

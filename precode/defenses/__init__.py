@@ -3,18 +3,18 @@
 Each defense is a :class:`Defense` that acts on the shared gradient (call it on a dict
 ``parameter name -> gradient``, or pass it as ``defense=`` to
 :func:`precode.federated.compute_shared_gradients`) and trains a model under the same
-mechanism (:meth:`Defense.train`, or :func:`train_with_defense`), so chapter 4 can measure both
+mechanism (:meth:`Defense.train`, or :func:`train_with_defense`), so chapters 4 and 5 can measure both
 how much an attacker still recovers and what the defense costs in accuracy and convergence.
 
 * :mod:`~precode.defenses.noise`: Gaussian and Laplacian noise on every gradient entry;
 * :mod:`~precode.defenses.pruning`: zeroing the smallest entries of every gradient tensor;
 * :mod:`~precode.defenses.dp`: DP-SGD (per-sample clipping and noise, Opacus, ``epsilon``);
-* :mod:`~precode.defenses.partial`: Gaussian noise only before PRECODE's sampling (chapter 7);
+* :mod:`~precode.defenses.partial`: Gaussian noise only before PRECODE's sampling (chapter 8);
 * :mod:`~precode.defenses.spec`: the spec strings (``gaussian:0.01``, ``dp:clip=1,noise=1``, ...).
 
 PRECODE itself is not here: it changes the model, not the gradient (:mod:`precode.bottleneck`).
 
-Used in chapter 4 (``book/04_defenses.ipynb``).
+Used in chapters 4 and 5 (``book/04_defenses.ipynb``, ``book/05_defense_costs.ipynb``).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What every defense is: a transform of the shared gradients that a client also trains under.
 
-A :class:`Defense` acts in two places, so that chapter 4 can weigh privacy against cost with
+A :class:`Defense` acts in two places, so that chapters 4 and 5 can weigh privacy against cost with
 one object:
 
 * on the gradient a client shares (what the server, and so the attacker, sees): calling the
@@ -14,7 +14,7 @@ one object:
 Random defenses draw from their own ``torch.Generator``, seeded when the defense is made, so a
 sequence of calls is reproducible; :meth:`Defense.reseed` starts it again.
 
-Used in chapter 4 (``book/04_defenses.ipynb``).
+Used in chapters 4 and 5 (``book/04_defenses.ipynb``, ``book/05_defense_costs.ipynb``).
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ PRECODE bottleneck draws one noise sample per image as in the plain pass.
 
 Calling a :class:`DPSGD` on an already computed gradient dict treats that gradient as the
 gradient of a single sample (clip it as a whole, add noise): exact for client batches of one
-image, the setting of the attacks in chapters 2 to 5. For larger batches use
+image, the setting of the attacks in chapters 2 to 6. For larger batches use
 :meth:`DPSGD.shared_gradients`, which clips every sample separately.
 
 During training (:func:`train_dp`): Opacus' ``PrivacyEngine.make_private`` on the model, an
@@ -37,7 +37,7 @@ per-sample gradient is ever stored. The result is the same as clipping stored pe
 gradients (up to rounding); on the 1024-wide MLP, batches of 64, one CPU thread, a step takes
 36 ms instead of 557 ms with hooks (``torch.func``, Opacus' ``functorch`` mode: 564 ms).
 
-Used in chapter 4 (``book/04_defenses.ipynb``).
+Used in chapters 4 and 5 (``book/04_defenses.ipynb``, ``book/05_defense_costs.ipynb``).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ entry of every layer:
 * :class:`LaplacianNoise`: ``scale`` is the ``b`` of ``Laplace(0, b)``, whose density is
   ``exp(-|x| / b) / (2 b)`` and whose standard deviation is ``sqrt(2) * b``.
 
-Used in chapter 4 (``book/04_defenses.ipynb``).
+Used in chapters 4 and 5 (``book/04_defenses.ipynb``, ``book/05_defense_costs.ipynb``).
 """
 from __future__ import annotations
 

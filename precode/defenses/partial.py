@@ -1,7 +1,7 @@
 """Partial perturbation: Gaussian noise only on the gradients computed before PRECODE's sampling.
 
 PRECODE's own noise already hides the gradients of its decoder and of every later layer; what an
-adaptive attacker (``ig-omit``, chapter 7) still matches are the gradients computed before the
+adaptive attacker (``ig-omit``, chapter 8) still matches are the gradients computed before the
 sampling. The authors' fix (Scheliga et al. 2022, arXiv:2208.04767: ``scheliga2022combining`` in
 ``book/references.bib``) is to perturb only those, which costs less accuracy than noise on every
 gradient.
@@ -14,7 +14,7 @@ bottleneck). The bottleneck's encoder (``precode.encoder.*``) counts as before t
 ``ig-omit`` matches it too; so every parameter of the layers before the bottleneck and the
 encoder get ``N(0, S^2)`` noise, the decoder and every later layer none.
 
-Used in chapter 7 (``book/07_adaptive_attacks.ipynb``).
+Used in chapter 8 (``book/08_adaptive_attacks.ipynb``).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def gradients_before_sampling(names) -> list[str]:
         ValueError: no key names a PRECODE decoder (``...precode.decoder.*``): the gradients
             are not those of a model with a PRECODE bottleneck.
 
-    Used in chapter 7.
+    Used in chapter 8.
     """
     names = list(names)
     cut = next((i for i, n in enumerate(names) if _DECODER.search(n)), None)
@@ -59,7 +59,7 @@ class PartialGaussianNoise(GaussianNoise):
     Calling it on gradients without a PRECODE decoder raises ``ValueError``
     (:func:`gradients_before_sampling`).
 
-    Used in chapter 7.
+    Used in chapter 8.
     """
 
     name = "partial-gaussian"

@@ -14,7 +14,7 @@ exact in each of them.
 ``p`` is a fraction in ``[0, 1)``: ``0`` shares everything, ``0.9`` zeroes 90% of every
 tensor, ``0.99`` keeps one entry in a hundred.
 
-Used in chapter 4 (``book/04_defenses.ipynb``).
+Used in chapters 4 and 5 (``book/04_defenses.ipynb``, ``book/05_defense_costs.ipynb``).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Defense specs: one short string names a defense and its parameters.
 
-The command line (``python -m precode train --defense SPEC``) and chapter 4 name defenses as:
+The command line (``python -m precode train --defense SPEC``) and chapters 4 and 5 name defenses as:
 
 =========================  ==================================================================
 ``none``                   no defense
@@ -8,10 +8,11 @@ The command line (``python -m precode train --defense SPEC``) and chapter 4 name
 ``laplacian:S``            Laplacian noise of scale ``b = S >= 0`` on every entry
 ``prune:P``                zero the fraction ``0 <= P < 1`` of smallest entries of each tensor
 ``dp:clip=C,noise=Z``      DP-SGD: per-sample clipping to norm ``C > 0``, noise std ``Z * C``
-``partial-gaussian:S``     Gaussian noise ``S >= 0`` only before PRECODE's sampling (chapter 7)
+``partial-gaussian:S``     Gaussian noise ``S >= 0`` only before PRECODE's sampling (chapter 8)
 =========================  ==================================================================
 
-Used in chapter 4 (``book/04_defenses.ipynb``) and by ``python -m precode train``.
+Used in chapters 4 and 5 (``book/04_defenses.ipynb``, ``book/05_defense_costs.ipynb``) and by
+``python -m precode train``.
 """
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def parse_defense(spec: str | Defense, seed: int = 0) -> Defense:
             NaN or infinite number, a negative scale, a fraction outside ``[0, 1)``, a
             non-positive clipping norm, unknown or repeated ``dp`` keys) and the valid forms.
 
-    Used in chapter 4 and by ``python -m precode train``.
+    Used in chapters 4 and 5 and by ``python -m precode train``.
     """
     if isinstance(spec, Defense):
         return spec

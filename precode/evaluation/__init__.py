@@ -5,8 +5,8 @@ accuracy, against gradient noise and pruning that cost accuracy. This package re
 
 * :mod:`~precode.evaluation.grid`: what is run: the models and data (:class:`Setting`), the
   defenses and their levels, the attacks, the budgets of the ``quick`` and ``full`` profiles
-  (:func:`get_grid`), and its parts (:meth:`Grid.part`): the paper's rows (chapter 6) and the
-  rows beyond the paper, PRECODE's variants against the attacks that know it (chapter 7);
+  (:func:`get_grid`), and its parts (:meth:`Grid.part`): the paper's rows (chapter 7) and the
+  rows beyond the paper, PRECODE's variants against the attacks that know it (chapter 8);
 * :mod:`~precode.evaluation.cells`: one cell (an attack on a model under a defense), step by step
   as ``python -m precode attack`` does it, and training a model under a defense;
 * :mod:`~precode.evaluation.report`: per-cell statistics (success rate at an SSIM threshold with
@@ -15,14 +15,14 @@ accuracy, against gradient noise and pruning that cost accuracy. This package re
 * :mod:`~precode.evaluation.store`: the output folder, written cell by cell so a run resumes;
 * :mod:`~precode.evaluation.runner`: :func:`run_evaluation`, the loop with a progress bar.
 
-Example (chapter 6)::
+Example (chapter 7)::
 
     from precode.evaluation import get_grid, run_evaluation, read_csv, comparison_table
     out = run_evaluation(get_grid("quick"), "results/evaluation-quick", overwrite=True)
     print(comparison_table(read_csv(out / "summary.csv")))
 
 The command line: ``python -m precode evaluate --profile quick --out DIR [--part PART] [--resume]``.
-Used in chapter 6 (``book/06_evaluation.ipynb``) and chapter 7 (``book/07_adaptive_attacks.ipynb``).
+Used in chapter 7 (``book/07_evaluation.ipynb``) and chapter 8 (``book/08_adaptive_attacks.ipynb``).
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ Training (:func:`train_model`) follows ``python -m precode train``: the model bu
 seed, trained with Adam under the defense (DP-SGD through Opacus) on a seeded subset of the
 training split, tested after every epoch.
 
-Used by ``python -m precode evaluate`` and chapter 6.
+Used by ``python -m precode evaluate`` and chapter 7.
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def train_defended(model: str, defense: str, train: ImageData, test: ImageData |
         ``(model, result)``: the trained model and its :class:`~precode.defenses.TrainingResult`
         (``history`` per epoch, ``test_accuracy`` on ``test`` when given).
 
-    Used by :func:`train_model` (the grid's trainings) and chapter 7 (its CNN variants).
+    Used by :func:`train_model` (the grid's trainings) and chapter 8 (its CNN variants).
     """
     net = victim_model(model, train.input_shape, train.num_classes, defense, seed).to(_device())
     return net, train_with_defense(net, train, test, defense=split_defense(defense)[1], epochs=epochs, lr=lr,
@@ -110,8 +110,8 @@ def attack_cell(cell: Cell, grid: Grid, victims, *, server: str = "honest", iter
         grid: budgets and seed.
         victims: the setting's victims (:class:`~precode.data.ImageData`).
         server: ``"honest"`` (the grid's threat model) or ``"malicious"``: the server first makes the
-            model the one it sends (:meth:`precode.threat.ThreatModel.weights_sent`), chapter 7.
-        iterations: the attack's steps, if not the grid's budget (chapter 8 gives ``ig-eot`` fewer
+            model the one it sends (:meth:`precode.threat.ThreatModel.weights_sent`), chapter 8.
+        iterations: the attack's steps, if not the grid's budget (chapter 9 gives ``ig-eot`` fewer
             steps of several noise draws each, for an equal number of evaluations).
         **options: the attack's keyword arguments (``draws`` of ``ig-eot``).
 

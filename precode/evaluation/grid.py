@@ -25,7 +25,7 @@ chosen to span "no visible effect" to "stops Inverting Gradients" on the untrain
                                before the classifier (the paper's placement and defaults)
 =============================  ==================================================================
 
-Beyond the paper (chapter 7), PRECODE variants that survive attacks which know the bottleneck:
+Beyond the paper (chapter 8), PRECODE variants that survive attacks which know the bottleneck:
 
 ==================================  ==============================================================
 ``precode@block2``                  PRECODE placed early: before the CNN's second block (after its
@@ -49,11 +49,11 @@ attack is on the *untrained* model with client batches of one image, as in the p
 the attacker infers the labels from the shared gradient, as ``python -m precode attack`` does.
 
 Two parts of a grid (:meth:`Grid.part`) split it between the chapters: ``paper`` (the paper's
-defenses and attacks, chapter 6) and ``adaptive`` (no defense, PRECODE and its variants against
-``ig``, ``analytic``, ``ig-omit`` and ``ig-joint``, chapter 7).
+defenses and attacks, chapter 7) and ``adaptive`` (no defense, PRECODE and its variants against
+``ig``, ``analytic``, ``ig-omit`` and ``ig-joint``, chapter 8).
 
-Used by ``python -m precode evaluate``, chapter 6 (``book/06_evaluation.ipynb``) and chapter 7
-(``book/07_adaptive_attacks.ipynb``).
+Used by ``python -m precode evaluate``, chapter 7 (``book/07_evaluation.ipynb``) and chapter 8
+(``book/08_adaptive_attacks.ipynb``).
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ PAPER_ATTACKS = ("ig", "idlg", "analytic")
 ADAPTIVE_ATTACKS = ("ig-omit", "ig-joint")
 ATTACKS = PAPER_ATTACKS + ADAPTIVE_ATTACKS
 PARTS = ("all", "paper", "adaptive")
-"""The parts of a grid (:meth:`Grid.part`): everything, the paper's rows (chapter 6), the adaptive rows (chapter 7)."""
+"""The parts of a grid (:meth:`Grid.part`): everything, the paper's rows (chapter 7), the adaptive rows (chapter 8)."""
 
 _LAYER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 
@@ -249,7 +249,7 @@ class Grid:
             training (cells of ``weights="trained"``), in the settings whose victims come from the
             training data's test split (the model takes them); ``()``: none.
         adaptive_training: ``(train_images, epochs, test_images)`` of the adaptive part's trainings
-            (:meth:`part`) when they differ from the grid's (``None``: the grid's): chapter 7 compares
+            (:meth:`part`) when they differ from the grid's (``None``: the grid's): chapter 8 compares
             the accuracy of PRECODE's variants, a few points apart, on these trainings; the quick
             grid's train longer than its paper part's and test on the whole test split.
         notes: sentences that say where this grid departs from the paper, printed and stored.
@@ -347,10 +347,10 @@ class Grid:
 
         * ``all``: the grid itself;
         * ``paper``: the paper's defenses and attacks (:data:`PAPER_DEFENSES`, :data:`PAPER_ATTACKS`),
-          chapter 6;
+          chapter 7;
         * ``adaptive``: no defense, PRECODE and its variants (:data:`ADAPTIVE_DEFENSES`) against
           ``analytic`` and the adaptive attacks (:data:`ADAPTIVE_ATTACKS`), and the first two
-          against ``ig`` as well (:func:`attack_applies`), chapter 7.
+          against ``ig`` as well (:func:`attack_applies`), chapter 8.
 
         Raises:
             ValueError: an unknown part, or a part with no cells in this grid.
@@ -468,7 +468,7 @@ _QUICK = Grid(
         Setting("mlp", "fashion-mnist", "fashion-mnist"),
         # The photos have no training split: the CNN's test accuracy comes from the same
         # architecture and defense trained on Fashion-MNIST. iDLG is left out on the CNN (not
-        # measured in this profile; chapter 6, exercise 3, adds it).
+        # measured in this profile; chapter 7, exercise 3, adds it).
         Setting("cnn", "photos", "fashion-mnist", attacks=("ig",) + ADAPTIVE_ATTACKS),
     ),
     victims=8,
@@ -485,14 +485,14 @@ _QUICK = Grid(
         "Inverting Gradients runs 200 iterations, 1 restart (the paper: 7,000; chapter 2's quick profile: 1,000).",
         "iDLG runs 8 L-BFGS iterations of up to 20 inner steps and 25 gradient evaluations each: at most 200 "
         "evaluations, as many as Inverting Gradients' 200 steps (the paper's DLG: 300 iterations). It runs on "
-        "the MLP only; the CNN's iDLG row is not measured in this profile (chapter 6, exercise 3).",
+        "the MLP only; the CNN's iDLG row is not measured in this profile (chapter 7, exercise 3).",
         "Models are trained for 3 epochs on 768 Fashion-MNIST training images (36 Adam steps of 64) and "
         "tested on 1,000 test images; the paper trains for hundreds of epochs on the whole split. The adaptive "
-        "part (chapter 7) trains for 2 epochs on 5,000 images (157 steps) and tests on the whole test split: "
-        "chapter 7 compares its variants' accuracy on these trainings.",
+        "part (chapter 8) trains for 2 epochs on 5,000 images (157 steps) and tests on the whole test split: "
+        "chapter 8 compares its variants' accuracy on these trainings.",
         "The CNN is attacked on 32x32 colour photos (no training split); its test accuracy is that of "
         "the same architecture and defense trained on Fashion-MNIST.",
-        "ig-omit and ig-joint run with Inverting Gradients' 200 iterations; chapter 7 reads its attacks from "
+        "ig-omit and ig-joint run with Inverting Gradients' 200 iterations; chapter 8 reads its attacks from "
         "these cells.",
         "The MLP without a defense and with PRECODE is attacked again after that training (the 'trained' rows); "
         "the CNN's trained model takes Fashion-MNIST, not the photos, so it has no trained rows here.",

@@ -20,10 +20,10 @@ Per cell (:func:`summarize_cell`), over its ``n`` victims:
   (``train_data``, ``train_images``, ``epochs``, ``test_images``) and, for DP-SGD, ``epsilon``;
 * ``seconds``: the attack's wall-clock time (as ``python -m precode attack`` reports it).
 
-Figures (:func:`draw_figures`, also used by chapter 6): the privacy-utility scatter, the SSIM
+Figures (:func:`draw_figures`, also used by chapter 7): the privacy-utility scatter, the SSIM
 distributions, the success rate against the threshold and the convergence curves.
 
-Used by ``python -m precode evaluate`` and chapter 6.
+Used by ``python -m precode evaluate`` and chapter 7.
 """
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def row_texts(row: dict[str, Any]) -> dict[str, str]:
     95% interval, ``"25% (7-59%)"``), ``ssim`` (the mean SSIM, two decimals), ``id`` (the
     identification rate) and ``acc`` (the trained model's test accuracy), both in whole percent.
 
-    Used in chapter 7, which glues them for the grid's rows.
+    Used in chapter 8, which glues them for the grid's rows.
     """
     def pct(x: float) -> str:
         return f"{100 * x:.0f}%"
@@ -165,7 +165,7 @@ def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | Non
         attacks: the attack columns, in order (default: every attack in ``summary``).
         html: an HTML table (for a rendered page) instead of Markdown.
 
-    Used in chapter 6.
+    Used in chapter 7.
     """
     if not summary:
         return "(no results)"
@@ -229,7 +229,7 @@ def plot_privacy_utility(summary: list[dict[str, Any]], attack: str = "ig", metr
         metric: ``attack_success_rate`` (with its Wilson interval) or ``ssim_mean`` (with its CI).
 
     Returns:
-        The matplotlib figure. Used in chapter 6.
+        The matplotlib figure. Used in chapter 7.
     """
     plt = _plt()
     summary = [r for r in summary if _weights(r) == "initial"]
@@ -273,7 +273,7 @@ def plot_ssim_distributions(results: list[dict[str, Any]], summary: list[dict[st
     """Every victim's SSIM per defense (dots), the mean with its 95% CI, and the success threshold.
 
     One panel per model and attack; a trained model's cells are columns of their own, marked
-    "(trained)". Returns the figure. Used in chapter 6.
+    "(trained)". Returns the figure. Used in chapter 7.
     """
     plt = _plt()
     panels = list(dict.fromkeys((r["model"], r["data"], r["attack"]) for r in summary))
@@ -312,7 +312,7 @@ def plot_success_vs_threshold(results: list[dict[str, Any]], attack: str = "ig")
     """Attack success rate as a function of the SSIM threshold, per defense (one panel per model).
 
     Shows whether a conclusion depends on the threshold (the untrained models' cells). Returns the
-    figure. Used in chapter 6.
+    figure. Used in chapter 7.
     """
     plt = _plt()
     results = [r for r in results if _weights(r) == "initial"]
@@ -343,7 +343,7 @@ def plot_success_vs_threshold(results: list[dict[str, Any]], attack: str = "ig")
 def plot_convergence(training: list[dict[str, Any]]):
     """Test accuracy after every epoch of training under each defense (one panel per model).
 
-    Returns the figure. Used in chapter 6.
+    Returns the figure. Used in chapter 7.
     """
     plt = _plt()
     models = list(dict.fromkeys((r["model"], r["train_data"]) for r in training))

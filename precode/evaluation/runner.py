@@ -1,6 +1,6 @@
 """Run a grid cell by cell into an output folder, resumable, with a progress bar over cells.
 
-Used by ``python -m precode evaluate`` and chapters 6 and 7 (through :func:`chapter_results`).
+Used by ``python -m precode evaluate`` and chapters 7 and 8 (through :func:`chapter_results`).
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite:
         OSError: ``out`` cannot be written.
         ValueError: ``out`` holds another run (see :class:`~precode.evaluation.store.RunFolder`).
 
-    Used by ``python -m precode evaluate`` and chapter 6.
+    Used by ``python -m precode evaluate`` and chapter 7.
     """
     load = _DataCache()
     folder = RunFolder(out, grid, resume=resume, overwrite=overwrite, reuse=reuse, data=_data_sources(grid, load))
@@ -90,7 +90,7 @@ def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite:
 
 
 def chapter_results(grid: Grid, out: str | Path, progress: bool = False) -> Path:
-    """The folder of ``grid``'s results that a chapter reads (chapters 6 and 7).
+    """The folder of ``grid``'s results that a chapter reads (chapters 7 and 8).
 
     * The quick profile's grids (minutes on a CPU) are run with ``reuse=True``: the folder is read
       when it holds this very run (the same grid, package code and data), and computed again

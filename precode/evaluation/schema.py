@@ -7,7 +7,7 @@ them, :mod:`~precode.evaluation.report` and the chapters read them).
 * ``training.csv``: :data:`TRAINING_CSV_FIELDS`, one row per trained model and epoch: the model,
   its training data and defense, the epoch's :data:`TRAINING_FIELDS` and the subset sizes.
 
-Used by ``python -m precode evaluate`` and chapter 6.
+Used by ``python -m precode evaluate`` and chapter 7.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ A cell counts as finished when its summary row exists. Each cell's rows are appe
 flushed to disk in one go; on resuming, victim rows of a cell without a summary row (cut off
 mid-write) are dropped and that cell runs again.
 
-Used by ``python -m precode evaluate`` and chapter 6.
+Used by ``python -m precode evaluate`` and chapter 7.
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def _parse(text: str) -> Any:
 def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of one of the run's CSV files as dicts; numbers parsed, empty cells ``None``.
 
-    Used by :class:`GridResults` (chapters 6 and 7) to read ``summary.csv``, ``results.csv`` and ``training.csv``.
+    Used by :class:`GridResults` (chapters 7 and 8) to read ``summary.csv``, ``results.csv`` and ``training.csv``.
     """
     path = Path(path)
     if not path.exists():
@@ -101,7 +101,7 @@ def read_reconstructions(out: str | os.PathLike, key: Sequence[str]) -> torch.Te
         FileNotFoundError: the folder holds no reconstructions for that cell (not run, or run by a
             version of the package that did not store them: run it again with ``--overwrite``).
 
-    Used by :meth:`GridResults.cell` (chapter 7 shows the reconstructions of the grid's cells).
+    Used by :meth:`GridResults.cell` (chapter 8 shows the reconstructions of the grid's cells).
     """
     path = _reconstructions_path(Path(out), key)
     if not path.exists():
@@ -113,11 +113,11 @@ def read_reconstructions(out: str | os.PathLike, key: Sequence[str]) -> torch.Te
 class GridResults:
     """A finished run read once: its summary, its victims' rows and its reconstructions, by cell.
 
-    What chapters 6 and 7 read (after :func:`precode.evaluation.chapter_results`).
+    What chapters 7 and 8 read (after :func:`precode.evaluation.chapter_results`).
 
     Args:
         out: the run's folder.
-        data: ``{model: data set}``, the data set each model's cells are read from (chapter 7: the MLP
+        data: ``{model: data set}``, the data set each model's cells are read from (chapter 8: the MLP
             on Fashion-MNIST, the CNN on colour images); a model not in it: its first data set in the
             summary (the full grid has several per model).
 

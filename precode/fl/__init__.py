@@ -9,7 +9,7 @@
 
 ``flwr[simulation]`` (Python 3.11 or newer) is needed only by the last two.
 
-Used in chapter 9 (``book/09_federated.ipynb``) and by ``python -m precode federate``.
+Used in chapter 10 (``book/10_federated.ipynb``) and by ``python -m precode federate``.
 """
 from .client import client_batch, client_update, images_needed
 from .server import THREAT_MODEL, CuriousServer, Reconstruction

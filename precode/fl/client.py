@@ -3,7 +3,7 @@
 A FedAvg client receives the global weights, trains a copy of the model on its own batch of ``B``
 images for ``E`` local steps of plain SGD (FedAvg's local solver; McMahan et al. 2017) and sends
 the new weights back. :func:`client_update` is that computation, in plain PyTorch, so that the
-Flower client app (:mod:`precode.fl.flower`), the tests and chapter 9 run exactly the same code.
+Flower client app (:mod:`precode.fl.flower`), the tests and chapter 10 run exactly the same code.
 Every step uses the client's loss (:func:`precode.training.loss_fn`: cross-entropy plus
 PRECODE's KL) on the whole batch, optionally through a defense:
 
@@ -22,7 +22,7 @@ duration of the update, the defense's noise from a generator of its own.
 With one step (``E = 1``) the update is ``-lr`` times the gradient FedSGD would share
 (:func:`precode.compute_shared_gradients`).
 
-Used in chapter 9 (``book/09_federated.ipynb``) and by ``python -m precode federate``.
+Used in chapter 10 (``book/10_federated.ipynb``) and by ``python -m precode federate``.
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def client_update(
     Returns:
         The trained copy's state dict (detached tensors on the CPU).
 
-    Used in chapter 9.
+    Used in chapter 10.
     """
     if int(local_steps) < 1:
         raise InputError(f"local_steps must be at least 1, got {local_steps}")

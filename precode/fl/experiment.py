@@ -3,12 +3,12 @@
 :class:`FederationConfig` holds every knob of a run (model, data, number of clients and rounds,
 ``E``, ``B``, learning rate, the clients' defense, the server's attack, secure aggregation,
 seed). The same object configures the Flower apps (:mod:`precode.fl.flower`), the command line
-and chapter 9. :func:`score` compares each :class:`~precode.fl.server.Reconstruction` with the
+and chapter 10. :func:`score` compares each :class:`~precode.fl.server.Reconstruction` with the
 images the clients really held; this is the experimenter's view, outside the threat model (the
 server never sees the originals). :class:`FederationReport` collects a run's rounds, test
 accuracy and scores, and writes the command line's JSON.
 
-Used in chapter 9 (``book/09_federated.ipynb``) and by ``python -m precode federate``.
+Used in chapter 10 (``book/10_federated.ipynb``) and by ``python -m precode federate``.
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class FederationConfig:
         lr: the clients' SGD learning rate.
         defense: what each client applies to every step's gradient (:func:`precode.defenses.parse_defense`);
             a tuple of specs gives client ``p`` the spec ``defense[p % len(defense)]`` (clients choose
-            their own defenses; chapter 9 compares them in one run).
+            their own defenses; chapter 10 compares them in one run).
         attack: the server's attack on each update: ``analytic``, ``ig`` or ``none``.
         secagg: run SecAgg+; the server then sees only the aggregate of the round.
         seed: the experiment's seed (every random stream is derived from it).
@@ -153,7 +153,7 @@ def _load(name: str, split: str) -> ImageData:
 
 
 mean_ci = metrics.mean_bootstrap_ci
-"""Chapter 9's interval: :func:`precode.metrics.mean_bootstrap_ci` (one implementation, in :mod:`precode.metrics`)."""
+"""Chapter 10's interval: :func:`precode.metrics.mean_bootstrap_ci` (one implementation, in :mod:`precode.metrics`)."""
 
 
 def image_scores(config: FederationConfig, record: Reconstruction) -> dict[str, torch.Tensor]:
@@ -322,7 +322,7 @@ def attack_first_round(config: FederationConfig, *, group_size: int | None = Non
     Every client runs :func:`~precode.fl.client.client_update` on its round-1 batch from the
     initial global model, exactly as its ``ClientApp`` would (:func:`client_updates`); the server
     attacks the updates with ``config.attack`` in one batched call. Used to measure many victims at
-    once (chapter 9 attacks 32 and more this way, next to the simulations), never as a replacement
+    once (chapter 10 attacks 32 and more this way, next to the simulations), never as a replacement
     for the rounds.
 
     Args:

@@ -23,7 +23,7 @@ SecAgg+ intends, only the round's aggregate.
 
 The ``flwr`` imports live in this module (and :mod:`precode.fl.simulation`) only.
 
-Used in chapter 9 (``book/09_federated.ipynb``) and by ``python -m precode federate``.
+Used in chapter 10 (``book/10_federated.ipynb``) and by ``python -m precode federate``.
 """
 from __future__ import annotations
 

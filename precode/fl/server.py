@@ -1,6 +1,6 @@
 """The honest-but-curious server: it aggregates faithfully and reconstructs what it received.
 
-The server of chapter 9 runs FedAvg exactly as Flower's strategy does (:mod:`precode.fl.flower`),
+The server of chapter 10 runs FedAvg exactly as Flower's strategy does (:mod:`precode.fl.flower`),
 and in addition, every round, attacks each update it received (or, behind secure aggregation,
 the one aggregate it can see). :class:`CuriousServer` is that curiosity in plain PyTorch, so the
 Flower strategy, the tests and the chapter share it:
@@ -14,7 +14,7 @@ What it knows is :data:`THREAT_MODEL`. Its randomness (Inverting Gradients' star
 the noise its replica of a PRECODE client draws) comes from the ``attacker`` stream of
 :mod:`precode.fl.streams`, never from a client's.
 
-Used in chapter 9 (``book/09_federated.ipynb``) and by ``python -m precode federate``.
+Used in chapter 10 (``book/10_federated.ipynb``) and by ``python -m precode federate``.
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ class CuriousServer:
         iterations, restarts: the Inverting Gradients budget (default: the profile's).
         options: passed to the attack (for ``ig``: ``lr``, ``tv``, ...).
 
-    Used in chapter 9.
+    Used in chapter 10.
     """
 
     THREAT = THREAT_MODEL

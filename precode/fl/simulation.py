@@ -7,9 +7,9 @@
 
 The same ``ClientApp`` and ``ServerApp`` objects run unchanged on Flower's deployment engine
 (a SuperLink, one SuperNode per client machine, ``flwr run`` against a remote federation);
-chapter 9 says how.
+chapter 10 says how.
 
-Used in chapter 9 (``book/09_federated.ipynb``) and by ``python -m precode federate``.
+Used in chapter 10 (``book/10_federated.ipynb``) and by ``python -m precode federate``.
 """
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def run_federation(config: FederationConfig, *, progress: bool = False, verbose:
         A :class:`~precode.fl.experiment.FederationReport`: test accuracy after every round and,
         unless ``config.attack == "none"``, each client's reconstruction scores every round.
 
-    Used in chapter 9.
+    Used in chapter 10.
     """
     from flwr.simulation import run_simulation
 

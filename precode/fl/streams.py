@@ -19,7 +19,7 @@ stream       what it drives
 :func:`derive_seed` mixes the three parts with NumPy's ``SeedSequence`` (a hash designed for
 exactly this), so two streams never share a seed by accident, unlike ``seed + 1`` offsets.
 
-Used in chapter 9 (``book/09_federated.ipynb``) by the Flower apps and the command line.
+Used in chapter 10 (``book/10_federated.ipynb``) by the Flower apps and the command line.
 """
 from __future__ import annotations
 
