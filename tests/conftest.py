@@ -14,12 +14,14 @@ os.environ.setdefault("PRECODE_PROFILE", "quick")
 # collected tests and the second worker the rest, then lets an idle worker steal from the other's
 # tail. So the chapters are split between the two halves, longest first, each to the half with
 # less so far, and each half starts with its chapters (a chapter cannot be stolen once started).
-# A chapter that repeats experiments of another (FOLLOWS) runs right after it in the same half, so
-# that it reads them from the experiment store (precode.experiment_store) instead of computing them.
-# Scheduling hints only (seconds alone, one thread, the other core busy, on this project's 2-core CPU
-# on 2026-12-03; a follower's after the chapter it follows); a wrong hint costs time, never a result.
-CHAPTER_SECONDS = {"01": 31, "02": 130, "03": 105, "04": 150, "05": 190, "06": 122, "07": 290, "08": 210, "09": 95,
-                   "10": 204}
+# A chapter that repeats experiments of another (FOLLOWS) runs after it in the same half, in one run
+# of the chapters of its chain, so that it reads them from the experiment store
+# (precode.experiment_store) instead of computing them.
+# Scheduling hints only (seconds of a cold `make test` from a fresh clone on this project's 2-core CPU,
+# 2026-12-03: two chapters at a time, each follower after the chapter it follows); a wrong hint costs
+# time, never a result.
+CHAPTER_SECONDS = {"01": 27, "02": 149, "03": 71, "04": 104, "05": 117, "06": 119, "07": 213, "08": 201, "09": 75,
+                   "10": 163}
 # Chapters 3 and 6 attack models as chapter 2 does (3: its full-budget runs on the MLP and LeNet; 6: the
 # untrained MLP and CNN); chapter 5 reads chapter 4's attacks on the defended gradients; chapter 8's grid
 # shares cells with chapter 7's, and chapter 9 attacks chapter 8's models.
