@@ -103,7 +103,9 @@ def test_the_grid_has_the_adaptive_attacks_and_defenses_as_rows():
 ])
 def test_precode_defense_names(name, canonical, parts):
     assert evaluation.canonical_defense(name) == canonical
-    assert evaluation.grid.split_defense(canonical) == parts
+    parsed = evaluation.split_defense(canonical)
+    assert parsed == parts and (parsed.at, parsed.gradient) == parts and parsed.precode == (parts[0] is not None)
+    assert evaluation.split_defense(f" {canonical} ") is parsed  # data parsed once per name, not re-parsed
 
 
 @pytest.mark.parametrize("name, message", [

@@ -49,6 +49,7 @@ from .grid import (
     PRECODE,
     Cell,
     Grid,
+    GridDefense,
     Setting,
     canonical_defense,
     get_grid,
@@ -72,7 +73,7 @@ from .store import RESULT_FIELDS, TRAINING_CSV_FIELDS, GridResults, RunFolder, r
 
 __all__ = [
     "ATTACKS", "DEFENSES", "GRIDS", "PRECODE", "Cell", "Grid", "Setting", "canonical_defense", "get_grid",
-    "ADAPTIVE_ATTACKS", "ADAPTIVE_DEFENSES", "PAPER_ATTACKS", "PAPER_DEFENSES", "PARTS", "split_defense",
+    "ADAPTIVE_ATTACKS", "ADAPTIVE_DEFENSES", "PAPER_ATTACKS", "PAPER_DEFENSES", "PARTS", "split_defense", "GridDefense",
     "attack_cell", "attack_cells", "batchable", "score_cell", "defended_gradients", "run_cells", "train_model",
     "train_defended", "victim_model",
     "SUMMARY_FIELDS", "comparison_table", "draw_figures", "family", "plot_convergence", "plot_privacy_utility",

@@ -62,7 +62,7 @@ def victim_model(model: str, input_shape, num_classes: int, defense: str, seed: 
     """The model a cell attacks: built from ``seed``; PRECODE inserts its bottleneck (seeded too)
     before the classifier, or before ``LAYER`` for ``precode@LAYER``."""
     net = build_model(model, input_shape, num_classes, seed=seed)
-    at, _ = split_defense(defense)
+    at = split_defense(defense).at
     if at is not None:
         add_precode(net, before=at, seed=seed)
     return net
@@ -81,7 +81,7 @@ def train_defended(model: str, defense: str, train: ImageData, test: ImageData |
     Used by :func:`train_model` (the grid's trainings) and chapter 8 (its CNN variants).
     """
     net = victim_model(model, train.input_shape, train.num_classes, defense, seed).to(_device())
-    return net, train_with_defense(net, train, test, defense=split_defense(defense)[1], epochs=epochs, lr=lr,
+    return net, train_with_defense(net, train, test, defense=split_defense(defense).gradient, epochs=epochs, lr=lr,
                                    batch_size=batch_size, seed=seed, progress=False)
 
 
@@ -94,7 +94,7 @@ def defended_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Ten
     for this call (the caller's random state is restored afterwards). :func:`run_cells` passes the
     client's stream (:func:`precode.seeds.streams`), never the attacker's.
     """
-    spec = split_defense(defense)[1]
+    spec = split_defense(defense).gradient
     transform = None if spec == "none" else parse_defense(spec, seed=seed)
     with seeded(seed, images.device):
         return compute_victim_gradients(model, images, labels, batch_size=1, defense=transform)
@@ -136,7 +136,7 @@ def batchable(cell: Cell) -> tuple | None:
     140 s batched, 83 s alone); so is the analytic attack, which has no loop to share.
     A trained model's cell is attacked alone too (its model's weights are its own).
     """
-    if split_defense(cell.defense)[0] is not None or cell.attack not in IG_ATTACKS or cell.weights != "initial":
+    if split_defense(cell.defense).precode or cell.attack not in IG_ATTACKS or cell.weights != "initial":
         return None
     return cell.setting, cell.attack
 
@@ -182,7 +182,7 @@ def attack_cells(cells: Sequence[Cell], grid: Grid, victims, *, server: str = "h
     model = cell_model(first, grid, victims, state)
     threat = dataclasses.replace(grid.threat_model(first.defense, first.attack), server=server)
     budget, restarts = grid.budget(first.attack)
-    runs = run_attack_cases(first.attack, model, victims, threat, [split_defense(c.defense)[1] for c in cells],
+    runs = run_attack_cases(first.attack, model, victims, threat, [split_defense(c.defense).gradient for c in cells],
                             iterations=budget if iterations is None else iterations, restarts=restarts, **options)
     return [dataclasses.replace(run, threat=dataclasses.replace(threat, defense=c.defense))
             for c, run in zip(cells, runs)]

@@ -61,7 +61,7 @@ import dataclasses
 import functools
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..attacks import ATTACK_NAMES, IG_ATTACKS, first_linear_layer
 from ..defenses import parse_defense
@@ -73,7 +73,7 @@ from ..threat import ThreatModel, label_rule_of
 __all__ = [
     "Setting", "Grid", "Cell", "GRIDS", "DEFENSES", "ATTACKS", "PAPER_DEFENSES", "PAPER_ATTACKS",
     "ADAPTIVE_DEFENSES", "ADAPTIVE_ATTACKS", "PARTS", "PRECODE", "get_grid", "canonical_defense",
-    "split_defense", "defense_applies", "attack_applies", "WEIGHTS",
+    "split_defense", "GridDefense", "defense_applies", "attack_applies", "WEIGHTS",
 ]
 
 PRECODE = "precode"
@@ -98,20 +98,40 @@ PARTS = ("all", "paper", "adaptive")
 _LAYER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 
 
-def split_defense(defense: str) -> tuple[str | None, str]:
-    """``(precode_at, gradient defense)`` of a canonical defense name.
+class GridDefense(NamedTuple):
+    """A grid defense name as data (what :func:`split_defense` parses it into, once per name).
 
-    ``precode_at`` is the layer the PRECODE bottleneck goes before (``None``: no bottleneck);
-    the second part is the spec of the gradient defense applied on top (``"none"``: none).
-    ``"precode"`` -> ``("classifier", "none")``, ``"precode@block2+gaussian:0.01"`` ->
-    ``("block2", "gaussian:0.01")``, ``"prune:0.9"`` -> ``(None, "prune:0.9")``.
+    ``at`` is the layer the PRECODE bottleneck goes before (``None``: no bottleneck); ``gradient``
+    is the spec of the gradient defense applied on top (``"none"``: none). A tuple, so
+    ``at, gradient = split_defense(name)`` also works.
     """
-    text = str(defense).strip()
+
+    at: str | None
+    gradient: str
+
+    @property
+    def precode(self) -> bool:
+        """Whether the model holds a PRECODE bottleneck."""
+        return self.at is not None
+
+
+def split_defense(defense: str) -> GridDefense:
+    """The :class:`GridDefense` of a canonical defense name: ``(precode_at, gradient defense)``.
+
+    ``"precode"`` -> ``("classifier", "none")``, ``"precode@block2+gaussian:0.01"`` ->
+    ``("block2", "gaussian:0.01")``, ``"prune:0.9"`` -> ``(None, "prune:0.9")``. Each name is
+    parsed once (cached); the cells and the reports read its fields.
+    """
+    return _split_defense(str(defense).strip())
+
+
+@functools.cache
+def _split_defense(text: str) -> GridDefense:
     head, plus, rest = text.partition("+")
     name, at, layer = head.partition("@")
     if name.strip().lower() != PRECODE:
-        return None, text
-    return (layer.strip() if at else "classifier"), (rest.strip() if plus else "none")
+        return GridDefense(None, text)
+    return GridDefense(layer.strip() if at else "classifier", rest.strip() if plus else "none")
 
 
 def canonical_defense(spec: str) -> str:
@@ -155,7 +175,7 @@ def _layer_names(model: str) -> frozenset[str]:
 
 def defense_applies(model: str, defense: str) -> bool:
     """Whether the defense can be applied to the model: its PRECODE layer (if any) exists in the model."""
-    at, _ = split_defense(defense)
+    at = split_defense(defense).at
     return at is None or at in _layer_names(model)
 
 
@@ -171,8 +191,8 @@ def attack_applies(model: str, defense: str, attack: str) -> bool:
     if attack == "analytic":
         return analytic_applies(model)
     if attack in ADAPTIVE_ATTACKS:
-        return split_defense(defense)[0] is not None
-    return split_defense(defense)[0] is None or defense == PRECODE  # not against a variant of PRECODE
+        return split_defense(defense).precode
+    return not split_defense(defense).precode or defense == PRECODE  # not against a variant of PRECODE
 
 
 @dataclasses.dataclass(frozen=True)
