@@ -167,3 +167,19 @@ def test_chapters_that_share_experiments_run_one_after_the_other_on_one_worker()
                                       for n in between), order
     blocks = "".join("c" if o != "unit" else "u" for o in order)
     assert blocks.startswith("c") and blocks.count("uc") == 1 and blocks.endswith("u")  # two blocks, two halves
+
+
+def test_every_chapter_is_a_valid_notebook_with_cell_ids():
+    # nbformat 4.5's schema: every cell has an id, markdown cells carry no outputs (nbformat warns
+    # about a missing id today and says it will become an error)
+    import warnings
+
+    import nbformat
+
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            nb = nbformat.read(str(path), as_version=4)
+            nbformat.validate(nb)
+        ids = [c["id"] for c in nb.cells]
+        assert len(set(ids)) == len(ids), f"{path.name}: repeated cell ids"
