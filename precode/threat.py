@@ -32,7 +32,7 @@ from .attacks.malicious import switch_off_sampling
 from .errors import InputError
 from .seeds import Streams, streams
 
-__all__ = ["ThreatModel", "SERVERS", "LABELS", "LABEL_RULES", "label_rule_of"]
+__all__ = ["ThreatModel", "SERVERS", "LABELS", "LABEL_RULES", "label_rule_of", "papers_threat"]
 
 SERVERS = ("honest", "malicious")
 LABELS = ("given", "inferred")
@@ -126,3 +126,16 @@ class ThreatModel:
                    else f"client defense {self.defense} (known to the server, its random draws not)")
         return (f"threat model: {server}; {labels}; client batches of {self.batch_size} {plural}; {defense}; "
                 f"seed {self.seed}, client and attacker streams separate")
+
+
+def papers_threat(attack: str, batch_size: int = 1, seed: int = 0) -> ThreatModel:
+    """The threat model of an attack as its paper states it (chapters 2 and 3): DLG optimises the
+    labels with the image and iDLG reads them off the gradient (``labels="inferred"``, by
+    :func:`label_rule_of`); every other attack is given them. An honest server, no client defense.
+
+    Raises:
+        ValueError: a batch size below 1 (as :class:`ThreatModel`).
+    """
+    given = str(attack).lower() not in ("dlg", "idlg")
+    return ThreatModel(labels="given" if given else "inferred", label_rule=label_rule_of(attack),
+                       batch_size=batch_size, seed=seed)

@@ -362,3 +362,18 @@ def test_defense_spec_names_a_family_at_a_level():
         defense_spec("magic", 0.1)
     with pytest.raises(ValueError, match="fraction"):
         defense_spec("prune", 1.5)
+
+
+def test_defense_key_names_every_level_as_the_prose_does():
+    from precode.defenses import DEFENSE_LEVELS, defense_key, defense_spec
+
+    keys = [defense_key(f, level) for f, levels in DEFENSE_LEVELS.items() for level in levels]
+    assert keys == ["g1e-4", "g1e-3", "g1e-2", "g1e-1", "l1e-4", "l1e-3", "l1e-2", "l1e-1", "p0.5", "p0.9", "p0.99",
+                    "dp0.01", "dp0.1", "dp1"]
+    assert defense_key("none", None) == "none" and defense_key("none, DP budget", None) == "none_dp"
+    for level in DEFENSE_LEVELS["dp"]:
+        defense_spec("dp", level)  # every level is a valid spec
+    with pytest.raises(ValueError, match="unknown defense family"):
+        defense_key("noise", 0.1)
+    with pytest.raises(ValueError, match="power of ten"):
+        defense_key("gaussian", 0.03)

@@ -74,3 +74,14 @@ def test_only_dlg_optimises_its_labels():
 
     assert label_rule_of("dlg") == label_rule_of("DLG") == "optimised"
     assert {label_rule_of(a) for a in ("idlg", "ig", "analytic", "ig-omit", "ig-joint")} == {"auto"}
+
+
+def test_papers_threat_gives_the_labels_except_to_dlg_and_idlg():
+    from precode.threat import papers_threat
+
+    assert papers_threat("ig").labels == "given" and papers_threat("analytic", 4, seed=3).batch_size == 4
+    assert (papers_threat("dlg").labels, papers_threat("dlg").label_rule) == ("inferred", "optimised")
+    assert (papers_threat("idlg").labels, papers_threat("idlg").label_rule) == ("inferred", "auto")
+    assert papers_threat("idlg", seed=5).seed == 5
+    with pytest.raises(ValueError, match="batch size"):
+        papers_threat("ig", 0)

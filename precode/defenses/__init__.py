@@ -35,12 +35,13 @@ from .dp import (
 from .noise import GaussianNoise, LaplacianNoise, add_gaussian_noise, add_laplacian_noise
 from .partial import PartialGaussianNoise, gradients_before_sampling
 from .pruning import GradientPruning, prune_gradients
-from .spec import DEFENSE_FORMS, DEFENSE_NAMES, defense_spec, parse_defense
+from .spec import DEFENSE_FORMS, DEFENSE_LEVELS, DEFENSE_NAMES, DP_CLIP, defense_key, defense_spec, parse_defense
 
 __all__ = [
     "Defense", "NoDefense", "GaussianNoise", "LaplacianNoise", "GradientPruning", "DPSGD", "TrainingResult",
     "PartialGaussianNoise", "gradients_before_sampling",
-    "parse_defense", "defense_spec", "train_with_defense", "DEFENSE_FORMS", "DEFENSE_NAMES", "DELTA",
+    "parse_defense", "defense_spec", "defense_key", "DEFENSE_LEVELS", "DP_CLIP", "train_with_defense",
+    "DEFENSE_FORMS", "DEFENSE_NAMES", "DELTA",
     "add_gaussian_noise", "add_laplacian_noise", "prune_gradients",
     "per_sample_gradients", "clip_per_sample", "compute_dp_shared_gradients", "train_dp", "dp_epsilon",
 ]

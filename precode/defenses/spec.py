@@ -25,7 +25,8 @@ from .noise import GaussianNoise, LaplacianNoise
 from .partial import PartialGaussianNoise
 from .pruning import GradientPruning
 
-__all__ = ["parse_defense", "defense_spec", "DEFENSE_FORMS", "DEFENSE_NAMES"]
+__all__ = ["parse_defense", "defense_spec", "defense_key", "DEFENSE_FORMS", "DEFENSE_NAMES", "DEFENSE_LEVELS",
+           "DP_CLIP"]
 
 DEFENSE_NAMES = ("none", "gaussian", "laplacian", "prune", "dp", "partial-gaussian")
 DEFENSE_FORMS = (
@@ -53,12 +54,48 @@ def _number(spec: str, text: str, what: str) -> float:
     return value
 
 
+DEFENSE_LEVELS: dict[str, tuple[float, ...]] = {
+    "gaussian": (1e-4, 1e-3, 1e-2, 1e-1),   # standard deviation sigma, gradient units
+    "laplacian": (1e-4, 1e-3, 1e-2, 1e-1),  # Laplace scale b, gradient units
+    "prune": (0.5, 0.9, 0.99),              # fraction p of every tensor set to zero
+    "dp": (0.01, 0.1, 1.0),                 # noise multiplier z, with the clipping norm DP_CLIP
+}
+"""The strengths of each gradient-defense family that chapter 4 attacks and chapter 5 trains with:
+one definition, so that chapter 5 asks the experiment store for exactly chapter 4's attacks."""
+
+DP_CLIP = 1.0
+"""DP-SGD's clipping norm ``C`` in chapters 4 and 5 (``defense_spec("dp", z, clip=DP_CLIP)``)."""
+
+
+def defense_key(family: str, level: float | None) -> str:
+    """The short name of a family's level in chapters 4 and 5's glued values: ``("gaussian", 0.01)``
+    -> ``"g1e-2"``, ``("laplacian", 0.1)`` -> ``"l1e-1"``, ``("prune", 0.99)`` -> ``"p0.99"``,
+    ``("dp", 0.1)`` -> ``"dp0.1"``, ``("none", None)`` -> ``"none"`` and ``("none, DP budget", None)``
+    (chapter 5's undefended training on DP-SGD's images) -> ``"none_dp"``.
+
+    Raises:
+        ValueError: an unknown family, or a noise scale that is not a power of ten.
+    """
+    short = {"none": "none", "none, DP budget": "none_dp", "gaussian": "g", "laplacian": "l", "prune": "p",
+             "dp": "dp"}
+    if family not in short:
+        raise InputError(f"unknown defense family {family!r}; choose one of {sorted(short)}")
+    if level is None:
+        return short[family]
+    if family in ("gaussian", "laplacian"):
+        exponent = math.log10(level) if level > 0 else math.nan
+        if not math.isfinite(exponent) or abs(exponent - round(exponent)) > 1e-9:
+            raise InputError(f"{family} level {level!r} has no short name: it is not a power of ten")
+        return f"{short[family]}1e{round(exponent)}"
+    return f"{short[family]}{level:g}"
+
+
 def defense_spec(family: str, level: float | None = None, *, clip: float = 1.0) -> str:
     """The spec of a defense family at one level: ``("gaussian", 0.01)`` -> ``"gaussian:0.01"``,
     ``("dp", 0.1)`` -> ``"dp:clip=1.0,noise=0.1"`` (``level`` is the noise multiplier, ``clip`` the
     clipping norm), ``("none", None)`` -> ``"none"``. The spec is checked (:func:`parse_defense`).
 
-    Used in chapter 4, which sweeps each family's levels.
+    Used in chapters 4 and 5, which sweep each family's levels.
     """
     name = str(family).strip().lower()
     if name == "none":
