@@ -128,12 +128,16 @@ class GradientMatcher:
         else:  # l2: |t|^2 over the weights of the shortcut's layers only, in float64 (see _victim_distance)
             self._target_sq = sum((_squared_norms(self._targets[f"{m}.weight"]) for m in self._linear),
                                   torch.zeros(self.num_victims, dtype=torch.float64, device=self._device))
-            for m in self._linear:
-                self._targets[f"{m}.weight"] = self._targets[f"{m}.weight"].double()
         self._factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for name in self._linear:
             rows = math.prod(self._probe_shapes[name][:-1])
-            factors = _factorize(self._targets[f"{name}.weight"], rows)
+            # l2 factors in float64: DLG converges to distances near zero only when the target is of
+            # low rank (no noise), and there the inner product needs float64's precision. A target
+            # that is not of low rank (noise, pruning, clipping) keeps float32: its distance never
+            # falls below the perturbation's own size, and reading a float64 copy of every victim's
+            # weight gradient each evaluation made iDLG's noisy cells memory-bound at twice the cost.
+            weight = self._targets[f"{name}.weight"]
+            factors = _factorize(weight.double() if distance == "l2" else weight, rows)
             if factors is not None:
                 self._factors[name] = factors
                 del self._targets[f"{name}.weight"]  # the factors replace it
@@ -230,8 +234,8 @@ class GradientMatcher:
             if name in factors:
                 q, vt = factors[name]
                 dot = ((delta @ q) * (h @ vt.mT)).sum()
-            else:
-                dot = ((delta @ targets[f"{name}.weight"]) * h).sum()
+            else:  # a dense float32 target (see __init__): the product in float32, summed in float64
+                dot = ((g_probe[name].reshape(-1, module.out_features) @ targets[f"{name}.weight"]).double() * h).sum()
             total = total + ((delta @ delta.mT) * (h @ h.mT)).sum() - 2 * dot
             if f"{name}.bias" in self.names:
                 total = total + (delta.sum(0) - targets[f"{name}.bias"]).square().sum()
