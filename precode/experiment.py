@@ -168,9 +168,12 @@ def _run_cases(attack, model, victims, threat, defenses, iterations, restarts, p
         cosines.append(metrics.gradient_cosine(shared[-1], plain).cpu().numpy())
     together = shared[0] if len(cases) == 1 else {n: torch.cat([s[n] for s in shared]) for n in shared[0]}
     del shared
+    # the true images go in as the probe only: the attack evaluates its objective there for the report
+    # (truth_distance), it never optimises towards them
     result = reconstruct(attack, model, together, victims.input_shape, batch_size=b,
                          labels=labels.repeat(len(cases)) if threat.labels_given else None, iterations=iterations,
-                         restarts=restarts, seed=threat.streams.attacker, progress=progress, **options)
+                         restarts=restarts, seed=threat.streams.attacker, progress=progress,
+                         probe=images.repeat(len(cases), 1, 1, 1), **options)
     n, problems = len(victims), len(victims) // b
     return [_scored(_case_slice(result, k, n, problems), victims, threat, cosine) for k, cosine in enumerate(cosines)]
 
@@ -229,10 +232,12 @@ def _unpacked(entry: dict, threat: ThreatModel) -> AttackRun:
 def _case_slice(result: AttackResult, k: int, n: int, problems: int) -> AttackResult:
     """Case ``k`` of a batched result: its ``n`` images and ``problems`` victims' losses."""
     rows, cols = slice(k * n, (k + 1) * n), slice(k * problems, (k + 1) * problems)
+    per_problem = {name: None if getattr(result, name) is None else getattr(result, name)[cols]
+                   for name in ("truth_distance", "problem_evaluations")}
     return dataclasses.replace(
         result, reconstructions=result.reconstructions[rows], labels=result.labels[rows],
         loss_history=result.loss_history[:, cols],
-        restart_losses=None if result.restart_losses is None else result.restart_losses[:, cols],
+        restart_losses=None if result.restart_losses is None else result.restart_losses[:, cols], **per_problem,
     )
 
 

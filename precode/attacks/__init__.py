@@ -54,7 +54,7 @@ from .matching import GradientMatcher, select_layers
 
 __all__ = [
     "resolved_budget",
-    "ATTACK_NAMES", "ATTACKS", "IG_ATTACKS", "AttackResult", "reconstruct", "dlg", "idlg", "inverting_gradients",
+    "ATTACK_NAMES", "ATTACKS", "IG_ATTACKS", "PROBED_ATTACKS", "AttackResult", "reconstruct", "dlg", "idlg", "inverting_gradients",
     "analytic_attack", "infer_labels", "last_layer", "first_linear_layer", "linear_layer_input",
     "GradientMatcher", "select_layers",
     "total_variation", "batched_lbfgs", "prepare_gradients", "ig_omit", "ig_joint", "ig_mean", "ig_eot", "encoder_leak",
@@ -75,6 +75,9 @@ ATTACKS: dict[str, Callable[..., AttackResult]] = {
 ATTACK_NAMES = tuple(ATTACKS)
 IG_ATTACKS = ("ig", "ig-omit", "ig-joint", "ig-mean", "ig-eot")
 """The attacks built on Inverting Gradients' loop: their budget is Inverting Gradients' (steps, restarts)."""
+PROBED_ATTACKS = ("dlg", "idlg", "ig", "ig-omit", "ig-mean", "ig-eot")
+"""The attacks that report ``truth_distance`` (their objective at the true images) when given a ``probe``:
+those that minimise a matching distance over the images alone."""
 
 
 def resolved_budget(attack: str, iterations: int | None = None, restarts: int | None = None,
@@ -105,6 +108,7 @@ def reconstruct(
     restarts: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    probe: torch.Tensor | None = None,
     **options,
 ) -> AttackResult:
     """Run the attack called ``name`` on the shared gradients of one or many victims.
@@ -123,6 +127,9 @@ def reconstruct(
         iterations, restarts: default to the profile's values (:func:`precode.profiles.get_profile`).
         seed: seeds the starting points and PRECODE's noise; the same seed gives the same result.
         progress: tqdm progress bar on stderr.
+        probe: the true images ``(N * B, C, H, W)``, which only the scoring side knows: the attack
+            never uses them; those of :data:`PROBED_ATTACKS` evaluate their own matching distance
+            there and return it as the result's ``truth_distance`` (the others ignore it).
         **options: the attack's keyword arguments (``lr``, ``tv``, ``layers`` ... see each attack).
 
     Returns:
@@ -138,5 +145,7 @@ def reconstruct(
         raise InputError(f"unknown attack {name!r}; choose one of {list(ATTACK_NAMES)}")
     if int(batch_size) < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    if probe is not None and key in PROBED_ATTACKS:
+        options["probe"] = probe
     return ATTACKS[key](model, shared_gradients, input_shape, batch_size=int(batch_size), labels=labels,
                         iterations=iterations, restarts=restarts, seed=seed, progress=progress, **options)

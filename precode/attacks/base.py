@@ -50,6 +50,16 @@ class AttackResult:
             analytic attack. Compare optimisers at equal ``evaluations``.
         features: what the attack read inside the model, per victim, when it reads something:
             the encoder leak's recovered encoder inputs ``(N, D)``; ``None`` for the others.
+        truth_distance: ``(N,)``, the attacker's own matching distance (the quantity in
+            ``loss_history``, without its image prior) evaluated at the true victims' images with
+            the labels the attack used; ``None`` unless the experiment asked for it (``probe``
+            of :func:`precode.attacks.reconstruct`, which only the scoring side knows) or when the
+            attack has no such objective (analytic, encoder leak) or optimises more than the image
+            (``ig-joint``'s noise). An attack that ends at or below it has found images that its
+            objective rates as well as the truth: the objective no longer singles out the victim,
+            and a failure is not the optimiser's. One that ends above it failed to optimise.
+        problem_evaluations: ``(N,)`` evaluations of the matching loss each victim's problem used
+            (its restarts together); ``None``: every victim used :attr:`evaluations`.
     """
 
     reconstructions: torch.Tensor
@@ -60,10 +70,29 @@ class AttackResult:
     attack: str = ""
     evaluations: int = 0
     features: torch.Tensor | None = None
+    truth_distance: torch.Tensor | None = None
+    problem_evaluations: torch.Tensor | None = None
 
     @property
     def num_victims(self) -> int:
         return int(self.loss_history.shape[1])
+
+    @property
+    def distance(self) -> torch.Tensor | None:
+        """``(N,)``: each victim's final matching distance, of the restart that was kept (``None`` for
+        the attacks without a loop)."""
+        if self.restart_losses is not None and self.restart_losses.numel():
+            return self.restart_losses.min(dim=0).values
+        if self.loss_history.shape[0]:
+            return self.loss_history[-1]
+        return None
+
+    def victim_evaluations(self) -> torch.Tensor:
+        """``(N,)``: evaluations each victim's problem used (:attr:`problem_evaluations`, else
+        :attr:`evaluations` for every victim)."""
+        if self.problem_evaluations is not None:
+            return self.problem_evaluations
+        return torch.full((self.num_victims,), int(self.evaluations), dtype=torch.long)
 
 
 def model_device(model: nn.Module) -> torch.device:

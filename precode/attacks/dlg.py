@@ -40,6 +40,7 @@ from ..errors import InputError
 from ..profiles import get_profile
 from ..training import seeded
 from .base import AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels
+from .ig import distance_at
 from .labels import infer_labels, last_layer
 from .lbfgs import batched_lbfgs
 from .matching import GradientMatcher
@@ -62,6 +63,8 @@ def dlg(
     max_eval: int = 20,
     min_progress: float = 0.0,
     layers: Sequence[str] | None = None,
+    restart_stalled: bool = True,
+    probe: torch.Tensor | None = None,
 ) -> AttackResult:
     """Reconstruct every victim's images (and soft labels) with DLG.
 
@@ -80,10 +83,19 @@ def dlg(
             an iteration stops; with 0 (default) only those whose distance did not fall at all
             (converged to rounding noise, or stuck) stop early.
         layers: parameter names whose gradients are matched (``None``: all).
+        restart_stalled: a victim whose L-BFGS iteration makes no progress (a failed line search:
+            converged to rounding noise, or stuck) starts again from a fresh random point (drawn
+            from the seed) and keeps the best point of all its starts, so that every victim spends
+            the whole budget of ``iterations`` (default); ``False``: it stops for good, as
+            ``torch.optim.LBFGS`` would (chapter 2 compares).
+        probe: the true images, for ``truth_distance`` (see
+            :func:`~precode.attacks.ig.inverting_gradients`); DLG evaluates it with the soft labels
+            it found.
 
     Returns:
         An :class:`~precode.attacks.base.AttackResult`; ``loss_history`` holds the squared
-        gradient distance after every iteration.
+        gradient distance after every iteration (with ``restart_stalled``: the best so far);
+        ``problem_evaluations`` what each victim spent.
     """
     start = time.perf_counter()
     shape = check_input_shape(input_shape)
@@ -117,10 +129,18 @@ def dlg(
     bar = tqdm(total=iterations, desc=f"{name}: {n} victim(s) x {restarts} restart(s)", disable=not progress,
                leave=False)
 
+    def fresh(k: int) -> torch.Tensor:  # the k-th fresh start of every problem, from the seed
+        z = initial_tensor((restarts * n, pixels), seed + 7919 * k, "randn", device)
+        if known is None:
+            z = torch.cat([z, initial_tensor((restarts * n, batch_size * num_classes), seed + 7919 * k + 1, "randn",
+                                             device)], dim=1)
+        return z
+
     with seeded(seed, device):
         z, final, history, spent = batched_lbfgs(evaluate, x0.reshape(restarts * n, -1), iterations, lr=lr,
                                           max_iter=max_eval, min_progress=min_progress,
-                                          on_iteration=lambda i, f: bar.update(1))
+                                          on_iteration=lambda i, f: bar.update(1),
+                                          restart=fresh if restart_stalled else None)
     # [/dlg-lbfgs]
     bar.close()
     final = final.reshape(restarts, n)
@@ -129,6 +149,9 @@ def dlg(
     victims = torch.arange(n)
     x, y = split(z)
     images, found = x[best, victims], y[best, victims]
+    truth = None
+    if probe is not None:
+        truth = distance_at(matcher, probe, y[best.to(y.device), victims.to(y.device)], n, batch_size, shape)
     if found.is_floating_point():
         found = found.argmax(-1)
     return AttackResult(
@@ -139,6 +162,8 @@ def dlg(
         restart_losses=final.cpu(),
         attack="dlg" if known is None else "idlg",
         evaluations=int(spent.max()),  # the most any victim and restart used
+        truth_distance=truth,
+        problem_evaluations=spent.reshape(restarts, n).sum(0),
     )
 
 

@@ -38,7 +38,7 @@ from .base import AttackResult, check_input_shape, initial_tensor, model_device,
 from .labels import infer_labels, last_layer
 from .matching import GradientMatcher
 
-__all__ = ["inverting_gradients", "total_variation"]
+__all__ = ["inverting_gradients", "total_variation", "distance_at"]
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:
@@ -69,6 +69,7 @@ def inverting_gradients(
     signed: bool = True,
     boxed: bool = True,
     matcher=None,
+    probe: torch.Tensor | None = None,
 ) -> AttackResult:
     """Reconstruct every victim's images with Inverting Gradients.
 
@@ -107,6 +108,10 @@ def inverting_gradients(
             chapter 10's :class:`~precode.attacks.updates.UpdateMatcher`, which replays a client's
             local steps (``layers`` is then the matcher's business); ``None``: a
             :class:`~precode.attacks.matching.GradientMatcher` on ``layers``.
+        probe: the true images ``(N * B, C, H, W)``, given only by the scoring side (the
+            experiment, which knows the victims): the attack never uses them, it only evaluates its
+            matching distance there (with its labels and, for ``ig-eot``, its own noise draws) and
+            returns it as ``truth_distance``.
 
     Returns:
         An :class:`~precode.attacks.base.AttackResult`.
@@ -164,6 +169,7 @@ def inverting_gradients(
                 bar.set_postfix(distance=f"{float(distance.detach().mean()):.4f}")
         x = torch.cat(groups, dim=1).detach()
         final = matcher.distances(x, y_trials).detach()
+        truth = None if probe is None else distance_at(matcher, probe, y, n, batch_size, shape)
 
     best = final.argmin(dim=0)  # by gradient distance only
     # [/ig-loop]
@@ -177,5 +183,16 @@ def inverting_gradients(
         restart_losses=final.cpu(),
         attack="ig",
         evaluations=int(iterations),
+        truth_distance=truth,
     )
+
+
+def distance_at(matcher, images: torch.Tensor, labels: torch.Tensor, n: int, batch_size: int,
+                shape: Sequence[int]) -> torch.Tensor:
+    """``(N,)``: ``matcher``'s distance at the given images ``(N * B, C, H, W)`` with the labels
+    ``(N, B)`` (ints, or DLG's soft labels ``(N, B, classes)``), on the CPU: the attacker's objective
+    at the truth, for :attr:`~precode.attacks.base.AttackResult.truth_distance`."""
+    device = labels.device
+    x = images.detach().to(device=device, dtype=torch.float32).reshape(1, n, batch_size, *shape)
+    return matcher.distances(x, labels.detach()[None]).detach()[0].cpu()
 

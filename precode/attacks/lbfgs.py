@@ -40,6 +40,7 @@ def batched_lbfgs(
     tolerance_change: float = 1e-9,
     min_progress: float = 0.0,
     on_iteration: Callable[[int, Tensor], None] | None = None,
+    restart: Callable[[int], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Minimise ``P`` independent problems with L-BFGS and strong-Wolfe line searches.
 
@@ -54,13 +55,22 @@ def batched_lbfgs(
             at all stop: their line search failed (they reached rounding noise or a dead end)
             and ``torch.optim.LBFGS`` would repeat the same failed step.
         on_iteration: called as ``on_iteration(i, losses)`` after each iteration.
+        restart: ``None`` (a problem that stops stays stopped, as ``torch.optim.LBFGS``), or a
+            function ``restart(k) -> (P, D)`` giving the ``k``-th set of fresh starting points
+            (``k = 1, 2, ...``): a problem whose iteration made no progress (the same test as the
+            stop) starts again from its row of a fresh set, with an empty history, and the best
+            point any of its starts reached is returned. So every problem spends the whole
+            budget of ``iterations`` on its own search instead of idling while the others finish
+            (their evaluations are batched, so the idle rows cost the same time).
 
     Returns:
         ``(x, losses, history, evaluations)``: final variables ``(P, D)``, final losses ``(P,)``,
         the loss after every iteration ``(iterations, P)`` (on the CPU) and the evaluations of
         loss and gradient each problem used ``(P,)``, its start included: at most
-        ``1 + iterations * max_iter * 5 // 4``. (``evaluate`` is called for all problems at once,
-        whenever one needs it, so it may be called more often than any one problem counts.)
+        ``1 + iterations * max_iter * 5 // 4`` (with ``restart``: each start's first evaluation
+        too). (``evaluate`` is called for all problems at once, whenever one needs it, so it may be
+        called more often than any one problem counts.) With ``restart``, ``x`` and ``losses`` are
+        the best any start reached and ``history`` the best so far after every iteration.
     """
     p_count, dim = x0.shape
     dtype, device = x0.dtype, x0.device
@@ -89,6 +99,8 @@ def batched_lbfgs(
     history = torch.empty(iterations, p_count, dtype=dtype)
     stopped = torch.zeros(p_count, dtype=torch.bool, device=device)
     spent = torch.ones(p_count, dtype=torch.long, device=device)  # the start's evaluation
+    best_x, best_f = x.clone(), torch.where(torch.isfinite(f), f, torch.full_like(f, torch.inf))
+    starts = 0
 
     for it in range(iterations):
         if bool(stopped.all()):  # nothing left to do: the remaining iterations repeat the last loss
@@ -153,10 +165,34 @@ def batched_lbfgs(
             running &= g.abs().amax(1) > tolerance_grad
             running &= (d * t[:, None]).abs().amax(1) > tolerance_change
             running &= (f - prev_f).abs() >= tolerance_change
-        stopped |= ~(f < f_start - min_progress * f_start.abs())
-        history[it] = f.cpu()
+        stalled = ~(f < f_start - min_progress * f_start.abs())
+        if restart is None:
+            stopped |= stalled
+            history[it] = f.cpu()
+            if on_iteration is not None:
+                on_iteration(it, f)
+            continue
+        better = f < best_f
+        best_x, best_f = torch.where(better[:, None], x, best_x), torch.where(better, f, best_f)
+        history[it] = best_f.cpu()
         if on_iteration is not None:
-            on_iteration(it, f)
+            on_iteration(it, best_f)
+        if bool(stalled.any()) and it + 1 < iterations:  # fresh starts for the stalled problems
+            starts += 1
+            fresh = restart(starts).to(dtype=dtype, device=device).reshape(p_count, dim)
+            x = torch.where(stalled[:, None], fresh, x)
+            f_fresh, g_fresh = value_and_grad(x)
+            f, g = torch.where(stalled, f_fresh, f), torch.where(stalled[:, None], g_fresh, g)
+            spent += stalled.long()
+            head, stored = torch.where(stalled, 0, head), torch.where(stalled, 0, stored)
+            started &= ~stalled
+            h_diag = torch.where(stalled, 1.0, h_diag)
+            d, t = torch.where(stalled[:, None], 0.0, d), torch.where(stalled, 0.0, t)
+            prev_g = torch.where(stalled[:, None], g, prev_g)
+            better = f < best_f
+            best_x, best_f = torch.where(better[:, None], x, best_x), torch.where(better, f, best_f)
+    if restart is not None:
+        return best_x, best_f, history, spent.cpu()
     return x, f, history, spent.cpu()
 
 

@@ -66,6 +66,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--precode", action="store_true", help="insert a PRECODE bottleneck before the classifier")
     p.add_argument("--precode-at", metavar="LAYER",
                    help="insert the PRECODE bottleneck before the layer LAYER instead (implies --precode)")
+    p.add_argument("--labels", default="inferred", metavar="{inferred,given}",
+                   help="inferred (default): the server reads each victim's label off the gradient (DLG optimises "
+                        "it); given: the server knows the labels (the PRECODE paper's evaluation, the attacker's "
+                        "best case)")
     p.add_argument("--server", default="honest", metavar="{honest,malicious}",
                    help="honest-but-curious (default), or malicious: sends weights that switch PRECODE's sampling off")
     p.add_argument("--defense", default="none", metavar="SPEC",
@@ -93,15 +97,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def threat_model(args: argparse.Namespace) -> ThreatModel:
-    """The command's threat model: an honest-but-curious server that infers the labels (DLG optimises
-    them), the client's batch size and defense (PRECODE and ``--defense``), the seed."""
+    """The command's threat model: the server (``--server``), the labels given to it or inferred
+    (``--labels``; DLG optimises them), the client's batch size and defense (PRECODE and ``--defense``),
+    the seed."""
     defense = parse_defense(args.defense).spec
     if args.precode or args.precode_at:
         at = args.precode_at or "classifier"
         precode = "precode" if at == "classifier" else f"precode@{at}"
         defense = precode if defense == "none" else f"{precode}+{defense}"
-    return ThreatModel(server=args.server, labels="inferred", label_rule=label_rule_of(args.attack),
-                       batch_size=args.batch_size, defense=defense, seed=args.seed)
+    return ThreatModel(server=args.server, labels=str(args.labels).strip().lower(),
+                       label_rule=label_rule_of(args.attack), batch_size=args.batch_size, defense=defense, seed=args.seed)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -127,6 +132,26 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _resolved_budget(attack: str, args: argparse.Namespace, profile) -> tuple[int | None, int | None]:
     return resolved_budget(attack, args.iterations or None, args.restarts or None, profile)
+
+
+def _per_client(values: torch.Tensor | None, clients: int) -> list[float | None]:
+    """Per-client floats for the JSON (``None`` where the attack has no such number, or it is not finite)."""
+    if values is None:
+        return [None] * clients
+    return [float(v) if math.isfinite(float(v)) else None for v in values.tolist()]
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known and len(known) == len(values) else None
+
+
+def _below(ended: list[float | None], truth: list[float | None]) -> float | None:
+    """The fraction of clients whose attack ended at or below the true images' distance (within 1e-6)."""
+    pairs = [(e, t) for e, t in zip(ended, truth) if e is not None and t is not None]
+    if not pairs or len(pairs) != len(truth):
+        return None
+    return sum(e <= t + 1e-6 for e, t in pairs) / len(pairs)
 
 
 def _save_figure(path: str, originals: torch.Tensor, recon: torch.Tensor, title: str) -> None:
@@ -168,11 +193,13 @@ def _table(config: dict[str, Any], results: list[dict], summary: dict[str, Any],
         f" ({config['trained_epochs']} training epochs), victims: first {config['images']} of {config['data']}"
         f" in batches of {config['batch_size']}{budget}, seed {config['seed']}, profile {config['profile']}",
         str(threat),
-        f"{'index':>6} {'label':>6} {'pred':>6} {'mse':>10} {'psnr':>8} {'ssim':>7}",
+        f"{'index':>6} {'label':>6} {'pred':>6} {'mse':>10} {'psnr':>8} {'ssim':>7} {'evals':>6} {'distance':>9} "
+        f"{'at truth':>9}",
     ]
     for r in results:
         lines.append(f"{r['index']:>6} {r['label']:>6} {r['label_pred']:>6} {r['mse']:>10.3g} "
-                     f"{r['psnr']:>8.2f} {format_or_na(r['ssim'], '7.4f'):>7}")
+                     f"{r['psnr']:>8.2f} {format_or_na(r['ssim'], '7.4f'):>7} {r['evaluations']:>6d} "
+                     f"{format_or_na(r['distance'], '9.3g'):>9} {format_or_na(r['truth_distance'], '9.3g'):>9}")
     lines.append(f"{'mean':>6} {'':>6} {'':>6} {summary['mse']:>10.3g} {summary['psnr']:>8.2f} "
                  f"{format_or_na(summary['ssim'], '7.4f'):>7}   label accuracy {summary['label_accuracy']:.3f}, "
                  f"attack {summary['seconds']:.1f} s")
@@ -226,15 +253,24 @@ def run(args: argparse.Namespace) -> int:
         "client_seed": rng.client, "attacker_seed": rng.attacker,
         "profile": profile.name, "device": str(device), "threat_model": threat.to_dict(),
     }
+    # per client (one shared gradient of B images): the budget it spent, where it ended and where the
+    # true images lie under the same objective (an attack that ends above that failed to optimise)
+    spent = result.victim_evaluations()
+    b = args.batch_size
+    ended, truth = (_per_client(v, len(victims) // b) for v in (result.distance, result.truth_distance))
     results = [
-        {"index": i, "label": int(victims.labels[i]), "label_pred": int(predicted[i]), "mse": float(mse[i]),
-         "psnr": float(psnr[i]), "ssim": None if ssim is None else float(ssim[i])}
+        {"index": i, "client": i // b, "label": int(victims.labels[i]), "label_pred": int(predicted[i]),
+         "mse": float(mse[i]), "psnr": float(psnr[i]), "ssim": None if ssim is None else float(ssim[i]),
+         "evaluations": int(spent[i // b]), "distance": ended[i // b], "truth_distance": truth[i // b]}
         for i in range(len(victims))
     ]
     summary = {
         "mse": float(mse.mean()), "psnr": float(psnr.mean()),
         "ssim": None if ssim is None else float(sum(ssim) / len(ssim)),
         "label_accuracy": run_.label_accuracy, "seconds": float(result.seconds),
+        "evaluations": int(spent.max()) if len(spent) else 0,
+        "distance": _mean(ended), "truth_distance": _mean(truth),
+        "ended_at_or_below_truth": _below(ended, truth),
     }
     table = _table(config, results, summary, threat)
     print(table, file=sys.stderr if args.json == "-" else sys.stdout)
