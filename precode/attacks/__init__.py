@@ -54,7 +54,8 @@ from .matching import GradientMatcher, select_layers
 
 __all__ = [
     "resolved_budget",
-    "ATTACK_NAMES", "ATTACKS", "IG_ATTACKS", "PROBED_ATTACKS", "AttackResult", "reconstruct", "dlg", "idlg", "inverting_gradients",
+    "ATTACK_NAMES", "ATTACKS", "IG_ATTACKS", "PROBED_ATTACKS", "AttackResult", "reconstruct", "dlg", "idlg",
+    "inverting_gradients",
     "analytic_attack", "infer_labels", "last_layer", "first_linear_layer", "linear_layer_input",
     "GradientMatcher", "select_layers",
     "total_variation", "batched_lbfgs", "prepare_gradients", "ig_omit", "ig_joint", "ig_mean", "ig_eot", "encoder_leak",

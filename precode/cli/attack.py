@@ -106,7 +106,8 @@ def threat_model(args: argparse.Namespace) -> ThreatModel:
         precode = "precode" if at == "classifier" else f"precode@{at}"
         defense = precode if defense == "none" else f"{precode}+{defense}"
     return ThreatModel(server=args.server, labels=str(args.labels).strip().lower(),
-                       label_rule=label_rule_of(args.attack), batch_size=args.batch_size, defense=defense, seed=args.seed)
+                       label_rule=label_rule_of(args.attack), batch_size=args.batch_size, defense=defense,
+                       seed=args.seed)
 
 
 def _check_args(args: argparse.Namespace) -> None:
