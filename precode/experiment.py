@@ -61,6 +61,9 @@ class AttackRun:
         gradient_cosine: per client, the cosine between the gradient it shared and the one it would
             have shared without its defense (the same PRECODE draws): how much of the gradient's
             direction the defense left; 1 without a defense.
+        inferred_labels: per victim, the label iDLG's rule (:func:`precode.attacks.infer_labels`)
+            reads off its client's shared gradient, matched to the victims per batch as ``labels``:
+            what an attacker that is not given the labels would have (``None``: not computed).
     """
 
     result: AttackResult
@@ -72,6 +75,7 @@ class AttackRun:
     label_accuracy: float
     threat: ThreatModel
     gradient_cosine: np.ndarray | None = None
+    inferred_labels: torch.Tensor | None = None
 
     def success(self, threshold: float) -> np.ndarray:
         """Per victim: whether its reconstruction reached SSIM ``threshold``."""
@@ -156,10 +160,11 @@ def _run_cases(attack, model, victims, threat, defenses, iterations, restarts, p
     device = next(model.parameters()).device
     threat.weights_sent(model)
     images, labels = victims.images.to(device), victims.labels.to(device)
-    shared, cosines = [], []
+    shared, cosines, inferred = [], [], []
     for defense in cases:
         with seeded(threat.streams.client, device):  # PRECODE's sampling noise: the client's stream
             shared.append(compute_victim_gradients(model, images, labels, batch_size=b, defense=defense))
+        inferred.append(_rule_labels(model, shared[-1], b))  # what the gradient gives away
         if defense is None:
             cosines.append(np.ones(len(victims) // b))
             continue
@@ -175,7 +180,17 @@ def _run_cases(attack, model, victims, threat, defenses, iterations, restarts, p
                          restarts=restarts, seed=threat.streams.attacker, progress=progress,
                          probe=images.repeat(len(cases), 1, 1, 1), **options)
     n, problems = len(victims), len(victims) // b
-    return [_scored(_case_slice(result, k, n, problems), victims, threat, cosine) for k, cosine in enumerate(cosines)]
+    return [_scored(_case_slice(result, k, n, problems), victims, threat, cosine, guess)
+            for k, (cosine, guess) in enumerate(zip(cosines, inferred))]
+
+
+def _rule_labels(model: nn.Module, shared: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor | None:
+    """The labels iDLG's rule reads off the shared gradients, or ``None`` where it cannot read any (a
+    batch larger than the number of classes, a last-layer gradient that is all zero)."""
+    try:
+        return infer_labels(model, shared, batch_size).cpu()
+    except InputError:
+        return None
 
 
 def _plain(value):
@@ -219,14 +234,15 @@ def _packed(run: AttackRun) -> dict:
         "result": {f.name: getattr(run.result, f.name) for f in dataclasses.fields(run.result)},
         "images": run.images, "labels": run.labels, "mse": _tensor(run.mse), "psnr": _tensor(run.psnr),
         "ssim": _tensor(run.ssim), "label_accuracy": float(run.label_accuracy),
-        "gradient_cosine": _tensor(run.gradient_cosine),
+        "gradient_cosine": _tensor(run.gradient_cosine), "inferred_labels": run.inferred_labels,
     }
 
 
 def _unpacked(entry: dict, threat: ThreatModel) -> AttackRun:
     numpy = {k: None if entry[k] is None else entry[k].numpy() for k in ("mse", "psnr", "ssim", "gradient_cosine")}
     return AttackRun(result=AttackResult(**entry["result"]), images=entry["images"], labels=entry["labels"],
-                     label_accuracy=entry["label_accuracy"], threat=threat, **numpy)
+                     label_accuracy=entry["label_accuracy"], threat=threat,
+                     inferred_labels=entry.get("inferred_labels"), **numpy)
 
 
 def _case_slice(result: AttackResult, k: int, n: int, problems: int) -> AttackResult:
@@ -241,18 +257,21 @@ def _case_slice(result: AttackResult, k: int, n: int, problems: int) -> AttackRe
     )
 
 
-def _scored(result: AttackResult, victims: ImageData, threat: ThreatModel, cosine: np.ndarray) -> AttackRun:
+def _scored(result: AttackResult, victims: ImageData, threat: ThreatModel, cosine: np.ndarray,
+            inferred: torch.Tensor | None = None) -> AttackRun:
     """Step 4: match each reconstruction to its victim within its batch and score it."""
     b = int(threat.batch_size)
     recon = result.reconstructions.cpu()
     recon = recon[metrics.match_to_victims(recon, victims.images, b)]
     predicted = metrics.match_labels(result.labels.cpu(), victims.labels, b)
+    inferred = None if inferred is None else metrics.match_labels(inferred.reshape(-1), victims.labels, b)
     small = min(victims.input_shape[1:]) < SSIM_MIN_SIDE
     return AttackRun(
         result=result, images=recon, labels=predicted,
         mse=metrics.mse(recon, victims.images).numpy(), psnr=metrics.psnr(recon, victims.images).numpy(),
         ssim=None if small else metrics.ssim(recon, victims.images).numpy(),
         label_accuracy=metrics.label_accuracy(predicted, victims.labels), threat=threat, gradient_cosine=cosine,
+        inferred_labels=inferred,
     )
 
 

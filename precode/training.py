@@ -22,9 +22,10 @@ from .bottleneck import bottleneck_loss, bottlenecks
 from .data import ImageData
 from .errors import InputError
 
-__all__ = ["loss_fn", "train", "training_loop", "evaluate", "seeded", "adam", "GradientTransform"]
+__all__ = ["loss_fn", "train", "training_loop", "evaluate", "seeded", "adam", "GradientTransform", "GradientStep"]
 
 GradientTransform = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+GradientStep = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 _EVAL_BATCH_SIZE = 500  # images per forward pass when testing
 
 
@@ -102,6 +103,7 @@ def train(
     seed: int = 0,
     gradient_transform: GradientTransform | None = None,
     progress: bool = True,
+    gradient_step: GradientStep | None = None,
 ) -> list[dict]:
     """Train ``model`` with Adam (the paper's optimiser) and return the per-epoch history.
 
@@ -118,6 +120,10 @@ def train(
         gradient_transform: applied to the gradients (a dict ``parameter name -> gradient``)
             before every step, to train under a defense (chapter 5).
         progress: show tqdm progress bars (on stderr).
+        gradient_step: replaces the forward and backward pass of every step:
+            ``gradient_step(model, images, labels)`` sets every parameter's ``.grad`` and returns
+            the batch's mean loss and its logits (:func:`precode.release.train_on_releases`: the
+            mean of releases pruned one by one).
 
     Returns:
         One dict per epoch: ``epoch, train_loss, train_accuracy, test_loss, test_accuracy``
@@ -131,7 +137,8 @@ def train(
     if len(dataset) == 0:
         raise InputError("cannot train on an empty data set")
     with seeded(seed, _device_of(model)):
-        return _train(model, dataset, test_data, epochs, lr, batch_size, seed, gradient_transform, progress)
+        return _train(model, dataset, test_data, epochs, lr, batch_size, seed, gradient_transform, progress,
+                      gradient_step)
 
 
 def adam(parameters, lr: float) -> torch.optim.Adam:
@@ -170,21 +177,23 @@ def _fast_memory_format(model: nn.Module) -> Iterator[torch.memory_format]:
 
 
 def _train(model: nn.Module, dataset: Dataset, test_data: ImageData | Dataset | None, epochs: int, lr: float,
-           batch_size: int, seed: int, gradient_transform: GradientTransform | None, progress: bool) -> list[dict]:
+           batch_size: int, seed: int, gradient_transform: GradientTransform | None, progress: bool,
+           gradient_step: GradientStep | None = None) -> list[dict]:
     with _fast_memory_format(model) as memory_format:
         return _train_loop(model, dataset, test_data, epochs, lr, batch_size, seed, gradient_transform, progress,
-                           memory_format)
+                           memory_format, gradient_step)
 
 
 def _train_loop(model: nn.Module, dataset: Dataset, test_data: ImageData | Dataset | None, epochs: int, lr: float,
                 batch_size: int, seed: int, gradient_transform: GradientTransform | None, progress: bool,
-                memory_format: torch.memory_format) -> list[dict]:
+                memory_format: torch.memory_format, gradient_step: GradientStep | None = None) -> list[dict]:
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     optimizer = adam(model.parameters(), lr)
     return training_loop(
         model, loader, optimizer, lambda logits, y: loss_fn(model, logits, y), epochs,
         test=None if test_data is None else lambda: _evaluate(model, test_data, memory_format),
         memory_format=memory_format, gradient_transform=gradient_transform, progress=progress,
+        gradient_step=gradient_step,
     )
 
 
@@ -203,7 +212,8 @@ def training_loop(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
                   memory_format: torch.memory_format = torch.preserve_format,
                   gradient_transform: GradientTransform | None = None, step_context=contextlib.nullcontext,
                   on_empty_batch: Callable[[], None] | None = None,
-                  epoch_extra: Callable[[], dict] | None = None, desc: str = "", progress: bool = False) -> list[dict]:
+                  epoch_extra: Callable[[], dict] | None = None, desc: str = "", progress: bool = False,
+                  gradient_step: GradientStep | None = None) -> list[dict]:
     """The one training loop: :func:`train`'s, and DP-SGD's with the loader, optimiser and criterion
     that Opacus' ``make_private`` returns (:func:`precode.defenses.dp.train_dp`).
 
@@ -219,6 +229,7 @@ def training_loop(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
         step_context: the context of every backward pass and step (DP-SGD: Opacus' warnings quietened).
         epoch_extra: more entries for each epoch's record (DP-SGD: the epsilon spent so far).
         desc, progress: the tqdm bar's label, and whether it is shown.
+        gradient_step: sets the gradients itself and returns ``(loss, logits)`` (:func:`train`).
 
     Returns:
         One dict per epoch: ``epoch, train_loss, train_accuracy, test_loss, test_accuracy, seconds``
@@ -240,14 +251,21 @@ def training_loop(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
                     on_empty_batch()
                 continue
             x, y = x.to(device, memory_format=memory_format), y.to(device)
-            logits = model(x)
-            loss = criterion(logits, y)
+            if gradient_step is not None:
+                loss, logits = gradient_step(model, x, y)
+            else:
+                logits = model(x)
+                loss = criterion(logits, y)
             if not torch.isfinite(loss.detach()):
                 raise FloatingPointError(
                     f"training loss became {float(loss.detach())} in epoch {epoch}; lower the learning rate"
                 )
             with step_context():
-                loss.backward()
+                if gradient_step is None:
+                    loss.backward()
+                else:
+                    for p in params:
+                        p.grad = _like(p, p.grad)
                 if gradient_transform is not None:
                     grads = gradient_transform({k: p.grad for k, p in zip(names, params)})
                     for p, k in zip(params, names):

@@ -83,11 +83,13 @@ def dlg(
             an iteration stops; with 0 (default) only those whose distance did not fall at all
             (converged to rounding noise, or stuck) stop early.
         layers: parameter names whose gradients are matched (``None``: all).
-        restart_stalled: a victim whose L-BFGS iteration makes no progress (a failed line search:
-            converged to rounding noise, or stuck) starts again from a fresh random point (drawn
-            from the seed) and keeps the best point of all its starts, so that every victim spends
-            the whole budget of ``iterations`` (default); ``False``: it stops for good, as
-            ``torch.optim.LBFGS`` would (chapter 2 compares).
+        restart_stalled: every victim spends the whole budget of ``iterations * max_eval * 5 // 4``
+            evaluations (25 an iteration, torch's most): a victim whose L-BFGS iteration makes no
+            progress (a failed line search: converged to rounding noise, stuck, or an objective that
+            changes from one evaluation to the next, as PRECODE's noise makes it) starts again from a
+            fresh random point (drawn from the seed), and the best point of all its starts is kept
+            (default); ``False``: ``iterations`` L-BFGS iterations, and a victim that stalls stops for
+            good, as ``torch.optim.LBFGS`` would.
         probe: the true images, for ``truth_distance`` (see
             :func:`~precode.attacks.ig.inverting_gradients`); DLG evaluates it with the soft labels
             it found.
@@ -140,7 +142,8 @@ def dlg(
         z, final, history, spent = batched_lbfgs(evaluate, x0.reshape(restarts * n, -1), iterations, lr=lr,
                                           max_iter=max_eval, min_progress=min_progress,
                                           on_iteration=lambda i, f: bar.update(1),
-                                          restart=fresh if restart_stalled else None)
+                                          restart=fresh if restart_stalled else None,
+                                          budget=iterations * (max_eval * 5 // 4) if restart_stalled else None)
     # [/dlg-lbfgs]
     bar.close()
     final = final.reshape(restarts, n)

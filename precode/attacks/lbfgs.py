@@ -41,6 +41,7 @@ def batched_lbfgs(
     min_progress: float = 0.0,
     on_iteration: Callable[[int, Tensor], None] | None = None,
     restart: Callable[[int], Tensor] | None = None,
+    budget: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Minimise ``P`` independent problems with L-BFGS and strong-Wolfe line searches.
 
@@ -62,10 +63,17 @@ def batched_lbfgs(
             point any of its starts reached is returned. So every problem spends the whole
             budget of ``iterations`` on its own search instead of idling while the others finish
             (their evaluations are batched, so the idle rows cost the same time).
+        budget: with ``restart``: the evaluations every problem spends, in place of ``iterations``:
+            the iterations go on, with fresh starts for the problems that stall, until every
+            problem has spent ``budget`` evaluations (a problem that has stops there; a line
+            search never takes it past). So an attack on a stochastic or flat objective, whose
+            line searches fail at once, still spends its budget searching (as many evaluations as
+            Inverting Gradients' steps, for equal budgets).
 
     Returns:
         ``(x, losses, history, evaluations)``: final variables ``(P, D)``, final losses ``(P,)``,
-        the loss after every iteration ``(iterations, P)`` (on the CPU) and the evaluations of
+        the loss after every iteration ``(iterations, P)`` (with ``budget``: as many rows as
+        iterations were run) (on the CPU) and the evaluations of
         loss and gradient each problem used ``(P,)``, its start included: at most
         ``1 + iterations * max_iter * 5 // 4`` (with ``restart``: each start's first evaluation
         too). (``evaluate`` is called for all problems at once, whenever one needs it, so it may be
@@ -96,13 +104,21 @@ def batched_lbfgs(
     t = zeros.clone()
     prev_g = g.clone()
     started = torch.zeros(p_count, dtype=torch.bool, device=device)  # has made a first inner iteration
-    history = torch.empty(iterations, p_count, dtype=dtype)
+    if budget is not None and restart is None:
+        raise ValueError("an evaluation budget needs restart: a problem that stalls must start again to spend it")
+    rounds = iterations if budget is None else max(int(iterations), int(budget))
+    history = torch.empty(rounds, p_count, dtype=dtype)
     stopped = torch.zeros(p_count, dtype=torch.bool, device=device)
     spent = torch.ones(p_count, dtype=torch.long, device=device)  # the start's evaluation
     best_x, best_f = x.clone(), torch.where(torch.isfinite(f), f, torch.full_like(f, torch.inf))
     starts = 0
 
-    for it in range(iterations):
+    for it in range(rounds):
+        if budget is not None:
+            stopped = spent >= budget
+            if bool(stopped.all()):
+                history = history[:it]
+                break
         if bool(stopped.all()):  # nothing left to do: the remaining iterations repeat the last loss
             history[it:] = f.cpu()
             if on_iteration is not None:
@@ -152,8 +168,9 @@ def batched_lbfgs(
             running &= gtd <= -tolerance_change
             if not bool(running.any()):
                 break
+            max_ls = max_eval - evals if budget is None else torch.minimum(max_eval - evals, budget - spent)
             t_ls, f_ls, g_ls, n_ls = _strong_wolfe(value_and_grad, x, t, d, f, g, gtd, running, tolerance_change,
-                                                  max_ls=max_eval - evals)
+                                                  max_ls=max_ls)
             t = torch.where(running, t_ls, t)
             x = torch.where(running[:, None], x + t[:, None] * d, x)
             f = torch.where(running, f_ls, f)
@@ -162,6 +179,8 @@ def batched_lbfgs(
             spent += torch.where(running, n_ls, 0)
             running &= n_iter < max_iter
             running &= evals < max_eval
+            if budget is not None:
+                running &= spent < budget
             running &= g.abs().amax(1) > tolerance_grad
             running &= (d * t[:, None]).abs().amax(1) > tolerance_change
             running &= (f - prev_f).abs() >= tolerance_change
@@ -177,7 +196,9 @@ def batched_lbfgs(
         history[it] = best_f.cpu()
         if on_iteration is not None:
             on_iteration(it, best_f)
-        if bool(stalled.any()) and it + 1 < iterations:  # fresh starts for the stalled problems
+        if budget is not None:
+            stalled &= spent < budget
+        if bool(stalled.any()) and (budget is not None or it + 1 < iterations):  # fresh starts for the stalled
             starts += 1
             fresh = restart(starts).to(dtype=dtype, device=device).reshape(p_count, dim)
             x = torch.where(stalled[:, None], fresh, x)

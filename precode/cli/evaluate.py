@@ -72,6 +72,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--threshold", default="0.5", metavar="T",
                    help="attack success: SSIM of the reconstruction >= T (default 0.5)")
     p.add_argument("--seed", default="0", metavar="S", help="seeds every model, defense, attack and subset (default 0)")
+    p.add_argument("--labels", metavar="{given,inferred}",
+                   help="the threat model's labels: given to the attacker (the paper's evaluation, the attacker's "
+                        "best case; the profile's default) or inferred from the gradient")
     p.add_argument("--part", default="all", metavar="PART",
                    help="all (default), paper (the paper's defenses and attacks, chapter 7) or adaptive "
                         "(PRECODE and its variants against the attacks that know it, chapter 8)")
@@ -143,6 +146,11 @@ def build_grid(args: argparse.Namespace):
     if not -1 <= threshold <= 1:
         raise UserError(f"--threshold must lie in [-1, 1] (an SSIM), got {threshold}")
     changes: dict[str, Any] = {"threshold": threshold, "seed": _integer(args.seed, "--seed", 0)}
+    if args.labels is not None:
+        labels = str(args.labels).strip().lower()
+        if labels not in ("given", "inferred"):
+            raise UserError(f"--labels must be 'given' or 'inferred', got {args.labels!r}")
+        changes["labels"] = labels
     if args.victims is not None:
         changes["victims"] = _integer(args.victims, "--victims", 1)
     if args.iterations is not None:
@@ -155,7 +163,8 @@ def build_grid(args: argparse.Namespace):
         changes["test_images"] = _integer(args.test_images, "--test-images", 1)
     if args.pool is not None:
         changes["pool"] = _integer(args.pool, "--pool", 0)
-    restricted = any(v is not None for v in (args.models, args.defenses, args.attacks)) or len(changes) > 2
+    restricted = (any(v is not None for v in (args.models, args.defenses, args.attacks))
+                  or len(set(changes) - {"threshold", "seed", "labels"}) > 0)
     try:
         grid = grid.restrict(
             models=None if args.models is None else _list(args.models),
@@ -176,14 +185,18 @@ def _table(summary: list[dict[str, Any]]) -> str:
     def pct(v):
         return "     -" if v is None else f"{100 * v:5.1f}%"
 
-    lines = [f"{'model':5s} {'data':14s} {'defense':30s} {'attack':8s} {'weights':8s} {'n':>4s} {'success':>8s} "
-             f"{'ident.':>7s} {'SSIM mean ± CI':>15s} {'PSNR':>6s} {'test acc':>8s} {'seconds':>7s}"]
+    def below(v):
+        return "     -" if v is None else f"{100 * v:5.0f}%"
+
+    lines = [f"{'model':5s} {'data':14s} {'defense':30s} {'attack':8s} {'weights':8s} {'labels':8s} {'n':>4s} "
+             f"{'success':>8s} {'ident.':>7s} {'SSIM mean ± CI':>15s} {'PSNR':>6s} {'evals':>6s} {'<=truth':>7s} "
+             f"{'test acc':>8s} {'seconds':>7s}"]
     for r in summary:
         lines.append(
-            f"{r['model']:5s} {r['data']:14s} {r['defense']:30s} {r['attack']:8s} {r['weights']:8s} {r['n']:4d} "
-            f"{pct(r['attack_success_rate']):>8s} {pct(r['identification_rate']):>7s} "
-            f"{r['ssim_mean']:7.3f} ± {r['ssim_ci95']:5.3f} {r['psnr_mean']:6.1f} {pct(r['test_accuracy']):>8s} "
-            f"{r['seconds']:7.1f}"
+            f"{r['model']:5s} {r['data']:14s} {r['defense']:30s} {r['attack']:8s} {r['weights']:8s} {r['labels']:8s} "
+            f"{r['n']:4d} {pct(r['attack_success_rate']):>8s} {pct(r['identification_rate']):>7s} "
+            f"{r['ssim_mean']:7.3f} ± {r['ssim_ci95']:5.3f} {r['psnr_mean']:6.1f} {r['evaluations']:6d} "
+            f"{below(r['below_truth']):>7s} {pct(r['test_accuracy']):>8s} {r['seconds']:7.1f}"
         )
     return "\n".join(lines)
 

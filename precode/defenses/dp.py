@@ -242,6 +242,7 @@ def train_dp(
     delta: float = DELTA,
     seed: int = 0,
     progress: bool = True,
+    poisson_sampling: bool = True,
 ) -> TrainingResult:
     """Train ``model`` in place with DP-SGD through Opacus and report the privacy spent.
 
@@ -256,6 +257,10 @@ def train_dp(
         max_grad_norm: ``C``, the per-sample clipping norm, in the gradient's units.
         noise_multiplier: ``z``, the noise's standard deviation in units of ``C``.
         delta: the ``delta`` at which ``epsilon`` is reported (``1e-5``).
+        poisson_sampling: Poisson-sampled batches of expected size ``batch_size`` (DP-SGD's
+            analysis, the default), or ``False``: shuffled batches of exactly ``batch_size``
+            (:func:`precode.release.train_on_releases`, which accounts ``epsilon`` itself; the
+            accountant's number then assumes a sampling that did not happen).
 
     Returns:
         A :class:`~precode.defenses.base.TrainingResult` whose ``history`` entries also hold the
@@ -278,12 +283,13 @@ def train_dp(
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
     with seeded(seed, device):
-        return _train_dp(model, dataset, test_data, epochs, lr, batch_size, c, z, delta, seed, device, progress)
+        return _train_dp(model, dataset, test_data, epochs, lr, batch_size, c, z, delta, seed, device, progress,
+                         poisson_sampling)
 
 
 def _train_dp(model: nn.Module, dataset: Dataset, test_data: ImageData | Dataset | None, epochs: int, lr: float,
               batch_size: int, c: float, z: float, delta: float, seed: int, device: torch.device,
-              progress: bool) -> TrainingResult:
+              progress: bool, poisson_sampling: bool = True) -> TrainingResult:
     from opacus import PrivacyEngine
 
     # Opacus draws its noise where the parameters are, so its generator lives on their device
@@ -294,7 +300,7 @@ def _train_dp(model: nn.Module, dataset: Dataset, test_data: ImageData | Dataset
         hooks, dp_optimizer, dp_criterion, dp_loader = engine.make_private(
             module=model, optimizer=optimizer, criterion=_PerSampleClientLoss(model), data_loader=loader,
             noise_multiplier=z, max_grad_norm=c, noise_generator=torch.Generator(device=device).manual_seed(seed + 1),
-            grad_sample_mode="ghost", wrap_model=False,
+            grad_sample_mode="ghost", wrap_model=False, poisson_sampling=poisson_sampling,
         )
     sample_rate = 1 / len(dp_loader)
 

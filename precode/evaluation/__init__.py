@@ -69,6 +69,7 @@ from .report import (
     wilson_interval,
 )
 from .runner import chapter_results, run_evaluation
+from .schema import CELL_FIELDS
 from .store import RESULT_FIELDS, TRAINING_CSV_FIELDS, GridResults, RunFolder, read_csv, read_reconstructions
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "train_defended", "victim_model",
     "SUMMARY_FIELDS", "comparison_table", "draw_figures", "family", "plot_convergence", "plot_privacy_utility",
     "plot_ssim_distributions", "plot_success_vs_threshold", "row_texts", "summarize_cell", "wilson_interval",
-    "run_evaluation", "chapter_results", "RESULT_FIELDS", "TRAINING_CSV_FIELDS", "RunFolder", "GridResults",
+    "run_evaluation", "chapter_results", "CELL_FIELDS", "RESULT_FIELDS", "TRAINING_CSV_FIELDS", "RunFolder",
+    "GridResults",
     "read_csv", "read_reconstructions",
 ]

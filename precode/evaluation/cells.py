@@ -28,6 +28,7 @@ Used by ``python -m precode evaluate`` and chapter 7.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -44,6 +45,7 @@ from ..errors import InputError
 from ..experiment import AttackRun, run_attack_cases
 from ..federated import compute_victim_gradients
 from ..models import build_model
+from ..release import Release, train_on_releases
 from ..training import seeded
 from .grid import Cell, Grid, Setting, split_defense
 from .schema import TRAINING_FIELDS
@@ -69,19 +71,31 @@ def victim_model(model: str, input_shape, num_classes: int, defense: str, seed: 
 
 
 def train_defended(model: str, defense: str, train: ImageData, test: ImageData | None = None, *, epochs: int,
-                   seed: int = 0, lr: float = 1e-3, batch_size: int = 64) -> tuple[nn.Module, TrainingResult]:
+                   seed: int = 0, lr: float = 1e-3, batch_size: int = 64,
+                   releases: bool = True) -> tuple[nn.Module, TrainingResult]:
     """Build the model a grid defense name describes (:func:`victim_model`: PRECODE's bottleneck where
     the name puts it) and train it under the name's gradient defense (``precode+SPEC``: ``SPEC``), on
     the CPU or the GPU.
+
+    Args:
+        releases: ``True`` (default): the training is made of the releases the attacks read
+            (:func:`precode.release.train_on_releases`: ``batch_size`` clients a step each share the
+            defended gradient of one image); ``False``: the PRECODE paper's view, the defense applied
+            once to each step's mean gradient of ``batch_size`` images (:func:`precode.defenses.
+            train_with_defense`; DP-SGD: Opacus' central DP-SGD), another system than the release.
 
     Returns:
         ``(model, result)``: the trained model and its :class:`~precode.defenses.TrainingResult`
         (``history`` per epoch, ``test_accuracy`` on ``test`` when given).
 
-    Used by :func:`train_model` (the grid's trainings) and chapter 8 (its CNN variants).
+    Used by :func:`train_model` (the grid's trainings), chapter 5 and chapter 8 (its CNN variants).
     """
     net = victim_model(model, train.input_shape, train.num_classes, defense, seed).to(_device())
-    return net, train_with_defense(net, train, test, defense=split_defense(defense).gradient, epochs=epochs, lr=lr,
+    spec = split_defense(defense).gradient
+    if releases:
+        release = Release(spec, images=1, clients=batch_size)
+        return net, train_on_releases(net, train, test, release=release, epochs=epochs, lr=lr, seed=seed)
+    return net, train_with_defense(net, train, test, defense=spec, epochs=epochs, lr=lr,
                                    batch_size=batch_size, seed=seed, progress=False)
 
 
@@ -138,7 +152,7 @@ def batchable(cell: Cell) -> tuple | None:
     """
     if split_defense(cell.defense).precode or cell.attack not in IG_ATTACKS or cell.weights != "initial":
         return None
-    return cell.setting, cell.attack
+    return cell.setting, cell.attack, cell.labels
 
 
 def cell_model(cell: Cell, grid: Grid, victims, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
@@ -180,7 +194,7 @@ def attack_cells(cells: Sequence[Cell], grid: Grid, victims, *, server: str = "h
         raise InputError(f"cells {[c.key for c in cells]} cannot be attacked together: they need one model "
                          "without PRECODE, one data set and one attack (see batchable)")
     model = cell_model(first, grid, victims, state)
-    threat = dataclasses.replace(grid.threat_model(first.defense, first.attack), server=server)
+    threat = dataclasses.replace(grid.threat_model(first.defense, first.attack, first.labels), server=server)
     budget, restarts = grid.budget(first.attack)
     runs = run_attack_cases(first.attack, model, victims, threat, [split_defense(c.defense).gradient for c in cells],
                             iterations=budget if iterations is None else iterations, restarts=restarts, **options)
@@ -189,15 +203,30 @@ def attack_cells(cells: Sequence[Cell], grid: Grid, victims, *, server: str = "h
 
 
 def score_cell(run: AttackRun, victims, pool: torch.Tensor, threshold: float) -> list[dict[str, Any]]:
-    """Step 5: one dict per victim (``victim, label, label_pred, mse, psnr, ssim, identified, success``)."""
+    """Step 5: one dict per victim (``victim, label, label_pred, label_inferred, mse, psnr, ssim,
+    identified, success, evaluations, distance, truth_distance``).
+
+    ``label_pred`` is the label the attack used (given, or its own inference), ``label_inferred``
+    the one iDLG's rule reads off the victim's shared gradient (whether the attacker could have had
+    it without being given it); ``evaluations`` what the attack spent on the victim, ``distance``
+    where its matching distance ended and ``truth_distance`` that distance at the true image (empty
+    for the analytic attack, which has no objective)."""
     if run.ssim is None:
         raise InputError("a grid cell is judged by SSIM, which these images are too small for (under 7x7 pixels)")
     candidates = torch.cat([victims.images, pool]) if len(pool) else victims.images
     nearest = metrics.nearest_neighbours(run.images, candidates)
+    spent = run.result.victim_evaluations()
+    ended, truth = run.result.distance, run.result.truth_distance
+
+    def number(values, i):
+        return None if values is None or not math.isfinite(float(values[i])) else float(values[i])
+
     return [
         {"victim": i, "label": int(victims.labels[i]), "label_pred": int(run.labels[i]),
+         "label_inferred": None if run.inferred_labels is None else int(run.inferred_labels[i]),
          "mse": float(run.mse[i]), "psnr": float(run.psnr[i]), "ssim": float(run.ssim[i]),
-         "identified": int(nearest[i] == i), "success": int(float(run.ssim[i]) >= threshold)}
+         "identified": int(nearest[i] == i), "success": int(float(run.ssim[i]) >= threshold),
+         "evaluations": int(spent[i]), "distance": number(ended, i), "truth_distance": number(truth, i)}
         for i in range(len(victims))
     ]
 
@@ -241,8 +270,10 @@ def train_model(setting: Setting, defense: str, grid: Grid, train_full,
 
     Returns:
         ``(history, info, state)``: one dict per epoch with :data:`TRAINING_FIELDS` (``epsilon`` only
-        for DP-SGD), ``{"train_images", "test_images", "epsilon"}`` and the trained weights (the
-        model's ``state_dict`` on the CPU; the grid's trained cells attack them).
+        for DP-SGD), ``{"train_images", "test_images", "epsilon", "training"}`` (``training``: how,
+        in words) and the trained weights (the model's ``state_dict`` on the CPU; the grid's trained
+        cells attack them). The model is trained on the defense's releases
+        (:func:`train_defended`), the system whose release the cells attack.
     """
     train = train_full.subset(grid.train_images)
     test = test_full.subset(grid.test_images)
@@ -250,7 +281,9 @@ def train_model(setting: Setting, defense: str, grid: Grid, train_full,
     model, result = train_defended(setting.model, defense, train, test, epochs=grid.epochs, lr=grid.lr,
                                    batch_size=grid.batch_size, seed=grid.seed)
     history = [{k: h.get(k) for k in TRAINING_FIELDS} for h in result.history]
+    steps = grid.epochs * math.ceil(len(train) / grid.batch_size)
     info = {"train_images": len(train), "test_images": len(test), "epsilon": result.epsilon,
-            "train_seconds": time.perf_counter() - start}
+            "train_seconds": time.perf_counter() - start,
+            "training": f"on releases: {grid.batch_size} clients x 1 image a step, {steps} Adam steps"}
     state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
     return history, info, state

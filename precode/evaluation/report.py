@@ -10,14 +10,28 @@ Per cell (:func:`summarize_cell`), over its ``n`` victims:
   the victims and a pool of further test images) is their victim; no threshold;
 * ``psnr_mean``, ``ssim_mean`` with the half-widths of their 95% confidence intervals
   (``psnr_ci95``, ``ssim_ci95``: Student's t, :func:`precode.metrics.mean_ci95`), and
-  ``ssim_median``; ``label_accuracy`` of the labels the attacker inferred;
+  ``ssim_median``;
+* ``labels``: ``given`` (the attacker is given the victims' labels) or ``inferred``;
+  ``label_accuracy``: the share of victims whose label the attack used was right (1 when given);
+  ``labels_inferable``: the share whose label iDLG's rule reads off the shared gradient, whether or
+  not the attacker was given them (what the gradient gives away);
+* whether the attacker, and not the defense, failed: ``evaluations`` (the mean over the victims of
+  the matching-loss evaluations the attack spent; ``budget``: its allowance),
+  ``distance_mean`` (where its matching distance ended), ``truth_distance_mean`` (the same
+  distance at the true images) and ``below_truth``, the share of victims whose attack ended at or
+  below its true image's distance: there the objective rates the reconstruction at least as well
+  as the truth, so a failure is the defense's (the objective no longer singles out the victim),
+  not the optimiser's (empty for the analytic attack, which has no objective);
 * ``weights``: ``initial`` (the untrained model, as in the paper's evaluation) or ``trained`` (the
   model after the grid's training, whose ``test_accuracy`` the row reports); ``precode_sigma``: the
   mean sigma of PRECODE's sampling noise on the victims at the attacked weights (empty without
   PRECODE, :func:`precode.bottleneck.sampling_std`);
 * ``test_accuracy`` of the model trained under the cell's defense (``test_accuracy_ci95``: the
-  half-width of its 95% interval from the finite test set alone, not from training noise), with what it was trained on
-  (``train_data``, ``train_images``, ``epochs``, ``test_images``) and, for DP-SGD, ``epsilon``;
+  half-width of its 95% interval from the finite test set alone, not from training noise), with
+  how it was trained (``training``: on the defense's releases, ``clients`` releases of
+  ``release_images`` image(s) a step, the releases the attack reads; empty where the grid does not
+  train the defense), on what (``train_data``, ``train_images``, ``epochs``, ``test_images``) and,
+  for DP-SGD, ``epsilon`` (that of the releases: one Gaussian mechanism per image and epoch);
 * ``seconds``: the attack's wall-clock time (as ``python -m precode attack`` reports it).
 
 Figures (:func:`draw_figures`, also used by chapter 7): the privacy-utility scatter, the SSIM
@@ -42,7 +56,8 @@ from .schema import SUMMARY_FIELDS
 from .store import read_csv
 
 __all__ = [
-    "SUMMARY_FIELDS", "wilson_interval", "summarize_cell", "family", "comparison_table", "row_texts",
+    "SUMMARY_FIELDS", "wilson_interval", "summarize_cell", "evaluation_budget", "at_or_below", "family",
+    "comparison_table", "row_texts",
     "plot_privacy_utility", "plot_ssim_distributions", "plot_success_vs_threshold", "plot_convergence",
     "draw_figures",
 ]
@@ -64,7 +79,7 @@ def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds
     """One summary row from a cell's victim rows (see the module docstring for the columns).
 
     Args:
-        key: ``(model, data, defense, attack, weights)``.
+        key: ``(model, data, defense, attack, weights, labels)``.
         rows: the cell's victim rows (:func:`precode.evaluation.cells.run_cells`).
         grid: the grid (threshold, budgets, seed, epochs).
         seconds: the attack's seconds.
@@ -83,21 +98,52 @@ def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds
     epsilon = training.get("epsilon")
     accuracy, n_test = training.get("test_accuracy"), training.get("test_images")
     accuracy_ci = None if accuracy is None or not n_test else 1.96 * math.sqrt(accuracy * (1 - accuracy) / n_test)
+    inferable = [r.get("label_inferred") for r in rows]
+    ended = [r.get("distance") for r in rows]
+    truth = [r.get("truth_distance") for r in rows]
+    measured = all(v is not None for v in ended + truth)
     return {
-        "model": key[0], "data": key[1], "defense": key[2], "attack": key[3], "weights": key[4], "n": n,
-        "threshold": grid.threshold,
+        "model": key[0], "data": key[1], "defense": key[2], "attack": key[3], "weights": key[4], "labels": key[5],
+        "n": n, "threshold": grid.threshold,
         "attack_success_rate": successes / n, "success_ci95_low": low, "success_ci95_high": high,
         "identification_rate": float(np.mean([r["identified"] for r in rows])), "pool": pool,
         "psnr_mean": psnr_mean, "psnr_ci95": psnr_ci, "ssim_mean": ssim_mean, "ssim_ci95": ssim_ci,
         "ssim_median": float(np.median(ssim)),
         "label_accuracy": float(np.mean([r["label_pred"] == r["label"] for r in rows])),
+        "labels_inferable": (None if None in inferable
+                             else float(np.mean([g == r["label"] for g, r in zip(inferable, rows)]))),
+        "evaluations": round(float(np.mean([r["evaluations"] for r in rows]))),
+        "budget": evaluation_budget(grid, key[3]),
+        "distance_mean": float(np.mean(ended)) if measured else None,
+        "truth_distance_mean": float(np.mean(truth)) if measured else None,
+        "below_truth": float(np.mean([at_or_below(e, t) for e, t in zip(ended, truth)])) if measured else None,
         "precode_sigma": training.get("precode_sigma"), "test_accuracy": accuracy, "test_accuracy_ci95": accuracy_ci,
+        "training": training.get("training"), "release_images": 1, "clients": grid.batch_size,
         "train_data": training.get("train_data"),
         "train_images": training.get("train_images"), "epochs": grid.epochs,
         "test_images": training.get("test_images"),
         "epsilon": None if epsilon is None or not math.isfinite(epsilon) else epsilon,
         "iterations": iterations, "restarts": restarts, "seed": grid.seed, "seconds": seconds,
     }
+
+
+def evaluation_budget(grid, attack: str) -> int:
+    """The evaluations of its matching loss an attack may spend on a victim in ``grid``: Inverting
+    Gradients' steps times restarts; L-BFGS's at most 25 a iteration (and its start); 0 for the
+    analytic attack."""
+    iterations, restarts = grid.budget(attack)
+    if iterations is None:
+        return 0
+    if attack in ("dlg", "idlg"):
+        return 1 + 25 * int(iterations)
+    return int(iterations) * int(restarts)
+
+
+def at_or_below(distance: float, truth: float) -> bool:
+    """Whether an attack's final matching distance is at or below the true image's, with the slack of
+    float32 rounding (a relative and an absolute 1e-6: a cosine distance at the true image of an
+    undefended client is 0 up to about 1e-7)."""
+    return distance <= truth + 1e-6 * abs(truth) + 1e-6
 
 
 def family(defense: str) -> str:

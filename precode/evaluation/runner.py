@@ -149,6 +149,8 @@ def _trained(cell, grid: Grid, folder: RunFolder, load: _DataCache,
     and for a trained cell the trained weights (stored with the history; a history stored without
     them is trained again, seeded, to the same weights)."""
     setting, defense = cell.setting, cell.defense
+    if defense in grid.untrained:  # not trained at this scale: the row carries no accuracy
+        return [], None
     history = folder.training(setting.model, setting.train_data, defense)
     state = folder.weights(setting.model, setting.train_data, defense) if cell.weights == "trained" else None
     if not history or (cell.weights == "trained" and state is None):
@@ -158,7 +160,8 @@ def _trained(cell, grid: Grid, folder: RunFolder, load: _DataCache,
         folder.add_weights(setting.model, setting.train_data, defense, weights)
         if not history:
             history = [{"model": setting.model, "train_data": setting.train_data, "defense": defense, **h,
-                        "train_images": info["train_images"], "test_images": info["test_images"]} for h in epochs]
+                        "train_images": info["train_images"], "test_images": info["test_images"],
+                        "training": info["training"]} for h in epochs]
             folder.add_training(history)
         state = weights if cell.weights == "trained" else None
     return history, state
@@ -183,10 +186,12 @@ def _run_cells(grid: Grid, folder: RunFolder, progress: bool, load: _DataCache) 
             bar.set_description(f"{batch[0].attack} on {setting.model}{weights} ({setting.data}) under {defenses}")
             for cell, (rows, seconds, reconstructions, sigma) in zip(batch, run_cells(batch, grid, victims, pool,
                                                                                        state=state)):
-                last = trained[cell.key][0][-1]
-                training = {"test_accuracy": last["test_accuracy"], "train_data": setting.train_data,
-                            "train_images": last["train_images"], "test_images": last["test_images"],
-                            "epsilon": last.get("epsilon"), "precode_sigma": sigma}
+                history = trained[cell.key][0]
+                last = history[-1] if history else {}
+                training = {"test_accuracy": last.get("test_accuracy"), "train_data": setting.train_data,
+                            "train_images": last.get("train_images"), "test_images": last.get("test_images"),
+                            "epsilon": last.get("epsilon"), "training": last.get("training"),
+                            "precode_sigma": sigma}
                 summary = summarize_cell(cell.key, rows, grid, seconds, training, len(pool))
                 folder.add_cell([dict(zip(CELL_FIELDS, cell.key), **r) for r in rows], summary, reconstructions)
                 bar.update(1)

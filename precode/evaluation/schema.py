@@ -13,21 +13,25 @@ from __future__ import annotations
 
 __all__ = ["CELL_FIELDS", "RESULT_FIELDS", "SUMMARY_FIELDS", "TRAINING_FIELDS", "TRAINING_CSV_FIELDS"]
 
-CELL_FIELDS = ("model", "data", "defense", "attack", "weights")
+CELL_FIELDS = ("model", "data", "defense", "attack", "weights", "labels")
 """How the CSV files name a cell: :attr:`precode.evaluation.grid.Cell.key` (``weights``: ``initial``,
-the untrained model as in the paper's evaluation, or ``trained``, the model after the grid's training)."""
+the untrained model as in the paper's evaluation, or ``trained``, the model after the grid's training;
+``labels``: ``given`` to the attacker or ``inferred`` by it)."""
 
-RESULT_FIELDS = CELL_FIELDS + ("victim", "label", "label_pred", "mse", "psnr", "ssim", "identified", "success")
+RESULT_FIELDS = CELL_FIELDS + ("victim", "label", "label_pred", "label_inferred", "mse", "psnr", "ssim", "identified",
+                               "success", "evaluations", "distance", "truth_distance")
 
 SUMMARY_FIELDS = (
-    "model", "data", "defense", "attack", "weights", "n", "threshold", "attack_success_rate", "success_ci95_low",
-    "success_ci95_high", "identification_rate", "pool", "psnr_mean", "psnr_ci95", "ssim_mean", "ssim_ci95",
-    "ssim_median", "label_accuracy", "precode_sigma", "test_accuracy", "test_accuracy_ci95", "train_data",
-    "train_images", "epochs",
-    "test_images", "epsilon", "iterations", "restarts", "seed", "seconds",
+    "model", "data", "defense", "attack", "weights", "labels", "n", "threshold", "attack_success_rate",
+    "success_ci95_low", "success_ci95_high", "identification_rate", "pool", "psnr_mean", "psnr_ci95", "ssim_mean",
+    "ssim_ci95", "ssim_median", "label_accuracy", "labels_inferable", "evaluations", "budget", "distance_mean",
+    "truth_distance_mean", "below_truth", "precode_sigma", "test_accuracy", "test_accuracy_ci95",
+    "training", "release_images", "clients", "train_data", "train_images", "epochs", "test_images", "epsilon",
+    "iterations", "restarts", "seed", "seconds",
 )
 
 TRAINING_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds", "epsilon")
 """One epoch of a training history (:func:`precode.evaluation.cells.train_model`)."""
 
-TRAINING_CSV_FIELDS = ("model", "train_data", "defense") + TRAINING_FIELDS + ("train_images", "test_images")
+TRAINING_CSV_FIELDS = ("model", "train_data", "defense") + TRAINING_FIELDS + ("train_images", "test_images",
+                                                                             "training")

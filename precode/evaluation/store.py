@@ -95,7 +95,7 @@ def read_reconstructions(out: str | os.PathLike, key: Sequence[str]) -> torch.Te
 
     Args:
         out: the run's folder.
-        key: the cell's ``(model, data, defense, attack, weights)``, as in its CSV rows.
+        key: the cell's ``(model, data, defense, attack, weights, labels)``, as in its CSV rows.
 
     Raises:
         FileNotFoundError: the folder holds no reconstructions for that cell (not run, or run by a
@@ -143,19 +143,27 @@ class GridResults:
                              f"{sorted({r['model'] for r in self.summary})}")
         return found[0]
 
-    def row(self, model: str, defense: str, attack: str, weights: str = "initial") -> dict[str, Any]:
-        """The summary row of the cell ``(model, the model's data set, defense, attack, weights)``
-        (``weights``: ``initial``, the untrained model, or ``trained``).
+    def row(self, model: str, defense: str, attack: str, weights: str = "initial",
+            labels: str | None = None) -> dict[str, Any]:
+        """The summary row of the cell ``(model, the model's data set, defense, attack, weights, labels)``
+        (``weights``: ``initial``, the untrained model, or ``trained``; ``labels``: ``given`` or
+        ``inferred``, default: ``given`` where the run has it, else the only one it has).
 
         Raises:
             ValueError: no such cell in the run (the message names the cells it has for that model).
         """
-        key = (model, self._data(model), defense, attack, weights)
-        for r in self.summary:
-            if tuple(r[k] for k in CELL_FIELDS) == key:
-                return r
-        have = sorted({(r["defense"], r["attack"], r["weights"]) for r in self.summary if r["model"] == model})
-        raise InputError(f"no cell {key} in {self.folder}; for {model!r} it has (defense, attack, weights) {have}")
+        data = self._data(model)
+        found = {r["labels"]: r for r in self.summary
+                 if (r["model"], r["data"], r["defense"], r["attack"], r["weights"]) == (model, data, defense, attack,
+                                                                                         weights)}
+        if labels is None and found:
+            labels = "given" if "given" in found else next(iter(found))
+        if labels in found:
+            return found[labels]
+        have = sorted({(r["defense"], r["attack"], r["weights"], r["labels"]) for r in self.summary
+                       if r["model"] == model})
+        raise InputError(f"no cell {(model, data, defense, attack, weights, labels)} in {self.folder}; for {model!r} "
+                         f"it has (defense, attack, weights, labels) {have}")
 
     def history(self, model: str, defense: str) -> list[dict[str, Any]]:
         """The training of ``model`` under ``defense`` (on the setting's training data), one row of
@@ -174,11 +182,12 @@ class GridResults:
                              f"{have}")
         return rows
 
-    def cell(self, model: str, defense: str, attack: str, weights: str = "initial") -> dict[str, Any]:
+    def cell(self, model: str, defense: str, attack: str, weights: str = "initial",
+             labels: str | None = None) -> dict[str, Any]:
         """One cell: ``row`` (its summary row), ``ssim`` and ``psnr`` per victim (arrays, in victim order)
         and ``images`` (its reconstructions, :func:`read_reconstructions`)."""
-        row = self.row(model, defense, attack, weights)
-        key = (model, row["data"], defense, attack, weights)
+        row = self.row(model, defense, attack, weights, labels)
+        key = (model, row["data"], defense, attack, weights, row["labels"])
         rows = sorted((r for r in self.results if tuple(r[k] for k in CELL_FIELDS) == key),
                       key=lambda r: r["victim"])
         return {"row": row, "ssim": np.array([r["ssim"] for r in rows], dtype=float),
@@ -279,11 +288,11 @@ class RunFolder:
 
     @staticmethod
     def finished_in(path: str | os.PathLike) -> set[tuple]:
-        """Keys ``(model, data, defense, attack, weights)`` of the cells with a summary row in the folder ``path``."""
+        """Keys ``(model, data, defense, attack, weights, labels)`` of the cells with a summary row in ``path``."""
         return {tuple(str(r[k]) for k in CELL_FIELDS) for r in read_csv(Path(path) / "summary.csv")}
 
     def finished_cells(self) -> set[tuple]:
-        """Keys ``(model, data, defense, attack, weights)`` of the cells with a summary row."""
+        """Keys ``(model, data, defense, attack, weights, labels)`` of the cells with a summary row."""
         return self.finished_in(self.path)
 
     def _weights_path(self, model: str, train_data: str, defense: str) -> Path:
