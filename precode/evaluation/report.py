@@ -129,13 +129,13 @@ def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds
 
 def evaluation_budget(grid, attack: str) -> int:
     """The evaluations of its matching loss an attack may spend on a victim in ``grid``: Inverting
-    Gradients' steps times restarts; L-BFGS's at most 25 a iteration (and its start); 0 for the
-    analytic attack."""
+    Gradients' steps times restarts; L-BFGS's 25 an iteration (torch's most), which DLG and iDLG
+    spend in full (:func:`precode.attacks.dlg`); 0 for the analytic attack."""
     iterations, restarts = grid.budget(attack)
     if iterations is None:
         return 0
     if attack in ("dlg", "idlg"):
-        return 1 + 25 * int(iterations)
+        return 25 * int(iterations)
     return int(iterations) * int(restarts)
 
 
@@ -201,10 +201,11 @@ def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | Non
     """The paper's comparison as a table: a row per model and defense, the attacks side by side.
 
     Each attack column shows the attack success rate with its Wilson 95% interval, the mean SSIM
-    and the share of victims whose label the attack inferred correctly (the server is given no
-    label: a defense that "works" because the labels came out wrong shows here); the last column
-    is the test accuracy after training under the defense. A trained model's cells (``weights`` =
-    ``trained``) are rows of their own, the defense marked "(trained)".
+    and the labels: ``given`` (the attacker knew them) or ``inferred``, with the share of victims
+    whose label iDLG's rule reads off the shared gradient (a defense that "works" because the
+    labels came out wrong shows here); the last column is the test accuracy of the model trained on
+    the defense's releases (``-``: not trained at this scale). A trained model's cells (``weights``
+    = ``trained``) and the cells with the labels inferred are rows of their own, marked.
 
     Args:
         summary: rows of ``summary.csv``.
@@ -216,32 +217,37 @@ def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | Non
     if not summary:
         return "(no results)"
     attacks = list(attacks) if attacks is not None else list(dict.fromkeys(r["attack"] for r in summary))
-    cells = {(r["model"], r["data"], r["defense"], _weights(r), r["attack"]): r for r in summary}
-    groups = list(dict.fromkeys((r["model"], r["data"], r["defense"], _weights(r)) for r in summary))
+
+    def group(r):
+        return r["model"], r["data"], r["defense"], _weights(r), r.get("labels") or "inferred"
+
+    cells = {(*group(r), r["attack"]): r for r in summary}
+    groups = list(dict.fromkeys(group(r) for r in summary))
     settings = list(dict.fromkeys((r["model"], r["data"]) for r in summary))
-    groups.sort(key=lambda g: settings.index(g[:2]))  # a model's trained rows right after its other rows
+    groups.sort(key=lambda g: (settings.index(g[:2]), g[3] != "initial"))  # a model's trained rows after its others
     head = ["model (victims)", "defense"] + [
         f"{ATTACK_TITLES.get(a, a)}: success (95% CI), mean SSIM, labels" for a in attacks] + ["test accuracy"]
     body = []
-    for model, data, defense, weights in groups:
-        out = [f"{model} ({data})", _label(defense, weights)]
+    for model, data, defense, weights, labels in groups:
+        mark = "" if labels == "given" else f", labels {labels}"
+        out = [f"{model} ({data})", _label(defense, weights) + mark]
         accuracy = None
         for a in attacks:
-            r = cells.get((model, data, defense, weights, a))
+            r = cells.get((model, data, defense, weights, labels, a))
             if r is None:
                 out.append("-")
                 continue
             accuracy = r["test_accuracy"]
-            labels = "-" if r.get("label_accuracy") in (None, "") else f"{100 * float(r['label_accuracy']):.0f}%"
             out.append(f"{100 * r['attack_success_rate']:.0f}% ({100 * r['success_ci95_low']:.0f}-"
-                       f"{100 * r['success_ci95_high']:.0f}%), {r['ssim_mean']:.2f}, {labels}")
+                       f"{100 * r['success_ci95_high']:.0f}%), {r['ssim_mean']:.2f}, {_labels_text(r)}")
         out.append("-" if accuracy is None else f"{100 * accuracy:.1f}%")
         body.append(out)
-    first = summary[0]
-    note = (f"Success: SSIM >= {first['threshold']:g}; {first['n']} victims per cell; Wilson 95% intervals; "
-            "labels: victims whose label the attack inferred from the gradient (none is given); "
-            "-: not run (the analytic attack needs a first fully connected layer; ig-omit and ig-joint need a "
-            "PRECODE bottleneck).")
+    sizes = sorted({r["n"] for r in summary})
+    victims = f"{sizes[0]} victims per cell" if len(sizes) == 1 else f"{sizes[0]} to {sizes[-1]} victims per cell"
+    note = (f"Success: SSIM >= {summary[0]['threshold']:g}; {victims}; Wilson 95% intervals; labels: given to "
+            "the attacker or inferred by it, and the share of victims whose label the gradient gives away (iDLG's "
+            "rule); test accuracy: trained on the defense's releases (-: not trained at this scale); -: not run "
+            "(the analytic attack needs a first fully connected layer, iDLG runs on the MLP only).")
     if html:
         def row(values, tag):
             return "<tr>" + "".join(f"<{tag}>{html_lib.escape(str(v))}</{tag}>" for v in values) + "</tr>"
@@ -252,6 +258,16 @@ def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | Non
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(lines + ["", note])
+
+
+def _labels_text(row: dict[str, Any]) -> str:
+    """``given, 9% in the gradient`` / ``inferred, 9% right``: how the attacker had its labels."""
+    labels = row.get("labels") or "inferred"
+    share = row.get("labels_inferable")
+    if labels == "given":
+        return "given" if share in (None, "") else f"given ({100 * float(share):.0f}% in the gradient)"
+    right = row.get("label_accuracy")
+    return "inferred" if right in (None, "") else f"inferred, {100 * float(right):.0f}% right"
 
 
 # -- figures ---------------------------------------------------------------------------------
@@ -267,51 +283,56 @@ def _settings(summary):
 
 
 def plot_privacy_utility(summary: list[dict[str, Any]], attack: str = "ig", metric: str = "attack_success_rate"):
-    """Privacy against utility: per model, each defense at (test accuracy, attack success or mean SSIM).
+    """Privacy against utility of one release: per model, each defense at (test accuracy of the model
+    trained on its releases, attack success or mean SSIM on one release), with 95% intervals.
 
     Args:
-        summary: rows of ``summary.csv`` (the untrained models' cells are drawn, as in the paper).
+        summary: rows of ``summary.csv``; the untrained models' cells with the labels given are drawn
+            (the paper's evaluation, the attacker's best case); rows without an accuracy (not trained
+            at this scale) are left out.
         attack: whose success is plotted (Inverting Gradients, the paper's attack, by default).
         metric: ``attack_success_rate`` (with its Wilson interval) or ``ssim_mean`` (with its CI).
 
     Returns:
-        The matplotlib figure. Used in chapter 7.
+        The matplotlib figure (one panel per model, sized for the page: labels of 9 points). Used in
+        chapter 7.
     """
     plt = _plt()
-    summary = [r for r in summary if _weights(r) == "initial"]
+    summary = [r for r in summary if _weights(r) == "initial" and (r.get("labels") or "given") == "given"]
     settings = _settings([r for r in summary if r["attack"] == attack])
-    fig, axes = plt.subplots(1, max(1, len(settings)), figsize=(5.2 * len(settings), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(settings)), figsize=(4.5 * max(1, len(settings)), 4.3), squeeze=False,
+                             sharey=True)
+    handles = {}
     for ax, (model, data) in zip(axes[0], settings):
         rows = [r for r in summary if (r["model"], r["data"], r["attack"]) == (model, data, attack)]
-        seen = set()
         for r in rows:
             if r["test_accuracy"] is None:
                 continue
             fam = family(r["defense"])
             colour, marker = FAMILY_STYLE.get(fam, ("0.5", "o"))
-            y = r[metric]
+            x, y = 100 * r["test_accuracy"], r[metric]
             if metric == "attack_success_rate":
                 err = [[y - r["success_ci95_low"]], [r["success_ci95_high"] - y]]
             else:  # the mean SSIM's interval, kept inside SSIM's range
                 low, high = clip_interval(y, r["ssim_ci95"], SSIM_BOUNDS)
                 err = [[y - low], [high - y]]
-            ax.errorbar(r["test_accuracy"], y, yerr=err, fmt=marker, color=colour, capsize=3,
-                        markersize=11 if fam in ("none", "precode") else 7, alpha=0.9,
-                        label=None if fam in seen else FAMILY_NAMES.get(fam, fam))
-            seen.add(fam)
-            if fam not in ("none", "precode", "dp"):
+            handles[fam] = ax.errorbar(x, y, yerr=err, fmt=marker, color=colour, capsize=3,
+                                       markersize=11 if fam in ("none", "precode") else 8, alpha=0.9)
+            if fam not in ("none", "precode"):
                 sep = "@" if fam == "precode-early" else ":"
-                level = r["defense"].rpartition(sep)[2]
-                ax.annotate(level, (r["test_accuracy"], y), textcoords="offset points",
-                            xytext=(5, 3), fontsize=7, color=colour)
-        ax.set_xlabel(f"test accuracy after training ({rows[0]['train_data'] if rows else ''})")
-        ax.set_ylabel("attack success rate" if metric == "attack_success_rate" else "mean SSIM")
+                level = "z=" + r["defense"].rpartition("=")[2] if fam == "dp" else r["defense"].rpartition(sep)[2]
+                ax.annotate(level, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=9, color=colour)
+        ax.set_xlabel("test accuracy (%), trained on the releases")
+        ax.set_title(f"{model.upper()} on {data}", fontsize=10)
         ax.set_ylim(-0.05, 1.05)
-        ax.set_title(f"{model} on {data}: {ATTACK_TITLES.get(attack, attack)}", fontsize=10)
-        if seen:
-            ax.legend(fontsize=7, loc="best")
-    fig.suptitle("Privacy (lower is better) against utility (right is better); bars: 95% intervals", fontsize=10)
-    fig.tight_layout()
+        ax.tick_params(labelsize=9)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(f"{ATTACK_TITLES.get(attack, attack)}: " + (
+        "success rate" if metric == "attack_success_rate" else "mean SSIM"), fontsize=10)
+    if handles:
+        fig.legend(list(handles.values()), [FAMILY_NAMES.get(f, f) for f in handles], loc="lower center",
+                   ncol=len(handles), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
