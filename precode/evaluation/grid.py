@@ -305,6 +305,7 @@ class Grid:
         inferred: defenses also attacked by Inverting Gradients with the labels inferred (cells of
             ``labels="inferred"``, when :attr:`labels` is ``given``): where a defense could win
             by costing the attacker its labels (DP-SGD), the table shows both.
+        inferred_models: the models whose :attr:`inferred` cells run (``None``: every model's).
         untrained: defenses whose models this grid does not train (their rows carry no accuracy),
             because training on their releases is too slow at this scale (pruning each release of
             a batch on its own: about 1 s a step of the MLP on a CPU).
@@ -337,6 +338,7 @@ class Grid:
     trained_models: tuple[str, ...] | None = None
     labels: str = "given"
     inferred: tuple[str, ...] = ()
+    inferred_models: tuple[str, ...] | None = None
     untrained: tuple[str, ...] = ()
     adaptive_training: tuple[int | None, int, int | None] | None = None
     adaptive_victims: int | None = None
@@ -410,7 +412,8 @@ class Grid:
         initial = [Cell(s, d, a, labels=self.labels) for s in self.settings for d in self.defenses
                    for a in self.attacks_for(s, d)]
         inferred = [Cell(s, d, "ig", labels="inferred") for s in self.settings for d in self.inferred
-                    if self.labels == "given" and "ig" in self.attacks_for(s, d)]
+                    if self.labels == "given" and "ig" in self.attacks_for(s, d)
+                    and (self.inferred_models is None or s.model in self.inferred_models)]
         trained = [Cell(s, d, "ig", "trained", labels=self.labels) for s in self.settings
                    if s.data == s.train_data and (self.trained_models is None or s.model in self.trained_models)
                    for d in self.trained if "ig" in self.attacks_for(s, d)]
@@ -536,7 +539,8 @@ class Grid:
         for key in ("defenses", "attacks", "trained", "inferred", "untrained", "notes"):
             out[key] = list(out[key])
         out["attack_defenses"] = [[a, list(d)] for a, d in self.attack_defenses]
-        out["trained_models"] = None if self.trained_models is None else list(self.trained_models)
+        for key in ("trained_models", "inferred_models"):
+            out[key] = None if getattr(self, key) is None else list(getattr(self, key))
         if out["adaptive_training"] is None:
             del out["adaptive_training"]  # as grids stored before the field was there
         else:
@@ -553,8 +557,9 @@ class Grid:
         for key in ("defenses", "attacks", "trained", "inferred", "untrained", "notes"):
             data[key] = tuple(data.get(key, ()))
         data["attack_defenses"] = tuple((a, tuple(d)) for a, d in data.get("attack_defenses", ()))
-        if data.get("trained_models") is not None:
-            data["trained_models"] = tuple(data["trained_models"])
+        for key in ("trained_models", "inferred_models"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
         if data.get("adaptive_training") is not None:
             data["adaptive_training"] = tuple(data["adaptive_training"])
         return cls(**data)
@@ -601,6 +606,7 @@ _QUICK = Grid(
     trained_models=("mlp",),
     labels="given",
     inferred=(DP,),
+    inferred_models=("mlp",),
     untrained=("prune:0.9", "prune:0.99"),
     adaptive_victims=8,
     attack_defenses=(("idlg", ("none", PRECODE)),),
@@ -608,8 +614,8 @@ _QUICK = Grid(
         "32 victims a cell (the adaptive part: 8, its cells carry no verdict). Inverting Gradients runs 200 "
         "iterations, 1 restart (the paper: 7,000; chapter 2's quick profile: 1,000).",
         "The attacker is given the labels (the paper's evaluation, the attacker's best case); DP-SGD is also "
-        "attacked with the labels inferred from its gradient, and every cell records how many labels the "
-        "gradient would have given away.",
+        "attacked with the labels inferred from its gradient on the MLP, and every cell records how many labels "
+        "the gradient would have given away.",
         "iDLG runs 8 L-BFGS iterations of up to 20 inner steps and 25 gradient evaluations each: at most 200 "
         "evaluations, as many as Inverting Gradients' 200 steps (the paper's DLG: 300 iterations); a victim whose "
         "search stalls starts again from a fresh point. It runs on the MLP only, without a defense and with PRECODE.",
