@@ -4,16 +4,17 @@ A *cell* of the grid is one attack on one model (on one data set) under one defe
 the shared gradients of ``N`` victims. A :class:`Grid` lists the cells and their budgets; two
 grids come with the package, one per profile (:func:`get_grid`):
 
-* ``quick`` (the default; a 2-core CPU, under 10 minutes): the MLP on Fashion-MNIST and the
-  CNN on 32x32 colour photos, 8 victims a cell, short attacks, each model trained for a few
-  epochs on a subset to measure the test accuracy.
+* ``quick`` (the default; a 2-core CPU, minutes): the MLP and the CNN on Fashion-MNIST, the data
+  they are trained on (the adaptive part's CNN on 32x32 colour photos), 32 victims a cell (the
+  adaptive part: 8), two levels a defense family, short attacks, each model trained for two epochs
+  on a subset of its defense's releases to measure the test accuracy.
 * ``full`` (a GPU): the paper's scale: MLP and CNN on CIFAR-10, CIFAR-100 and Fashion-MNIST,
   128 victims a cell, 7,000 Inverting Gradients iterations, 280 DLG iterations (at most 7,000
   evaluations), training on the whole training split for the full profile's epochs.
 
-Defenses (the same for every model; see chapter 4 for what each does). Three levels per family,
-chosen to span "no visible effect" to "stops Inverting Gradients" on the untrained MLP
-(chapter 4's measurements), within the range Zhu et al. (2019) tried:
+Defenses (see chapter 4 for what each does; the full grid runs every level, the quick grid two a
+family, on both sides of "stops Inverting Gradients"), within the range Zhu et al. (2019) tried;
+every level acts on one client's release, the gradient of its one image:
 
 =============================  ==================================================================
 ``none``                       the baseline
@@ -45,8 +46,11 @@ layer is fully connected with a bias: the MLP); beyond the paper, the attacks th
 sampling only) and ``ig-joint`` (the bottleneck's noise optimised with the image), run only under
 defenses with a bottleneck, with Inverting Gradients' budget; ``ig`` and ``idlg`` are not run
 against PRECODE's variants, where the plain ``precode`` rows already show them failing. Every
-attack is on the *untrained* model with client batches of one image, as in the paper's evaluation;
-the attacker infers the labels from the shared gradient, as ``python -m precode attack`` does.
+attack is on the *untrained* model with client batches of one image, as in the paper's evaluation,
+and the attacker is given the labels (the paper's evaluation, its best case; ``labels``), with
+DP-SGD also attacked with the labels inferred (``inferred``). Every model is trained on its
+defense's releases (:mod:`precode.release`), so that a row's privacy and its accuracy describe one
+system.
 
 Two parts of a grid (:meth:`Grid.part`) split it between the chapters: ``paper`` (the paper's
 defenses and attacks, chapter 7) and ``adaptive`` (no defense, PRECODE and its variants against
