@@ -24,6 +24,7 @@ import torch
 from precode import evaluation
 from precode.evaluation import runner as runner_module
 from precode.evaluation.grid import Grid, Setting
+from precode.evaluation.schema import CELL_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--profile", "quick", "--models", "mlp", "--defenses", "none", "--attacks", "analytic", "--victims", "1",
@@ -145,7 +146,7 @@ def test_a_kill_at_any_write_loses_no_finished_cell(tmp_path, monkeypatch, refer
     monkeypatch.setattr(files, "_commit", commit)
     with pytest.raises(Killed):
         run(grid(), out)
-    finished_before = {tuple(str(r[k]) for k in evaluation.CELL_FIELDS) for r in rows(out, "summary")}
+    finished_before = {tuple(str(r[k]) for k in CELL_FIELDS) for r in rows(out, "summary")}
     monkeypatch.setattr(files, "_commit", real)
     attacked = counting(monkeypatch)
     run(grid(), out, resume=True)
@@ -203,7 +204,8 @@ def test_a_second_run_on_the_same_folder_stops_with_one_line_naming_the_holder(t
 
     def run_cells(cells, *a, **k):
         if not second:
-            second.append(cli(*args))  # another run starts while the first attacks its first cell
+            second.append(None)
+            second[0] = cli(*args)  # another run starts while the first attacks its first cell
         return real(cells, *a, **k)
 
     monkeypatch.setattr(runner_module, "run_cells", run_cells)
@@ -295,12 +297,29 @@ def test_an_overflowing_objective_is_reported_as_diverged_not_scored(cli):
     assert [r["status"] for r in fine["results"]] == ["ok", "ok"] and fine["summary"]["diverged"] == 0
 
 
-def test_a_grid_cell_whose_victims_all_diverge_is_counted_not_scored(tmp_path, one_thread):
-    out = run(grid(defenses=("gaussian:1e20",), attacks=("idlg",)), tmp_path / "run")
-    (summary,) = evaluation.read_csv(out / "summary.csv")
+def test_a_cell_whose_victims_all_diverge_is_counted_and_stored_not_scored(tmp_path, one_thread):
+    from precode.data import load_data
+    from precode.evaluation.cells import score_cell
+    from precode.evaluation.report import summarize_cell
+    from precode.experiment import run_attack
+    from precode.models import build_model
+
+    g = grid(attacks=("idlg",))
+    victims = load_data("fashion-mnist-sample", "test").first(2)
+    model = build_model("mlp", victims.input_shape, victims.num_classes, seed=0)
+    attacked = run_attack("idlg", model, victims, g.threat_model("none", "idlg"), defense="gaussian:1e20",
+                          iterations=2)
+    victim_rows = score_cell(attacked, victims, victims.images[:0], g.threshold)
+    assert [r["status"] for r in victim_rows] == ["diverged", "diverged"]
+    assert all(r["ssim"] is None and r["success"] == 0 for r in victim_rows)
+    key = ("mlp", "fashion-mnist-sample", "gaussian:1e20", "idlg", "initial")
+    summary = summarize_cell(key, victim_rows, g, 1.0, {"test_accuracy": 0.5, "test_images": 16}, 0)
     assert summary["diverged"] == 2 and summary["ssim_mean"] is None and summary["attack_success_rate"] == 0
-    assert [r["status"] for r in evaluation.read_csv(out / "results.csv")] == ["diverged", "diverged"]
     assert "diverged" in evaluation.comparison_table([summary])
+    with evaluation.RunFolder(tmp_path / "run", g) as folder:  # stored, and read back as such
+        folder.add_cell([dict(zip(CELL_FIELDS, key), **r) for r in victim_rows], summary, attacked.images)
+    assert evaluation.read_csv(tmp_path / "run" / "summary.csv")[0]["diverged"] == 2
+    assert [r["status"] for r in evaluation.read_csv(tmp_path / "run" / "results.csv")] == ["diverged"] * 2
 
 
 def test_training_on_an_npz_without_a_held_out_split_is_refused(tmp_path, cli):
