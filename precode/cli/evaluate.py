@@ -43,6 +43,7 @@ The command behind chapter 7 (``book/07_evaluation.ipynb``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -116,14 +117,18 @@ def _list(text: str) -> list[str]:
 
 
 def _check_writable(out: str) -> None:
-    path = Path(out)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok\n")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"cannot write to --out {out}: {e.strerror or e}") from None
+    """``--out`` names a folder that can be made or written, checked without making anything (a
+    mistake found later, before any work, leaves no folder behind)."""
+    if out == "":
+        raise UserError("--out is empty, which names the current folder; name a folder for the run's files")
+    path = Path(out).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot write to --out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to --out {out}: {existing} is not writable")
 
 
 def build_grid(args: argparse.Namespace):

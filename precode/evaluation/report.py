@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ..files import atomic_write
 from ..metrics import mean_ci95, wilson_interval
 from ..plotting import SSIM_BOUNDS, clip_interval
 from .grid import split_defense
@@ -393,7 +394,8 @@ def draw_figures(folder: str | Path) -> list[Path]:
         figures["convergence"] = plot_convergence(training)
     for name, fig in figures.items():
         path = folder / "figures" / f"{name}.png"
-        fig.savefig(path, dpi=110)
+        with atomic_write(path, "wb") as f:  # a kill leaves the old figure or the new one
+            fig.savefig(f, dpi=110, format="png")
         plt.close(fig)
         written.append(path)
     return written
