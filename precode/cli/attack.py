@@ -32,6 +32,7 @@ import argparse
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,11 +42,23 @@ from ..bottleneck import add_precode
 from ..data import load_data
 from ..defenses import parse_defense
 from ..experiment import run_attack
+from ..files import atomic_write
 from ..models import MODEL_NAMES, build_model
 from ..profiles import get_profile
 from ..threat import ThreatModel, label_rule_of
 from ..training import train
-from .common import UserError, format_or_na, write_json
+from .common import (
+    MAX_EPOCHS,
+    MAX_ITERATIONS,
+    MAX_RESTARTS,
+    SEED_MAX,
+    UserError,
+    check_figure,
+    check_output_path,
+    format_or_na,
+    integer,
+    write_json,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -109,11 +122,17 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"unknown attack {args.attack!r}; choose one of {', '.join(ATTACK_NAMES)}")
     if args.model.lower() not in MODEL_NAMES:
         raise UserError(f"unknown model {args.model!r}; choose one of {', '.join(MODEL_NAMES)}")
-    for name, value, least in (("--images", args.images, 1), ("--batch-size", args.batch_size, 1),
-                               ("--iterations", args.iterations, 1), ("--restarts", args.restarts, 1),
-                               ("--trained-epochs", args.trained_epochs, 0)):
-        if value is not None and value < least:
-            raise UserError(f"{name} must be at least {least}, got {value}")
+    for name, value, least, most in (("--images", args.images, 1, None), ("--batch-size", args.batch_size, 1, None),
+                                     ("--iterations", args.iterations, 1, MAX_ITERATIONS),
+                                     ("--restarts", args.restarts, 1, MAX_RESTARTS),
+                                     ("--trained-epochs", args.trained_epochs, 0, MAX_EPOCHS),
+                                     ("--seed", args.seed, 0, SEED_MAX)):
+        if value is not None:
+            integer(value, name, least, most)
+    if args.json not in (None, "-"):
+        check_output_path(args.json, "--json")  # before any work, not after it
+    if args.figure:
+        args.figure = check_figure(args.figure)
     threat_model(args)  # an invalid defense spec or server fails here (ThreatModel), with one line, before any work
     if args.server == "malicious" and not (args.precode or args.precode_at):
         raise UserError("--server malicious switches PRECODE's sampling off through the weights it sends, and the "
@@ -152,7 +171,8 @@ def _save_figure(path: str, originals: torch.Tensor, recon: torch.Tensor, title:
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     try:
-        fig.savefig(path, dpi=120)
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, dpi=120, format=Path(path).suffix.lstrip(".").lower() or "png")
     except OSError as e:
         raise UserError(f"cannot write the figure to {path}: {e.strerror}") from None
     finally:

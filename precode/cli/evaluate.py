@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation import get_grid, read_csv, run_evaluation
-from .common import UserError
+from .common import MAX_EPOCHS, MAX_ITERATIONS, SEED_MAX, UserError, integer
 
 __all__ = ["add_parser", "run"]
 
@@ -90,16 +90,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     g.add_argument("--test-images", metavar="N", help="test images for the test accuracy")
     g.add_argument("--pool", metavar="P", help="further real images searched by the identification rate")
     return p
-
-
-def _integer(text: str, option: str, minimum: int) -> int:
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise UserError(f"{option} must be an integer, got {text!r}") from None
-    if value < minimum:
-        raise UserError(f"{option} must be at least {minimum}, got {value}")
-    return value
 
 
 def _list(text: str) -> list[str]:
@@ -147,19 +137,20 @@ def build_grid(args: argparse.Namespace):
         raise UserError(f"--threshold must be a number, got {args.threshold!r}") from None
     if not -1 <= threshold <= 1:
         raise UserError(f"--threshold must lie in [-1, 1] (an SSIM), got {threshold}")
-    changes: dict[str, Any] = {"threshold": threshold, "seed": _integer(args.seed, "--seed", 0)}
-    if args.victims is not None:
-        changes["victims"] = _integer(args.victims, "--victims", 1)
+    changes: dict[str, Any] = {"threshold": threshold, "seed": integer(args.seed, "--seed", 0, SEED_MAX)}
+    if args.victims is not None:  # and at most what the test split holds (checked when it is loaded, before work)
+        changes["victims"] = integer(args.victims, "--victims", 1)
     if args.iterations is not None:
-        changes["ig_iterations"] = changes["dlg_iterations"] = _integer(args.iterations, "--iterations", 1)
+        changes["ig_iterations"] = changes["dlg_iterations"] = integer(args.iterations, "--iterations", 1,
+                                                                       MAX_ITERATIONS)
     if args.epochs is not None:
-        changes["epochs"] = _integer(args.epochs, "--epochs", 1)
+        changes["epochs"] = integer(args.epochs, "--epochs", 1, MAX_EPOCHS)
     if args.train_images is not None:
-        changes["train_images"] = _integer(args.train_images, "--train-images", 1)
+        changes["train_images"] = integer(args.train_images, "--train-images", 1)
     if args.test_images is not None:
-        changes["test_images"] = _integer(args.test_images, "--test-images", 1)
+        changes["test_images"] = integer(args.test_images, "--test-images", 1)
     if args.pool is not None:
-        changes["pool"] = _integer(args.pool, "--pool", 0)
+        changes["pool"] = integer(args.pool, "--pool", 0)
     restricted = any(v is not None for v in (args.models, args.defenses, args.attacks)) or len(changes) > 2
     try:
         grid = grid.restrict(
@@ -207,12 +198,16 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     progress = not args.no_progress
-    if progress:
-        print(f"grid {grid.name!r}: {len(grid.cells())} cells, {grid.victims} victims each; "
-              f"success: SSIM >= {grid.threshold:g}", file=sys.stderr)
-        for note in grid.notes:
-            print(f"note: {note}", file=sys.stderr)
-    out = run_evaluation(grid, args.out, resume=args.resume, overwrite=args.overwrite, progress=progress)
+
+    def header() -> None:  # once the input is checked
+        if progress:
+            print(f"grid {grid.name!r}: {len(grid.cells())} cells, {grid.victims} victims each; "
+                  f"success: SSIM >= {grid.threshold:g}", file=sys.stderr)
+            for note in grid.notes:
+                print(f"note: {note}", file=sys.stderr)
+
+    out = run_evaluation(grid, args.out, resume=args.resume, overwrite=args.overwrite, progress=progress,
+                         on_start=header)
     summary = read_csv(out / "summary.csv")
     print(_table(summary))
     print(f"\n{len(summary)} cells in {out} (results.csv, summary.csv, training.csv, figures/); "

@@ -30,12 +30,28 @@ from typing import Any
 import torch
 
 from ..attacks import first_linear_layer
+from ..defenses import parse_defense
+from ..errors import InputError
 from ..fl.experiment import ATTACK_CHOICES, FederationConfig
 from ..fl.simulation import run_federation
 from ..models import MODEL_NAMES
-from .common import UserError, format_or_na, write_json
+from .common import (
+    MAX_ITERATIONS,
+    MAX_RESTARTS,
+    SEED_MAX,
+    UserError,
+    check_output_path,
+    format_or_na,
+    integer,
+    write_json,
+)
 
 __all__ = ["add_parser", "run"]
+
+MAX_CLIENTS = 1_000
+"""The most virtual clients (each runs in Ray; Flower's simulation is meant for tens to hundreds)."""
+MAX_ROUNDS = 100_000
+"""The most rounds, and local steps per round."""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -80,6 +96,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace):
 
+    for option, value, least, most in (("--seed", args.seed, 0, SEED_MAX), ("--clients", args.clients, 2, MAX_CLIENTS),
+                                       ("--rounds", args.rounds, 1, MAX_ROUNDS),
+                                       ("--local-steps", args.local_steps, 1, MAX_ROUNDS),
+                                       ("--batch-size", args.batch_size, 1, None),
+                                       ("--iterations", args.iterations, 1, MAX_ITERATIONS),
+                                       ("--restarts", args.restarts, 1, MAX_RESTARTS)):
+        if value is not None:
+            integer(value, option, least, most)
+    if args.json not in (None, "-"):
+        check_output_path(args.json, "--json")
     if args.data.lower() == "photos" or args.data.lower().endswith(".npz"):
         raise UserError(f"--data {args.data!r} has no training split for the clients; use fashion-mnist, mnist, "
                         "cifar10 or cifar100")
@@ -93,12 +119,19 @@ def _config(args: argparse.Namespace):
     except ValueError as e:
         raise UserError(str(e).replace("local_steps", "--local-steps")) from None
     data = config.train_data()  # enough training images for every client and round, or one line
+    model = config.build_model(data.input_shape, data.num_classes)
     if config.attack == "analytic":
-
         try:
-            first_linear_layer(config.build_model(data.input_shape, data.num_classes), data.input_shape)
+            first_linear_layer(model, data.input_shape)
         except ValueError as e:
             raise UserError(f"{e}; use --attack ig for this model") from None
+    # one client's step on one image, here, so that a defense the model cannot take (partial-gaussian without
+    # PRECODE) fails in a line now rather than in a Ray worker after Flower's start-up
+    try:
+        with torch.random.fork_rng(devices=[]):
+            parse_defense(config.defense).shared_gradients(model, data.images[:1], data.labels[:1])
+    except InputError as e:
+        raise UserError(f"--defense {config.defense}: {e}" + ("" if config.precode else ", or add --precode")) from None
     return config
 
 

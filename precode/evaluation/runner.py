@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ class _DataCache:
 
 def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite: bool = False,
                    progress: bool = True, figures: bool = True, threads: int | None = None,
-                   reuse: bool = False) -> Path:
+                   reuse: bool = False, on_start: Callable[[], None] | None = None) -> Path:
     """Run every cell of ``grid`` that ``out`` does not hold yet, then draw the figures.
 
     For each model and defense, the model is first trained under the defense (once; its history
@@ -63,6 +64,8 @@ def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite:
             the CPU unless ``OMP_NUM_THREADS`` is set, as ``python -m precode attack`` does (the
             attacks are many small operations; a second thread barely helps and, on a busy
             machine, slows them down many times over).
+        on_start: called once the grid's data and the output folder are checked, before any work (the
+            command prints its header there, so that a mistake is reported in one line).
 
     Returns:
         The output folder.
@@ -78,6 +81,8 @@ def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite:
     sources = _data_sources(grid, load)
     _check_victims(grid, load)  # before the folder is touched
     with RunFolder(out, grid, resume=resume, overwrite=overwrite, reuse=reuse, data=sources) as folder:
+        if on_start is not None:
+            on_start()
         previous = torch.get_num_threads()
         if threads is None and not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
             threads = 1
