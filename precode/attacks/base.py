@@ -50,6 +50,10 @@ class AttackResult:
             analytic attack. Compare optimisers at equal ``evaluations``.
         features: what the attack read inside the model, per victim, when it reads something:
             the encoder leak's recovered encoder inputs ``(N, D)``; ``None`` for the others.
+        diverged: ``(N,)`` bool, per victim (its client's batch, one problem): every restart's
+            objective or its gradient stopped being finite (a defense's noise overflowed it), so the
+            attack stopped and its reconstruction is no result
+            (:mod:`precode.attacks.divergence`); ``None``: not tracked (the analytic attacks).
     """
 
     reconstructions: torch.Tensor
@@ -60,6 +64,7 @@ class AttackResult:
     attack: str = ""
     evaluations: int = 0
     features: torch.Tensor | None = None
+    diverged: torch.Tensor | None = None
 
     @property
     def num_victims(self) -> int:

@@ -124,7 +124,7 @@ def dlg(
     # [/dlg-lbfgs]
     bar.close()
     final = final.reshape(restarts, n)
-    final = torch.where(torch.isfinite(final), final, torch.full_like(final, math.inf))
+    final = torch.where(torch.isfinite(final), final, torch.full_like(final, math.inf))  # inf: diverged
     best = final.argmin(dim=0).cpu()  # by gradient distance only
     victims = torch.arange(n)
     x, y = split(z)
@@ -139,6 +139,7 @@ def dlg(
         restart_losses=final.cpu(),
         attack="dlg" if known is None else "idlg",
         evaluations=int(spent.max()),  # the most any victim and restart used
+        diverged=torch.isinf(final).all(dim=0).cpu(),  # every restart's objective or gradient overflowed
     )
 
 

@@ -12,7 +12,9 @@ The algorithm is a vectorised port of ``torch.optim.LBFGS`` with ``line_search_f
 ``step``: up to ``max_iter`` inner iterations, each a direction from the two-loop recursion
 and a line search. Each problem gives the same iterates as ``torch.optim.LBFGS`` on it alone,
 up to floating-point rounding (``tests/test_attacks.py`` checks this), except that the line
-search never steps to a point whose loss is NaN or infinite (torch's can). Note that L-BFGS
+search never steps to a point whose loss is NaN or infinite (torch's can), and that a problem
+whose loss or gradient is not finite where it stands (its objective overflowed: it diverged)
+stops there with the loss ``inf`` (:mod:`precode.attacks.divergence`). Note that L-BFGS
 amplifies rounding differences: over many iterations, a problem optimised in a batch and the
 same problem optimised alone can end at different (equally good) solutions.
 
@@ -56,7 +58,8 @@ def batched_lbfgs(
         on_iteration: called as ``on_iteration(i, losses)`` after each iteration.
 
     Returns:
-        ``(x, losses, history, evaluations)``: final variables ``(P, D)``, final losses ``(P,)``,
+        ``(x, losses, history, evaluations)``: final variables ``(P, D)``, final losses ``(P,)``
+        (``inf`` for a problem that diverged),
         the loss after every iteration ``(iterations, P)`` (on the CPU) and the evaluations of
         loss and gradient each problem used ``(P,)``, its start included: at most
         ``1 + iterations * max_iter * 5 // 4``. (``evaluate`` is called for all problems at once,
@@ -74,6 +77,7 @@ def batched_lbfgs(
 
     x = x0.detach().clone()
     f, g = value_and_grad(x)
+    f = _diverged_inf(f, g)
     zeros = torch.zeros(p_count, dtype=dtype, device=device)
     s_hist = torch.zeros(history_size, p_count, dim, dtype=dtype, device=device)
     y_hist = torch.zeros_like(s_hist)
@@ -87,7 +91,7 @@ def batched_lbfgs(
     prev_g = g.clone()
     started = torch.zeros(p_count, dtype=torch.bool, device=device)  # has made a first inner iteration
     history = torch.empty(iterations, p_count, dtype=dtype)
-    stopped = torch.zeros(p_count, dtype=torch.bool, device=device)
+    stopped = ~torch.isfinite(f)  # diverged at the start: never moves
     spent = torch.ones(p_count, dtype=torch.long, device=device)  # the start's evaluation
 
     for it in range(iterations):
@@ -144,8 +148,9 @@ def batched_lbfgs(
                                                   max_ls=max_eval - evals)
             t = torch.where(running, t_ls, t)
             x = torch.where(running[:, None], x + t[:, None] * d, x)
-            f = torch.where(running, f_ls, f)
+            f = torch.where(running, _diverged_inf(f_ls, g_ls), f)  # a non-finite gradient: diverged, stops
             g = torch.where(running[:, None], g_ls, g)
+            running &= torch.isfinite(f)
             evals += n_ls
             spent += torch.where(running, n_ls, 0)
             running &= n_iter < max_iter
@@ -158,6 +163,11 @@ def batched_lbfgs(
         if on_iteration is not None:
             on_iteration(it, f)
     return x, f, history, spent.cpu()
+
+
+def _diverged_inf(f: Tensor, g: Tensor) -> Tensor:
+    """The losses ``f`` with ``inf`` for the problems whose loss or gradient is not finite (diverged)."""
+    return torch.where(torch.isfinite(f) & torch.isfinite(g).all(1), f, torch.full_like(f, torch.inf))
 
 
 def _cubic_minimum(x1: Tensor, f1: Tensor, g1: Tensor, x2: Tensor, f2: Tensor, g2: Tensor,

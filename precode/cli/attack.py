@@ -191,11 +191,20 @@ def _table(config: dict[str, Any], results: list[dict], summary: dict[str, Any],
         f"{'index':>6} {'label':>6} {'pred':>6} {'mse':>10} {'psnr':>8} {'ssim':>7}",
     ]
     for r in results:
+        if r["status"] == "diverged":
+            lines.append(f"{r['index']:>6} {r['label']:>6} {r['label_pred']:>6} {'diverged (no score)':>27}")
+            continue
         lines.append(f"{r['index']:>6} {r['label']:>6} {r['label_pred']:>6} {r['mse']:>10.3g} "
                      f"{r['psnr']:>8.2f} {format_or_na(r['ssim'], '7.4f'):>7}")
-    lines.append(f"{'mean':>6} {'':>6} {'':>6} {summary['mse']:>10.3g} {summary['psnr']:>8.2f} "
-                 f"{format_or_na(summary['ssim'], '7.4f'):>7}   label accuracy {summary['label_accuracy']:.3f}, "
-                 f"attack {summary['seconds']:.1f} s")
+    tail = f"label accuracy {summary['label_accuracy']:.3f}, attack {summary['seconds']:.1f} s"
+    if summary["diverged"] == len(results):
+        lines.append(f"{'mean':>6} the attack diverged on all {len(results)} victims (its objective overflowed: "
+                     f"no reconstruction to score); {tail}")
+    else:
+        lines.append(f"{'mean':>6} {'':>6} {'':>6} {summary['mse']:>10.3g} {summary['psnr']:>8.2f} "
+                     f"{format_or_na(summary['ssim'], '7.4f'):>7}   {tail}"
+                     + (f"; diverged on {summary['diverged']} victims (left out of the means)"
+                        if summary["diverged"] else ""))
     return "\n".join(lines)
 
 
@@ -246,21 +255,26 @@ def run(args: argparse.Namespace) -> int:
         "client_seed": rng.client, "attacker_seed": rng.attacker,
         "profile": profile.name, "device": str(device), "threat_model": threat.to_dict(),
     }
+    lost = run_.diverged  # the attack's objective overflowed for these victims: no score (precode.attacks.divergence)
     results = [
-        {"index": i, "label": int(victims.labels[i]), "label_pred": int(predicted[i]), "mse": float(mse[i]),
-         "psnr": float(psnr[i]), "ssim": None if ssim is None else float(ssim[i])}
+        {"index": i, "label": int(victims.labels[i]), "label_pred": int(predicted[i]),
+         "mse": None if lost[i] else float(mse[i]), "psnr": None if lost[i] else float(psnr[i]),
+         "ssim": None if ssim is None or lost[i] else float(ssim[i]), "status": "diverged" if lost[i] else "ok"}
         for i in range(len(victims))
     ]
+    kept = [i for i in range(len(victims)) if not lost[i]]
+    scored = {k: [r[k] for r in results if r[k] is not None] for k in ("ssim",)}
     summary = {
-        "mse": float(mse.mean()), "psnr": float(psnr.mean()),
-        "ssim": None if ssim is None else float(sum(ssim) / len(ssim)),
-        "label_accuracy": run_.label_accuracy, "seconds": float(result.seconds),
+        "mse": float(mse[kept].mean()) if kept else None, "psnr": float(psnr[kept].mean()) if kept else None,
+        "ssim": None if ssim is None or not kept else float(sum(scored["ssim"]) / len(scored["ssim"])),
+        "label_accuracy": run_.label_accuracy, "seconds": float(result.seconds), "diverged": len(victims) - len(kept),
     }
     table = _table(config, results, summary, threat)
     print(table, file=sys.stderr if args.json == "-" else sys.stdout)
     write_json({"config": config, "results": results, "summary": summary}, args.json)
     if args.figure:
-        title = (f"{attack} on {model_name}{' + PRECODE' if args.precode else ''}: mean PSNR "
-                 f"{summary['psnr']:.1f} dB" + ("" if ssim is None else f", SSIM {summary['ssim']:.3f}"))
+        title = (f"{attack} on {model_name}{' + PRECODE' if args.precode else ''}: "
+                 + ("diverged (no score)" if summary["psnr"] is None else f"mean PSNR {summary['psnr']:.1f} dB")
+                 + ("" if summary["ssim"] is None else f", SSIM {summary['ssim']:.3f}"))
         _save_figure(args.figure, victims.images, recon, title)
     return 0

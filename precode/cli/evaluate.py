@@ -175,11 +175,15 @@ def _table(summary: list[dict[str, Any]]) -> str:
     lines = [f"{'model':5s} {'data':14s} {'defense':30s} {'attack':8s} {'weights':8s} {'n':>4s} {'success':>8s} "
              f"{'ident.':>7s} {'SSIM mean ± CI':>15s} {'PSNR':>6s} {'test acc':>8s} {'seconds':>7s}"]
     for r in summary:
+        if r["ssim_mean"] is None:  # every victim diverged: no score
+            scores = f"{'diverged':>15s} {'-':>6s}"
+        else:
+            scores = f"{r['ssim_mean']:7.3f} ± {r['ssim_ci95']:5.3f} {r['psnr_mean']:6.1f}"
         lines.append(
             f"{r['model']:5s} {r['data']:14s} {r['defense']:30s} {r['attack']:8s} {r['weights']:8s} {r['n']:4d} "
             f"{pct(r['attack_success_rate']):>8s} {pct(r['identification_rate']):>7s} "
-            f"{r['ssim_mean']:7.3f} ± {r['ssim_ci95']:5.3f} {r['psnr_mean']:6.1f} {pct(r['test_accuracy']):>8s} "
-            f"{r['seconds']:7.1f}"
+            f"{scores} {pct(r['test_accuracy']):>8s} {r['seconds']:7.1f}"
+            + (f"  ({r['diverged']} diverged)" if r.get("diverged") else "")
         )
     return "\n".join(lines)
 

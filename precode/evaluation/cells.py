@@ -32,6 +32,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -189,17 +190,21 @@ def attack_cells(cells: Sequence[Cell], grid: Grid, victims, *, server: str = "h
 
 
 def score_cell(run: AttackRun, victims, pool: torch.Tensor, threshold: float) -> list[dict[str, Any]]:
-    """Step 5: one dict per victim (``victim, label, label_pred, mse, psnr, ssim, identified, success``)."""
+    """Step 5: one dict per victim (``victim, label, label_pred, mse, psnr, ssim, identified, success,
+    status``; a victim the attack diverged on has ``status`` ``diverged``, no scores and no success)."""
     if run.ssim is None:
         raise InputError("a grid cell is judged by SSIM, which these images are too small for (under 7x7 pixels)")
     candidates = torch.cat([victims.images, pool]) if len(pool) else victims.images
     nearest = metrics.nearest_neighbours(run.images, candidates)
-    return [
+    rows = [
         {"victim": i, "label": int(victims.labels[i]), "label_pred": int(run.labels[i]),
          "mse": float(run.mse[i]), "psnr": float(run.psnr[i]), "ssim": float(run.ssim[i]),
-         "identified": int(nearest[i] == i), "success": int(float(run.ssim[i]) >= threshold)}
+         "identified": int(nearest[i] == i), "success": int(float(run.ssim[i]) >= threshold), "status": "ok"}
         for i in range(len(victims))
     ]
+    for i in np.flatnonzero(run.diverged):  # the attack overflowed: no score, and a failure of the attack
+        rows[i].update(mse=None, psnr=None, ssim=None, identified=0, success=0, status="diverged")
+    return rows
 
 
 def run_cells(cells: Sequence[Cell], grid: Grid, victims, pool: torch.Tensor,

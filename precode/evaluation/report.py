@@ -18,7 +18,10 @@ Per cell (:func:`summarize_cell`), over its ``n`` victims:
 * ``test_accuracy`` of the model trained under the cell's defense (``test_accuracy_ci95``: the
   half-width of its 95% interval from the finite test set alone, not from training noise), with what it was trained on
   (``train_data``, ``train_images``, ``epochs``, ``test_images``) and, for DP-SGD, ``epsilon``;
-* ``seconds``: the attack's wall-clock time (as ``python -m precode attack`` reports it).
+* ``seconds``: the attack's wall-clock time (as ``python -m precode attack`` reports it);
+* ``diverged``: the victims on which the attack's objective overflowed (a defense's huge noise): they
+  count as failures, and the PSNR and SSIM statistics are over the others (empty when none is left:
+  the table says "diverged", never a score).
 
 Figures (:func:`draw_figures`, also used by chapter 7): the privacy-utility scatter, the SSIM
 distributions, the success rate against the threshold and the convergence curves.
@@ -74,12 +77,13 @@ def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds
         pool: the number of further real images searched by the identification rate.
     """
     n = len(rows)
-    ssim = np.array([r["ssim"] for r in rows], dtype=float)
-    psnr = np.array([r["psnr"] for r in rows], dtype=float)
+    scored = [r for r in rows if r.get("status") != "diverged"]  # a diverged victim: a failure, with no score
+    ssim = np.array([r["ssim"] for r in scored], dtype=float)
+    psnr = np.array([r["psnr"] for r in scored], dtype=float)
     successes = int((ssim >= grid.threshold).sum())
     low, high = wilson_interval(successes, n)
-    psnr_mean, psnr_ci = mean_ci95(psnr)
-    ssim_mean, ssim_ci = mean_ci95(ssim)
+    psnr_mean, psnr_ci = mean_ci95(psnr) if scored else (None, None)
+    ssim_mean, ssim_ci = mean_ci95(ssim) if scored else (None, None)
     iterations, restarts = grid.budget(key[3])
     epsilon = training.get("epsilon")
     accuracy, n_test = training.get("test_accuracy"), training.get("test_images")
@@ -90,7 +94,7 @@ def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds
         "attack_success_rate": successes / n, "success_ci95_low": low, "success_ci95_high": high,
         "identification_rate": float(np.mean([r["identified"] for r in rows])), "pool": pool,
         "psnr_mean": psnr_mean, "psnr_ci95": psnr_ci, "ssim_mean": ssim_mean, "ssim_ci95": ssim_ci,
-        "ssim_median": float(np.median(ssim)),
+        "ssim_median": float(np.median(ssim)) if scored else None,
         "label_accuracy": float(np.mean([r["label_pred"] == r["label"] for r in rows])),
         "precode_sigma": training.get("precode_sigma"), "test_accuracy": accuracy, "test_accuracy_ci95": accuracy_ci,
         "train_data": training.get("train_data"),
@@ -98,6 +102,7 @@ def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds
         "test_images": training.get("test_images"),
         "epsilon": None if epsilon is None or not math.isfinite(epsilon) else epsilon,
         "iterations": iterations, "restarts": restarts, "seed": grid.seed, "seconds": seconds,
+        "diverged": n - len(scored),
     }
 
 
@@ -188,8 +193,12 @@ def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | Non
                 continue
             accuracy = r["test_accuracy"]
             labels = "-" if r.get("label_accuracy") in (None, "") else f"{100 * float(r['label_accuracy']):.0f}%"
+            if r["ssim_mean"] is None:  # every victim diverged: the defense overflowed the attack, nothing to score
+                out.append(f"diverged on all {r['n']} victims, {labels}")
+                continue
+            lost = f", {r['diverged']} diverged" if r.get("diverged") else ""
             out.append(f"{100 * r['attack_success_rate']:.0f}% ({100 * r['success_ci95_low']:.0f}-"
-                       f"{100 * r['success_ci95_high']:.0f}%), {r['ssim_mean']:.2f}, {labels}")
+                       f"{100 * r['success_ci95_high']:.0f}%), {r['ssim_mean']:.2f}, {labels}{lost}")
         out.append("-" if accuracy is None else f"{100 * accuracy:.1f}%")
         body.append(out)
     first = summary[0]
@@ -240,7 +249,7 @@ def plot_privacy_utility(summary: list[dict[str, Any]], attack: str = "ig", metr
         rows = [r for r in summary if (r["model"], r["data"], r["attack"]) == (model, data, attack)]
         seen = set()
         for r in rows:
-            if r["test_accuracy"] is None:
+            if r["test_accuracy"] is None or r[metric] is None:  # None: every victim diverged
                 continue
             fam = family(r["defense"])
             colour, marker = FAMILY_STYLE.get(fam, ("0.5", "o"))
@@ -286,7 +295,9 @@ def plot_ssim_distributions(results: list[dict[str, Any]], summary: list[dict[st
     for ax, (model, data, attack) in zip(axes.flat, panels):
         for x, (defense, weights) in enumerate(defenses):
             values = np.array([r["ssim"] for r in results if (r["model"], r["data"], r["attack"], r["defense"],
-                                                              _weights(r)) == (model, data, attack, defense, weights)])
+                                                              _weights(r)) == (model, data, attack, defense, weights)],
+                              dtype=float)
+            values = values[~np.isnan(values)]  # a diverged victim has no SSIM
             if len(values) == 0:
                 continue
             colour, marker = FAMILY_STYLE.get(family(defense), ("0.5", "o"))
@@ -323,8 +334,9 @@ def plot_success_vs_threshold(results: list[dict[str, Any]], attack: str = "ig")
     for ax, (model, data) in zip(axes[0], settings):
         defenses = list(dict.fromkeys(r["defense"] for r in results if (r["model"], r["data"]) == (model, data)))
         for defense in defenses:
-            values = np.array([r["ssim"] for r in results
-                               if (r["model"], r["data"], r["attack"], r["defense"]) == (model, data, attack, defense)])
+            values = np.array([r["ssim"] for r in results  # a diverged victim (no SSIM, NaN) is a failure
+                               if (r["model"], r["data"], r["attack"], r["defense"]) == (model, data, attack, defense)],
+                              dtype=float)
             if len(values) == 0:
                 continue
             fam = family(defense)

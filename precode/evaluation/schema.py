@@ -17,7 +17,10 @@ CELL_FIELDS = ("model", "data", "defense", "attack", "weights")
 """How the CSV files name a cell: :attr:`precode.evaluation.grid.Cell.key` (``weights``: ``initial``,
 the untrained model as in the paper's evaluation, or ``trained``, the model after the grid's training)."""
 
-RESULT_FIELDS = CELL_FIELDS + ("victim", "label", "label_pred", "mse", "psnr", "ssim", "identified", "success")
+RESULT_FIELDS = CELL_FIELDS + ("victim", "label", "label_pred", "mse", "psnr", "ssim", "identified", "success",
+                               "status")
+"""``status``: ``ok``, or ``diverged`` when the attack's objective overflowed for the victim (its MSE, PSNR
+and SSIM are empty: no score; :mod:`precode.attacks.divergence`)."""
 
 SUMMARY_FIELDS = (
     "model", "data", "defense", "attack", "weights", "n", "threshold", "attack_success_rate", "success_ci95_low",
@@ -25,7 +28,10 @@ SUMMARY_FIELDS = (
     "ssim_median", "label_accuracy", "precode_sigma", "test_accuracy", "test_accuracy_ci95", "train_data",
     "train_images", "epochs",
     "test_images", "epsilon", "iterations", "restarts", "seed", "seconds",
+    "diverged",
 )
+"""``diverged``: how many of the cell's ``n`` victims the attack diverged on (counted as failures of the
+attack; the means and medians of PSNR and SSIM are over the others, empty when there are none)."""
 
 TRAINING_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds", "epsilon")
 """One epoch of a training history (:func:`precode.evaluation.cells.train_model`)."""
