@@ -36,7 +36,11 @@ identification rate needs no threshold. A cell is the same computation as
 
 ``--resume`` skips cells (and trained models) already in DIR, so an interrupted run finishes
 without recomputing them; without it, a DIR that holds results is refused unless
-``--overwrite`` is given. The restricting options make a smaller grid (tests, quick looks).
+``--overwrite`` is given. DIR must be new, empty or a folder this command wrote (its
+``.precode-evaluation`` file lists the files it wrote: nothing else is ever deleted); one run at a
+time (its ``.lock`` names the holder); a damaged row or file is reported and its cell run again
+under ``--resume``. Ctrl-C or SIGTERM ends the run with one line (exit status 130 or 143), its
+finished cells kept. The restricting options make a smaller grid (tests, quick looks).
 On the CPU the run uses one thread unless ``OMP_NUM_THREADS`` is set, as ``precode attack`` does.
 The command behind chapter 7 (``book/07_evaluation.ipynb``).
 """
@@ -44,13 +48,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from ..evaluation import get_grid, read_csv, run_evaluation
-from .common import MAX_EPOCHS, MAX_ITERATIONS, SEED_MAX, UserError, integer
+from .common import MAX_EPOCHS, MAX_ITERATIONS, SEED_MAX, Interrupted, UserError, integer
 
 __all__ = ["add_parser", "run"]
 
@@ -210,8 +215,12 @@ def run(args: argparse.Namespace) -> int:
             for note in grid.notes:
                 print(f"note: {note}", file=sys.stderr)
 
-    out = run_evaluation(grid, args.out, resume=args.resume, overwrite=args.overwrite, progress=progress,
-                         on_start=header)
+    try:
+        out = run_evaluation(grid, args.out, resume=args.resume, overwrite=args.overwrite, progress=progress,
+                             on_start=header)
+    except (KeyboardInterrupt, Interrupted) as e:  # the finished cells are on disk, whole (precode.evaluation.store)
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        raise Interrupted(signum, f"the finished cells stay in {args.out}; finish the run with --resume") from None
     summary = read_csv(out / "summary.csv")
     print(_table(summary))
     print(f"\n{len(summary)} cells in {out} (results.csv, summary.csv, training.csv, figures/); "
