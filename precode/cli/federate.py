@@ -17,14 +17,19 @@ prints, per round and client, MSE, PSNR, SSIM and label accuracy, and the global
 accuracy; ``--json -`` leaves only the JSON on stdout
 (``{"config", "rounds": [{"round", "test_accuracy", "clients": [...]}], "summary"}``).
 
-Needs ``flwr[simulation]`` (Python 3.11 or newer). Used in chapter 10 (``book/10_federated.ipynb``).
+Ctrl-C or SIGTERM ends it within seconds, Ray stopped, with one line and the exit status 130 or
+143. Needs ``flwr[simulation]`` (Python 3.11 or newer). Used in chapter 10 (``book/10_federated.ipynb``).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -39,6 +44,7 @@ from .common import (
     MAX_ITERATIONS,
     MAX_RESTARTS,
     SEED_MAX,
+    Interrupted,
     UserError,
     check_output_path,
     format_or_na,
@@ -158,6 +164,64 @@ def _table(report) -> str:
     return "\n".join(lines)
 
 
+def _stop_ray() -> None:
+    try:
+        import ray
+
+        ray.shutdown()  # stops the workers and the local cluster this process started
+    except Exception:  # on the way out: whatever is left, the end of the process takes with it
+        pass
+
+
+def _end(signum: int, _frame) -> None:
+    """Ctrl-C or SIGTERM during a federation: one line, Ray stopped, the process ended (130 / 143).
+
+    The process is ended here rather than unwound: Flower runs the ServerApp in a thread of its own
+    that is no daemon and waits for replies that will never come, so an unwound process would hang
+    at its exit until a second Ctrl-C. Nothing is written before the end of a federation, so
+    nothing is lost."""
+    try:
+        with contextlib.suppress(OSError):  # stderr may be a closed pipe
+            os.write(2, f"error: {Interrupted(signum, 'Flower and Ray stopped, nothing written')}\n".encode())
+            quiet = os.open(os.devnull, os.O_WRONLY)  # what Flower's threads print while Ray stops is noise now
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
+        stopper = threading.Thread(target=_stop_ray, daemon=True)
+        stopper.start()
+        stopper.join(timeout=8)  # Ray's own shutdown, bounded
+    finally:
+        os._exit(128 + signum)
+
+
+@contextlib.contextmanager
+def _ending_on_signals() -> Iterator[None]:
+    """:func:`_end` on Ctrl-C and SIGTERM while Flower runs. Ray installs SIGTERM handlers of its own
+    when it starts (one stops its processes and exits with status 1 into a hanging thread, one in C
+    aborts): while this block runs, they are kept from replacing this one (``_end`` stops Ray itself)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # Ray's core installs a C handler for SIGTERM (stack traces of crashes) that aborts the process
+    # before this one can stop Ray; its documented switch turns it off (in Ray's workers too)
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    if "ray._private.ray_constants" in sys.modules and os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] == "1":
+        sys.modules["ray._private.ray_constants"].RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    previous = {sig: signal.signal(sig, _end) for sig in (signal.SIGINT, signal.SIGTERM)}
+    utils = sys.modules.get("ray._private.utils")
+    if utils is None and importlib.util.find_spec("ray") is not None:
+        import ray._private.utils as utils
+    keep = getattr(utils, "set_sigterm_handler", None)
+    if keep is not None:
+        utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        if keep is not None:
+            utils.set_sigterm_handler = keep
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the command for parsed ``args``; returns the exit status (user errors raise ``UserError``).
     The thread count it sets is restored by :func:`precode.cli.main`."""
@@ -169,7 +233,8 @@ def run(args: argparse.Namespace) -> int:
 
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)  # the attacks are many small operations (see python -m precode attack --help)
-    report = run_federation(config, progress=sys.stderr.isatty())
+    with _ending_on_signals():
+        report = run_federation(config, progress=sys.stderr.isatty())
     payload: dict[str, Any] = report.to_json()
     print(_table(report), file=sys.stderr if args.json == "-" else sys.stdout)
     write_json(payload, args.json)
