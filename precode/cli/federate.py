@@ -173,6 +173,25 @@ def _stop_ray() -> None:
         pass
 
 
+def _descendants() -> list[int]:
+    """The PIDs of this process's children, their children and so on (Linux's ``/proc``; elsewhere none)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def _end(signum: int, _frame) -> None:
     """Ctrl-C or SIGTERM during a federation: one line, Ray stopped, the process ended (130 / 143).
 
@@ -186,9 +205,13 @@ def _end(signum: int, _frame) -> None:
             quiet = os.open(os.devnull, os.O_WRONLY)  # what Flower's threads print while Ray stops is noise now
             os.dup2(quiet, 1)
             os.dup2(quiet, 2)
+        ray_processes = _descendants()  # before Ray stops: its agents outlive a killed raylet for a minute
         stopper = threading.Thread(target=_stop_ray, daemon=True)
         stopper.start()
-        stopper.join(timeout=8)  # Ray's own shutdown, bounded
+        stopper.join(timeout=5)  # Ray's own shutdown, bounded; then whatever of it is left
+        for pid in ray_processes:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
     finally:
         os._exit(128 + signum)
 
