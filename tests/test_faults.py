@@ -28,7 +28,7 @@ from precode.evaluation.schema import CELL_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--profile", "quick", "--models", "mlp", "--defenses", "none", "--attacks", "analytic", "--victims", "1",
-        "--epochs", "1", "--train-images", "16", "--test-images", "16", "--no-progress"]
+        "--iterations", "3", "--epochs", "1", "--train-images", "16", "--test-images", "16", "--no-progress"]
 
 
 def grid(defenses=("none",), attacks=("analytic", "ig"), **changes) -> Grid:
@@ -109,6 +109,21 @@ def test_starting_over_deletes_only_what_the_package_wrote(tmp_path, cli):
     run(grid(attacks=("analytic",)), out, reuse=True)
     assert all(p.read_text() == "mine\n" for p in mine)
     assert [r["attack"] for r in rows(out, "summary")] == ["analytic"]
+
+
+def test_a_folder_from_before_the_marker_is_adopted_and_only_its_run_deleted(tmp_path, monkeypatch, one_thread):
+    out = run(grid(), tmp_path / "run")
+    (out / ".precode-evaluation").unlink()  # as a run of an earlier version left it
+    (out / "notes.txt").write_text("mine\n")
+    attacked = counting(monkeypatch)
+    run(grid(), out, resume=True)
+    assert attacked == [] and (out / ".precode-evaluation").is_file()
+    listed = (out / ".precode-evaluation").read_text()
+    assert "summary.csv" in listed and "reconstructions/" in listed and "notes.txt" not in listed
+    run(grid(attacks=("analytic",)), out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine\n"
+    assert sorted(p.name for p in (out / "reconstructions").iterdir()) == [
+        "mlp__fashion-mnist-sample__none__analytic__initial.pt"]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "missing"])
@@ -472,7 +487,7 @@ def test_federate_ends_on_sigterm_within_seconds_and_stops_ray(tmp_path):
         time.sleep(0.5)
     assert process.poll() is None, process.communicate()[1]
     ray_processes = parent.children(recursive=True)
-    time.sleep(2)
+    time.sleep(1)  # the clients at work
     process.send_signal(signal.SIGTERM)
     start = time.monotonic()
     try:
