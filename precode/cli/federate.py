@@ -165,12 +165,10 @@ def _table(report) -> str:
 
 
 def _stop_ray() -> None:
-    try:
-        import ray
-
-        ray.shutdown()  # stops the workers and the local cluster this process started
-    except Exception:  # on the way out: whatever is left, the end of the process takes with it
-        pass
+    ray = sys.modules.get("ray")  # imported by Flower's simulation once it started Ray; else nothing to stop
+    if ray is not None:
+        with contextlib.suppress(Exception):  # on the way out: what is left, the end of the process takes along
+            ray.shutdown()  # stops the workers and the local cluster this process started
 
 
 def _descendants() -> list[int]:
@@ -218,31 +216,39 @@ def _end(signum: int, _frame) -> None:
 
 @contextlib.contextmanager
 def _ending_on_signals() -> Iterator[None]:
-    """:func:`_end` on Ctrl-C and SIGTERM while Flower runs. Ray installs SIGTERM handlers of its own
-    when it starts (one stops its processes and exits with status 1 into a hanging thread, one in C
-    aborts): while this block runs, they are kept from replacing this one (``_end`` stops Ray itself)."""
+    """:func:`_end` on Ctrl-C and SIGTERM while Flower runs.
+
+    Ray installs SIGTERM handlers of its own when Flower starts it: one in Python (it stops Ray's
+    processes and exits with status 1, into Flower's hanging thread) and one in C (stack traces of
+    crashes, which aborts the process). While this block runs, ``signal.signal`` keeps this
+    command's handlers for SIGINT and SIGTERM, and Ray's documented switch
+    ``RAY_DISABLE_FAILURE_SIGNAL_HANDLER`` turns its C handler off (in its workers too).
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    # Ray's core installs a C handler for SIGTERM (stack traces of crashes) that aborts the process
-    # before this one can stop Ray; its documented switch turns it off (in Ray's workers too)
+    ours = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER" not in os.environ
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
-    if "ray._private.ray_constants" in sys.modules and os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] == "1":
-        sys.modules["ray._private.ray_constants"].RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
-    previous = {sig: signal.signal(sig, _end) for sig in (signal.SIGINT, signal.SIGTERM)}
-    utils = sys.modules.get("ray._private.utils")
-    if utils is None and importlib.util.find_spec("ray") is not None:
-        import ray._private.utils as utils
-    keep = getattr(utils, "set_sigterm_handler", None)
-    if keep is not None:
-        utils.set_sigterm_handler = lambda handler: None
+    constants = sys.modules.get("ray._private.ray_constants")  # read when Ray is imported: too late if it was
+    if constants is not None and os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] == "1":
+        constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    install = signal.signal
+    previous = {sig: install(sig, _end) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def keeping(sig, handler):
+        if sig in previous:
+            return _end  # this command's handler stays (see above)
+        return install(sig, handler)
+
+    signal.signal = keeping
     try:
         yield
     finally:
-        if keep is not None:
-            utils.set_sigterm_handler = keep
+        signal.signal = install
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            install(sig, handler)
+        if ours:
+            os.environ.pop("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", None)
 
 
 def run(args: argparse.Namespace) -> int:
