@@ -54,8 +54,8 @@ from .common import (
 
 __all__ = ["add_parser", "run"]
 
-MAX_CLIENTS = 1_000
-"""The most virtual clients (each runs in Ray; Flower's simulation is meant for tens to hundreds)."""
+MAX_CLIENTS = 10_000
+"""The most virtual clients (Flower's simulation runs them in a pool of Ray actors, a few at a time)."""
 MAX_ROUNDS = 100_000
 """The most rounds, and local steps per round."""
 
