@@ -244,6 +244,21 @@ def test_a_summary_without_its_final_newline_is_not_glued_to_the_next_row(tmp_pa
     assert rows(out, "summary") == rows(reference["plain"], "summary")
 
 
+def test_a_cell_written_twice_is_never_read_as_one(tmp_path, monkeypatch, reference, one_thread):
+    out = run(grid(), tmp_path / "run")
+    for name in ("summary.csv", "results.csv"):  # what two runs without a lock appended
+        lines = (out / name).read_text().splitlines(True)
+        (out / name).write_text("".join(lines + [line for line in lines[1:] if ",ig," in line]))
+    with pytest.raises(ValueError, match="2 times"):
+        evaluation.GridResults(out).cell("mlp", "none", "ig")
+    attacked = counting(monkeypatch)
+    with pytest.warns(UserWarning, match="2 summary rows"):
+        run(grid(), out, resume=True)
+    assert [key[3] for key in attacked] == ["ig"]
+    assert len(evaluation.GridResults(out).cell("mlp", "none", "ig")["ssim"]) == 2
+    assert rows(out, "results") == rows(reference["plain"], "results")
+
+
 def _damage(out: Path, kind: str) -> tuple[str, int]:
     """Damage one row of a finished run; returns the file and the line (1-based) damaged."""
     path = out / ("results.csv" if kind == "ssim out of range" else "summary.csv")

@@ -191,9 +191,12 @@ class GridResults:
             ValueError: no such cell in the run (the message names the cells it has for that model).
         """
         key = (model, self._data(model), defense, attack, weights)
-        for r in self.summary:
-            if tuple(r[k] for k in CELL_FIELDS) == key:
-                return r
+        found = [r for r in self.summary if tuple(r[k] for k in CELL_FIELDS) == key]
+        if len(found) > 1:  # two runs wrote the folder at once (before it had a lock)
+            raise InputError(f"{self.folder / 'summary.csv'} holds cell {key} {len(found)} times; run the evaluation "
+                             "again with --resume, which computes it once more")
+        if found:
+            return found[0]
         have = sorted({(r["defense"], r["attack"], r["weights"]) for r in self.summary if r["model"] == model})
         raise InputError(f"no cell {key} in {self.folder}; for {model!r} it has (defense, attack, weights) {have}")
 
@@ -221,10 +224,12 @@ class GridResults:
         key = (model, row["data"], defense, attack, weights)
         rows = sorted((r for r in self.results if tuple(r[k] for k in CELL_FIELDS) == key),
                       key=lambda r: r["victim"])
+        if [r["victim"] for r in rows] != list(range(row["n"])):
+            raise InputError(f"{self.folder / 'results.csv'} holds {len(rows)} victim rows for cell {key} of "
+                             f"n = {row['n']}; run the evaluation again with --resume, which computes it once more")
         return {"row": row, "ssim": np.array([r["ssim"] for r in rows], dtype=float),
                 "psnr": np.array([r["psnr"] for r in rows], dtype=float),
                 "images": read_reconstructions(self.folder, key)}
-
 
 
 class RunFolder:
