@@ -154,8 +154,8 @@ def build_model(
     with torch.random.fork_rng(devices=[]), torch.device("meta"):  # its size first, without memory or randomness
         size = sum(p.numel() for p in classes[key](input_shape, num_classes, **kwargs).parameters())
     if size > MAX_PARAMETERS:
-        raise InputError(f"a {key} for images of shape {tuple(input_shape)} and {num_classes} classes would have "
-                         f"{size:,} parameters, more than the {MAX_PARAMETERS:,} an attack can hold; use smaller "
+        raise InputError(f"the {key} model for images of shape {tuple(input_shape)} and {num_classes} classes would "
+                         f"have {size:,} parameters, more than the {MAX_PARAMETERS:,} an attack can hold; use smaller "
                          "images (for example 32 x 32 pixels) or fewer classes")
     if seed is not None:
         with torch.random.fork_rng(devices=[]):

@@ -438,19 +438,23 @@ def encoder_leak(
     optimizer = torch.optim.Adam([x], lr=lr)
     scale = features.square().sum(1).clamp_min(torch.finfo(torch.float32).tiny)  # h = 0: nothing to match
     history = torch.zeros(steps, n)
+    # features or their scale that overflowed (a defense's huge noise) cannot be matched: the victim diverged
+    diverged = Divergence(1, n, device, torch.isfinite(scale) & torch.isfinite(features).all(1))
     for step in tqdm(range(steps), desc="encoder-leak", disable=not progress, leave=False):
         loss = (front(x).flatten(1) - features).square().sum(1) / scale
         optimizer.zero_grad()
         loss.sum().backward()
+        x.grad = diverged.checked(loss[None], [x.grad[None]], [x[None]])[0][0]
         optimizer.step()
         with torch.no_grad():
             x.clamp_(0, 1)
+        diverged.hold([x[None]])
         history[step] = loss.detach().cpu()
     with torch.no_grad():
-        final = ((front(x).flatten(1) - features).square().sum(1) / scale).cpu()
+        final = diverged.final(((front(x).flatten(1) - features).square().sum(1) / scale)[None])[0].cpu()
     return AttackResult(
         reconstructions=x.detach().cpu(), labels=y.reshape(-1).cpu(), loss_history=history,
         seconds=time.perf_counter() - start, restart_losses=final[None], attack="encoder-leak",
-        evaluations=steps, features=features.detach().cpu(),
+        evaluations=steps, features=features.detach().cpu(), diverged=diverged.victims(),
     )
 
