@@ -350,6 +350,7 @@ def test_a_cell_whose_victims_all_diverge_is_counted_and_stored_not_scored(tmp_p
         folder.add_cell([dict(zip(CELL_FIELDS, key), **r) for r in victim_rows], summary, attacked.images)
     assert evaluation.read_csv(tmp_path / "run" / "summary.csv")[0]["diverged"] == 2
     assert [r["status"] for r in evaluation.read_csv(tmp_path / "run" / "results.csv")] == ["diverged"] * 2
+    assert len(evaluation.draw_figures(tmp_path / "run")) == 3  # figures without a score to draw: no crash
 
 
 def test_training_on_an_npz_without_a_held_out_split_is_refused(tmp_path, cli):

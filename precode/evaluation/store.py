@@ -489,7 +489,7 @@ class RunFolder:
                              in whole],
         }
         if damage:
-            _warn(damage, "the damaged rows are dropped and their cells (or models) computed again")
+            _warn(damage, "dropped; the cells (and trained models) they belong to are computed again")
         for name, rows in keep.items():
             self._tables[name][1].extend(rows)
             if len(rows) != len(parsed[name]) or name in rewrite or any(d.path.name == name for d in damage):
