@@ -54,7 +54,7 @@ import torch
 
 from .. import __version__, package_fingerprint
 from ..errors import InputError
-from ..files import LOCK_NAME, FolderLock, atomic_write, remove_parts
+from ..files import LOCK_NAME, PART_SUFFIX, FolderLock, atomic_write, remove_parts
 from .grid import Grid
 from .rows import Damage, parse_value, read_csv, read_rows
 from .schema import CELL_FIELDS, RESULT_FIELDS, SUMMARY_FIELDS, TRAINING_CSV_FIELDS
@@ -281,7 +281,8 @@ class RunFolder:
         self._legacy = False
         if path.is_dir() and not (path / MARKER).is_file():
             self._legacy = _is_legacy(path)
-            others = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME)
+            # a kill before the marker was written may have left the lock and a part of the marker
+            others = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME and not p.name.endswith(PART_SUFFIX))
             if others and not self._legacy:
                 raise InputError(
                     f"{path} is not empty ({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}) and holds no "
