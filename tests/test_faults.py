@@ -234,13 +234,20 @@ def test_a_second_run_on_the_same_folder_stops_with_one_line_naming_the_holder(t
 
 def test_a_summary_without_its_final_newline_is_not_glued_to_the_next_row(tmp_path, monkeypatch, reference,
                                                                             one_thread):
-    out = run(grid(attacks=("analytic",)), tmp_path / "run")
+    out, real = tmp_path / "run", runner_module.run_cells
+
+    def stop_at_ig(cells, *args, **kwargs):
+        if cells[0].attack == "ig":
+            raise KeyboardInterrupt
+        return real(cells, *args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "run_cells", stop_at_ig)
+    with pytest.raises(KeyboardInterrupt):
+        run(grid(), out)  # the analytic cell finished, ig not
     summary = out / "summary.csv"
-    summary.write_text(summary.read_text().rstrip("\n"))  # saved by an editor that drops it
-    run(grid(attacks=("analytic",)), out, resume=True)
-    run(grid(), out, overwrite=True)
-    summary.write_text(summary.read_text().rstrip("\n"))
-    run(grid(), out, resume=True)
+    summary.write_text(summary.read_text().rstrip("\n"))  # saved by an editor that drops the final newline
+    monkeypatch.setattr(runner_module, "run_cells", real)
+    run(grid(), out, resume=True)  # appends ig's row
     assert rows(out, "summary") == rows(reference["plain"], "summary")
 
 
