@@ -8,6 +8,7 @@ files far out of range, interrupt with Ctrl-C or SIGTERM. Each test asserts the 
 exit status, and that every finished cell survives. Tiny grids only (a cell is a second or less);
 the command runs in this process (the ``cli`` fixture) except for the one Flower test.
 """
+import contextlib
 import json
 import os
 import signal
@@ -503,25 +504,36 @@ def test_federate_ends_on_sigterm_within_seconds_and_stops_ray(tmp_path):
          "2", "--rounds", "1000", "--local-steps", "1", "--batch-size", "1", "--attack", "none"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     parent = psutil.Process(process.pid)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:  # wait until Ray's workers run the clients
-        if any("ray::" in " ".join(c.cmdline()) for c in parent.children(recursive=True) if c.is_running()):
-            break
-        time.sleep(0.5)
-    assert process.poll() is None, process.communicate()[1]
-    ray_processes = parent.children(recursive=True)
-    time.sleep(1)  # the clients at work
-    process.send_signal(signal.SIGTERM)
-    start = time.monotonic()
+    seen: list = []
     try:
-        _out, err = process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        pytest.fail("federate did not end within 30 s of SIGTERM")
-    assert time.monotonic() - start < 15
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning:")]
-    assert process.returncode == 143 and "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    _gone, alive = psutil.wait_procs([p for p in ray_processes if p.is_running()], timeout=10)
-    assert not alive, [p.cmdline() for p in alive]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:  # until Ray's workers run the clients
+            seen = parent.children(recursive=True)
+            if any("ray::" in " ".join(_cmdline(c)) for c in seen):
+                break
+            time.sleep(0.5)
+        assert process.poll() is None, process.communicate()[1]
+        time.sleep(1)  # the clients at work
+        process.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        try:
+            _out, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("federate did not end within 30 s of SIGTERM")
+        assert time.monotonic() - start < 15
+        lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning:")]
+        assert process.returncode == 143 and "Traceback" not in err, err
+        assert len(lines) == 1 and lines[0].startswith("error: "), err
+        _gone, alive = psutil.wait_procs([p for p in seen if p.is_running()], timeout=10)
+        assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], [_cmdline(p) for p in alive]
+    finally:  # whatever happened, nothing of this test's is left running
+        for p in [*seen, parent]:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
 
+
+def _cmdline(process) -> list[str]:
+    try:
+        return process.cmdline()
+    except Exception:  # psutil: gone, a zombie, not ours
+        return []
