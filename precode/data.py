@@ -21,7 +21,9 @@ Names understood by :func:`load_data`:
   CIFAR cannot be downloaded; enough for the full profile's 128 victims. Victims only (no
   training split).
 * a path ending in ``.npz``: your own images, with arrays ``images`` (uint8, ``N x H x W`` or
-  ``N x H x W x C``) and ``labels`` (integers).
+  ``N x H x W x C``), ``labels`` (integers) and optionally ``num_classes`` (one integer; else the
+  largest label + 1), at most :data:`MAX_CLASSES` classes. It has one split: the same images
+  for ``train`` and ``test`` (the commands refuse to train on it).
 
 Used in every chapter.
 """
@@ -39,9 +41,12 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["ImageData", "DATASET_NAMES", "load_data", "data_root", "DataUnavailableError"]
+__all__ = ["ImageData", "DATASET_NAMES", "MAX_CLASSES", "load_data", "data_root", "DataUnavailableError"]
 
 DATASET_NAMES = ("fashion-mnist", "fashion-mnist-sample", "mnist", "cifar10", "cifar100", "photos")
+MAX_CLASSES = 1000
+"""The most classes an ``.npz`` may have (ImageNet's 1,000): a label sets the size of the model's last
+layer, and a stray label of a million would build a model that does not fit in memory."""
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SAMPLE_FILE = Path(__file__).parent / "_data" / "fashion_mnist_sample.npz"
 FASHION_CLASSES = [
@@ -299,6 +304,9 @@ def _load_npz(path: Path) -> ImageData:
         f = np.load(path, allow_pickle=False)
     except Exception as e:
         raise InputError(f"{path} is not a readable .npz file: {e}") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):  # np.save's single array, renamed
+        raise InputError(f"{path} holds a single array, not an .npz archive of arrays; write it with "
+                         "np.savez(path, images=..., labels=...)")
     with f:
         missing = [k for k in ("images", "labels") if k not in f.files]
         if missing:
@@ -306,7 +314,12 @@ def _load_npz(path: Path) -> ImageData:
                 f"{path} lacks the array(s) {missing}; it needs 'images' (uint8, N x H x W or N x H x W x C) "
                 f"and 'labels' (integers, N); it has {f.files}"
             )
-        images, labels = f["images"], f["labels"]
+        try:  # an array of Python objects needs pickle, which is never run; a damaged member fails here too
+            images, labels = f["images"], f["labels"]
+            classes = f["num_classes"] if "num_classes" in f.files else None
+        except Exception as e:
+            raise InputError(f"{path}: its arrays cannot be read ({e}); 'images' must be uint8 and 'labels' "
+                             "integers, saved with np.savez") from None
     if images.dtype != np.uint8:
         raise InputError(f"{path}: 'images' must be uint8 (0-255), got {images.dtype}")
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
@@ -322,7 +335,17 @@ def _load_npz(path: Path) -> ImageData:
         )
     if labels.min() < 0:
         raise InputError(f"{path}: labels must be >= 0, found {labels.min()}")
-    n_classes = max(int(labels.max()) + 1, 2)
+    if classes is not None:
+        if classes.shape != () or not np.issubdtype(classes.dtype, np.integer) or not 2 <= int(classes) <= MAX_CLASSES:
+            raise InputError(f"{path}: 'num_classes' must be one integer from 2 to {MAX_CLASSES}, got {classes!r}")
+        n_classes = int(classes)
+    else:
+        n_classes = max(int(labels.max()) + 1, 2)
+    if labels.max() >= min(n_classes, MAX_CLASSES):
+        said = f"its num_classes is {n_classes}" if classes is not None else (
+            f"without 'num_classes' the largest label + 1 is the number of classes, at most {MAX_CLASSES}")
+        raise InputError(f"{path}: labels must lie in 0..{min(n_classes, MAX_CLASSES) - 1} ({said}), "
+                         f"found {labels.max()}")
     return ImageData(
         _from_uint8(images), torch.from_numpy(labels.astype(np.int64)), [f"class {i}" for i in range(n_classes)],
         path.name, f"{images.shape[0]} images from {path}",

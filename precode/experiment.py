@@ -77,18 +77,34 @@ class AttackRun:
     gradient_cosine: np.ndarray | None = None
     inferred_labels: torch.Tensor | None = None
 
+    @property
+    def diverged(self) -> np.ndarray:
+        """Per victim: whether the attack diverged on its client's batch
+        (:attr:`precode.attacks.AttackResult.diverged`); its MSE, PSNR and SSIM are then NaN, no score."""
+        n = len(self.psnr)
+        if self.result.diverged is None:
+            return np.zeros(n, dtype=bool)
+        return np.repeat(self.result.diverged.numpy(), n // max(1, len(self.result.diverged)))
+
     def success(self, threshold: float) -> np.ndarray:
-        """Per victim: whether its reconstruction reached SSIM ``threshold``."""
+        """Per victim: whether its reconstruction reached SSIM ``threshold`` (a diverged victim did not)."""
         if self.ssim is None:
             raise InputError(f"these images are smaller than {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} pixels and have no "
                              "SSIM; judge them by PSNR")
         return self.ssim >= threshold
 
     def line(self, name: str) -> str:
-        """One line for a chapter's output: SSIM (mean, min), PSNR, labels, budget spent and seconds."""
-        ssim = "" if self.ssim is None else f"SSIM mean {self.ssim.mean():.3f} (min {self.ssim.min():.3f}), "
-        return (f"{name} {ssim}PSNR mean {self.psnr.mean():5.1f} dB, labels {self.label_accuracy:.2f}, "
-                f"{self.result.evaluations:5d} evaluations, {self.result.seconds:5.1f} s")
+        """One line for a chapter's output: SSIM (mean, min), PSNR, labels, budget spent and seconds
+        (and how many victims diverged, whose scores the means leave out)."""
+        kept = ~self.diverged
+        lost = int((~kept).sum())
+        if not kept.any():
+            return f"{name} diverged on all {lost} victims (no score), {self.result.seconds:5.1f} s"
+        ssim_, psnr = (None if self.ssim is None else self.ssim[kept]), self.psnr[kept]
+        ssim = "" if ssim_ is None else f"SSIM mean {ssim_.mean():.3f} (min {ssim_.min():.3f}), "
+        return (f"{name} {ssim}PSNR mean {psnr.mean():5.1f} dB, labels {self.label_accuracy:.2f}, "
+                f"{self.result.evaluations:5d} evaluations, {self.result.seconds:5.1f} s"
+                + (f", diverged on {lost} victims" if lost else ""))
 
 
 def run_attack(attack: str, model: nn.Module, victims: ImageData, threat: ThreatModel, *,
@@ -253,7 +269,8 @@ def _case_slice(result: AttackResult, k: int, n: int, problems: int) -> AttackRe
     return dataclasses.replace(
         result, reconstructions=result.reconstructions[rows], labels=result.labels[rows],
         loss_history=result.loss_history[:, cols],
-        restart_losses=None if result.restart_losses is None else result.restart_losses[:, cols], **per_problem,
+        restart_losses=None if result.restart_losses is None else result.restart_losses[:, cols],
+        diverged=None if result.diverged is None else result.diverged[cols], **per_problem,
     )
 
 
@@ -266,10 +283,13 @@ def _scored(result: AttackResult, victims: ImageData, threat: ThreatModel, cosin
     predicted = metrics.match_labels(result.labels.cpu(), victims.labels, b)
     inferred = None if inferred is None else metrics.match_labels(inferred.reshape(-1), victims.labels, b)
     small = min(victims.input_shape[1:]) < SSIM_MIN_SIDE
+    scores = [metrics.mse(recon, victims.images).numpy(), metrics.psnr(recon, victims.images).numpy(),
+              None if small else metrics.ssim(recon, victims.images).numpy()]
+    if result.diverged is not None and bool(result.diverged.any()):  # no score for an attack that overflowed
+        lost = np.repeat(result.diverged.numpy(), b)
+        scores = [None if s is None else np.where(lost, np.nan, s) for s in scores]
     return AttackRun(
-        result=result, images=recon, labels=predicted,
-        mse=metrics.mse(recon, victims.images).numpy(), psnr=metrics.psnr(recon, victims.images).numpy(),
-        ssim=None if small else metrics.ssim(recon, victims.images).numpy(),
+        result=result, images=recon, labels=predicted, mse=scores[0], psnr=scores[1], ssim=scores[2],
         label_accuracy=metrics.label_accuracy(predicted, victims.labels), threat=threat, gradient_cosine=cosine,
         inferred_labels=inferred,
     )

@@ -20,7 +20,8 @@ The key (:meth:`ExperimentStore.key`) is a SHA-256 of everything the numbers dep
 
 So a changed configuration never reads an entry another one wrote. Entries are files
 ``<folder>/<key>.pt`` of tensors and plain values (read with ``torch.load(weights_only=True)``),
-written atomically, so two chapters running at once can share a folder. Deleting the folder
+written atomically, so two chapters running at once can share a folder; an entry that cannot be
+read is a miss (said once), computed again and replaced. Deleting the folder
 clears the store; nothing else needs it. The chapters' folder is ``results/experiments`` at the
 top of the repository (ignored by git), next to the evaluation grid's ``results/evaluation-*``.
 
@@ -32,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ import torch
 from torch import nn
 
 from . import package_fingerprint
+from .files import atomic_write
 
 __all__ = ["ExperimentStore", "use_store", "active_store", "model_fingerprint", "tensor_fingerprint"]
 
@@ -77,6 +79,7 @@ class ExperimentStore:
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
+        self.unreadable = 0  # entries found unreadable so far (get)
 
     def key(self, config: dict[str, Any]) -> str:
         """The entry's name for a configuration of plain, JSON-ready values (the package's code and
@@ -85,27 +88,39 @@ class ExperimentStore:
         return hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:32]
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """The stored entry, or ``None`` when there is none."""
+        """The stored entry, or ``None`` when there is none or it cannot be read.
+
+        An unreadable entry (truncated, empty, not written by ``torch.save``: a disk that filled up,
+        a copy cut short) is a miss: the experiment is computed again and :meth:`put` replaces the
+        entry. The first one a store meets is named in a warning; the others are counted in
+        :attr:`unreadable` without a warning each.
+        """
         path = self.folder / f"{key}.pt"
         if not path.is_file():
             return None
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(entry, dict):
+                raise TypeError(f"a {type(entry).__name__}, not an entry")
+            return entry
+        except Exception as e:  # zip, pickle, EOF and OS errors alike
+            self.unreadable += 1
+            if self.unreadable == 1:
+                warnings.warn(f"the experiment store in {self.folder} holds an unreadable entry {path.name} "
+                              f"({type(e).__name__}); it and any other unreadable entry are computed again and "
+                              "replaced", stacklevel=2)
+            return None
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
-        """Store ``entry`` (tensors and plain values) under ``key``, atomically.
+        """Store ``entry`` (tensors and plain values) under ``key``, atomically
+        (:func:`precode.files.atomic_write`).
 
         Raises:
             OSError: the folder cannot be written.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(entry, f)
-            os.replace(tmp, self.folder / f"{key}.pt")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(self.folder / f"{key}.pt", "wb") as f:
+            torch.save(entry, f)
 
     def __len__(self) -> int:
         return len(list(self.folder.glob("*.pt"))) if self.folder.is_dir() else 0

@@ -17,9 +17,14 @@ from torch import nn
 
 from .errors import InputError
 
-__all__ = ["MLP", "CNN", "LeNet", "MODEL_NAMES", "build_model"]
+__all__ = ["MLP", "CNN", "LeNet", "MODEL_NAMES", "MAX_PARAMETERS", "build_model"]
 
 MODEL_NAMES = ("mlp", "cnn", "lenet")
+
+MAX_PARAMETERS = 64_000_000
+"""The largest model :func:`build_model` builds (256 MB of float32 weights; the 1024-wide MLP on
+CIFAR-sized images has 4.2 million): an attack keeps a gradient per victim, so a model for images
+of 512 x 512 pixels (805 million weights in the MLP) would not fit in memory."""
 
 
 def _check_shape(input_shape: Sequence[int], num_classes: int) -> tuple[int, int, int]:
@@ -139,12 +144,19 @@ def build_model(
         **kwargs: passed to the model class (``width`` for the MLP, ``widths`` for the CNN).
 
     Raises:
-        ValueError: unknown name or bad shape.
+        ValueError: unknown name or bad shape, or a model of more than :data:`MAX_PARAMETERS`
+            parameters (images too large).
     """
     classes = {"mlp": MLP, "cnn": CNN, "lenet": LeNet}
     key = str(name).lower()
     if key not in classes:
         raise InputError(f"unknown model {name!r}; choose one of {list(MODEL_NAMES)}")
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):  # its size first, without memory or randomness
+        size = sum(p.numel() for p in classes[key](input_shape, num_classes, **kwargs).parameters())
+    if size > MAX_PARAMETERS:
+        raise InputError(f"the {key} model for images of shape {tuple(input_shape)} and {num_classes} classes would "
+                         f"have {size:,} parameters, more than the {MAX_PARAMETERS:,} an attack can hold; use smaller "
+                         "images (for example 32 x 32 pixels) or fewer classes")
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

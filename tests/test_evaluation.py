@@ -534,8 +534,8 @@ def test_trained_cells_attack_the_weights_the_grids_training_reached(tmp_path, m
     assert res.row("mlp", "none", "ig")["precode_sigma"] is None
     assert 0 < trained["precode_sigma"] and initial["precode_sigma"] == pytest.approx(0.69, abs=0.1)  # softplus(~0)
     # the trained cell equals the same attack run on the stored trained weights, and differs from the initial one
-    folder = store_module.RunFolder(out, grid, resume=True)
-    state = folder.weights("mlp", "fashion-mnist-sample", "none")
+    with store_module.RunFolder(out, grid, resume=True) as folder:
+        state = folder.weights("mlp", "fashion-mnist-sample", "none")
     cell = next(c for c in grid.cells() if c.key[2:5] == ("none", "ig", "trained"))
     victims = load_data("fashion-mnist-sample", "test").first(2)
     model = cells_module.cell_model(cell, grid, victims, state)

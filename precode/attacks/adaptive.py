@@ -48,6 +48,7 @@ from ..profiles import get_profile
 from ..training import seeded
 from .analytic import linear_layer_input
 from .base import AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels
+from .divergence import Divergence
 from .ig import inverting_gradients, total_variation
 from .labels import infer_labels, last_layer
 from .matching import GradientMatcher
@@ -128,6 +129,7 @@ class _MeanReplica:
 
     def __init__(self, matcher: GradientMatcher, size: int):
         self.matcher, self.size = matcher, int(size)
+        self.computable = matcher.computable
 
     def distances(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         noise = images.new_zeros((*images.shape[:3], self.size))
@@ -139,6 +141,7 @@ class _ExpectedDistance:
 
     def __init__(self, matcher: GradientMatcher, draws: int):
         self.matcher, self.draws = matcher, int(draws)
+        self.computable = matcher.computable
 
     def distances(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         trials = images.shape[0]
@@ -306,6 +309,7 @@ def ig_joint(
     milestones = sorted({max(1, int(iterations * f)) for f in (3 / 8, 5 / 8, 7 / 8)})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
     history = torch.empty(iterations, restarts, n, device=device)
+    diverged = Divergence(restarts, n, device, matcher.computable)
 
     with seeded(seed, device):
         bar = tqdm(range(iterations), desc=f"IG-joint: {n} victim(s) x {restarts} restart(s)",
@@ -313,15 +317,19 @@ def ig_joint(
         for i in bar:
             distance = matcher.distances(x, y_trials, noise=eps)
             loss = distance + tv * total_variation(x) + noise_prior * 0.5 * eps.square().flatten(2).mean(-1)
-            gx, ge = torch.autograd.grad(loss.sum(), (x, eps))
+            gx, ge = diverged.checked(loss, torch.autograd.grad(loss.sum(), (x, eps)), (x, eps))
             x.grad, eps.grad = gx.sign(), ge
             optimizer.step()
             scheduler.step()
             if boxed:
                 with torch.no_grad():
                     x.clamp_(0, 1)
+            diverged.hold((x, eps))
             history[i] = distance.detach()
-        final = matcher.distances(x.detach(), y_trials, noise=eps.detach()).detach()
+            if i % 50 == 0 and diverged.all():  # every problem diverged: nothing left to optimise
+                history = history[: i + 1]
+                break
+        final = diverged.final(matcher.distances(x.detach(), y_trials, noise=eps.detach()).detach())
 
     best = final.argmin(dim=0)
     victims = torch.arange(n, device=device)
@@ -333,7 +341,8 @@ def ig_joint(
         seconds=time.perf_counter() - start,
         restart_losses=final.cpu(),
         attack="ig-joint",
-        evaluations=int(iterations),
+        evaluations=len(history),
+        diverged=diverged.victims(),
     )
 
 
@@ -429,19 +438,23 @@ def encoder_leak(
     optimizer = torch.optim.Adam([x], lr=lr)
     scale = features.square().sum(1).clamp_min(torch.finfo(torch.float32).tiny)  # h = 0: nothing to match
     history = torch.zeros(steps, n)
+    # features or their scale that overflowed (a defense's huge noise) cannot be matched: the victim diverged
+    diverged = Divergence(1, n, device, torch.isfinite(scale) & torch.isfinite(features).all(1))
     for step in tqdm(range(steps), desc="encoder-leak", disable=not progress, leave=False):
         loss = (front(x).flatten(1) - features).square().sum(1) / scale
         optimizer.zero_grad()
         loss.sum().backward()
+        x.grad = diverged.checked(loss[None], [x.grad[None]], [x[None]])[0][0]
         optimizer.step()
         with torch.no_grad():
             x.clamp_(0, 1)
+        diverged.hold([x[None]])
         history[step] = loss.detach().cpu()
     with torch.no_grad():
-        final = ((front(x).flatten(1) - features).square().sum(1) / scale).cpu()
+        final = diverged.final(((front(x).flatten(1) - features).square().sum(1) / scale)[None])[0].cpu()
     return AttackResult(
         reconstructions=x.detach().cpu(), labels=y.reshape(-1).cpu(), loss_history=history,
         seconds=time.perf_counter() - start, restart_losses=final[None], attack="encoder-leak",
-        evaluations=steps, features=features.detach().cpu(),
+        evaluations=steps, features=features.detach().cpu(), diverged=diverged.victims(),
     )
 

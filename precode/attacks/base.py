@@ -60,6 +60,10 @@ class AttackResult:
             and a failure is not the optimiser's. One that ends above it failed to optimise.
         problem_evaluations: ``(N,)`` evaluations of the matching loss each victim's problem used
             (its restarts together); ``None``: every victim used :attr:`evaluations`.
+        diverged: ``(N,)`` bool, per victim (its client's batch, one problem): every restart's
+            objective or its gradient stopped being finite (a defense's noise overflowed it), so the
+            attack stopped and its reconstruction is no result
+            (:mod:`precode.attacks.divergence`); ``None``: not tracked (the analytic attacks).
     """
 
     reconstructions: torch.Tensor
@@ -72,6 +76,7 @@ class AttackResult:
     features: torch.Tensor | None = None
     truth_distance: torch.Tensor | None = None
     problem_evaluations: torch.Tensor | None = None
+    diverged: torch.Tensor | None = None
 
     @property
     def num_victims(self) -> int:

@@ -147,7 +147,7 @@ def dlg(
     # [/dlg-lbfgs]
     bar.close()
     final = final.reshape(restarts, n)
-    final = torch.where(torch.isfinite(final), final, torch.full_like(final, math.inf))
+    final = torch.where(torch.isfinite(final), final, torch.full_like(final, math.inf))  # inf: diverged
     best = final.argmin(dim=0).cpu()  # by gradient distance only
     victims = torch.arange(n)
     x, y = split(z)
@@ -167,6 +167,7 @@ def dlg(
         evaluations=int(spent.max()),  # the most any victim and restart used
         truth_distance=truth,
         problem_evaluations=spent.reshape(restarts, n).sum(0),
+        diverged=torch.isinf(final).all(dim=0).cpu(),  # every restart's objective or gradient overflowed
     )
 
 

@@ -35,6 +35,7 @@ from ..errors import InputError
 from ..profiles import get_profile
 from ..training import seeded
 from .base import AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels
+from .divergence import Divergence
 from .labels import infer_labels, last_layer
 from .matching import GradientMatcher
 
@@ -152,6 +153,7 @@ def inverting_gradients(
     milestones = sorted({max(1, int(iterations * f)) for f in (3 / 8, 5 / 8, 7 / 8)})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
     history = torch.empty(iterations, restarts, n, device=device)
+    diverged = Divergence(restarts, n, device, getattr(matcher, "computable", None))
 
     with seeded(seed, device):
         bar = tqdm(range(iterations), desc=f"IG: {n} victim(s) x {restarts} restart(s)", disable=not progress,
@@ -160,7 +162,8 @@ def inverting_gradients(
             x = torch.cat(groups, dim=1) if len(groups) > 1 else groups[0]
             distance = matcher.distances(x, y_trials)
             loss = distance + tv * total_variation(x) if tv else distance
-            for group, g in zip(groups, torch.autograd.grad(loss.sum(), groups)):
+            grads = diverged.checked(loss, torch.autograd.grad(loss.sum(), groups), groups)  # non-finite: stops
+            for group, g in zip(groups, grads):
                 group.grad = g.sign() if signed else g
             optimizer.step()
             scheduler.step()
@@ -168,11 +171,15 @@ def inverting_gradients(
                 with torch.no_grad():
                     for group in groups:
                         group.clamp_(0, 1)
+            diverged.hold(groups)
             history[i] = distance.detach()
             if progress and (i % 50 == 0 or i == iterations - 1):
                 bar.set_postfix(distance=f"{float(distance.detach().mean()):.4f}")
+            if i % 50 == 0 and diverged.all():  # every problem diverged: nothing left to optimise
+                history = history[: i + 1]
+                break
         x = torch.cat(groups, dim=1).detach()
-        final = matcher.distances(x, y_trials).detach()
+        final = diverged.final(matcher.distances(x, y_trials).detach())
         truth = None if probe is None else distance_at(matcher, probe, y, n, batch_size, shape)
 
     best = final.argmin(dim=0)  # by gradient distance only
@@ -186,7 +193,8 @@ def inverting_gradients(
         seconds=time.perf_counter() - start,
         restart_losses=final.cpu(),
         attack="ig",
-        evaluations=int(iterations),
+        evaluations=len(history),
+        diverged=diverged.victims(),
         truth_distance=truth,
     )
 

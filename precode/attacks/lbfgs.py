@@ -12,7 +12,9 @@ The algorithm is a vectorised port of ``torch.optim.LBFGS`` with ``line_search_f
 ``step``: up to ``max_iter`` inner iterations, each a direction from the two-loop recursion
 and a line search. Each problem gives the same iterates as ``torch.optim.LBFGS`` on it alone,
 up to floating-point rounding (``tests/test_attacks.py`` checks this), except that the line
-search never steps to a point whose loss is NaN or infinite (torch's can). Note that L-BFGS
+search never steps to a point whose loss is NaN or infinite (torch's can), and that a problem
+whose loss or gradient is not finite where it stands (its objective overflowed: it diverged)
+stops there with the loss ``inf`` (:mod:`precode.attacks.divergence`). Note that L-BFGS
 amplifies rounding differences: over many iterations, a problem optimised in a batch and the
 same problem optimised alone can end at different (equally good) solutions.
 
@@ -71,9 +73,9 @@ def batched_lbfgs(
             Inverting Gradients' steps, for equal budgets).
 
     Returns:
-        ``(x, losses, history, evaluations)``: final variables ``(P, D)``, final losses ``(P,)``,
-        the loss after every iteration ``(iterations, P)`` (with ``budget``: as many rows as
-        iterations were run) (on the CPU) and the evaluations of
+        ``(x, losses, history, evaluations)``: final variables ``(P, D)``, final losses ``(P,)``
+        (``inf`` for a problem that diverged), the loss after every iteration ``(iterations, P)``
+        (with ``budget``: as many rows as iterations were run) (on the CPU) and the evaluations of
         loss and gradient each problem used ``(P,)``, its start included: at most
         ``1 + iterations * max_iter * 5 // 4`` (with ``restart``: each start's first evaluation
         too). (``evaluate`` is called for all problems at once, whenever one needs it, so it may be
@@ -92,6 +94,7 @@ def batched_lbfgs(
 
     x = x0.detach().clone()
     f, g = value_and_grad(x)
+    f = _diverged_inf(f, g)
     zeros = torch.zeros(p_count, dtype=dtype, device=device)
     s_hist = torch.zeros(history_size, p_count, dim, dtype=dtype, device=device)
     y_hist = torch.zeros_like(s_hist)
@@ -108,7 +111,7 @@ def batched_lbfgs(
         raise ValueError("an evaluation budget needs restart: a problem that stalls must start again to spend it")
     rounds = iterations if budget is None else max(int(iterations), int(budget))
     history = torch.empty(rounds, p_count, dtype=dtype)
-    stopped = torch.zeros(p_count, dtype=torch.bool, device=device)
+    stopped = ~torch.isfinite(f)  # diverged at the start: never moves (with restart: starts again)
     spent = torch.ones(p_count, dtype=torch.long, device=device)  # the start's evaluation
     best_x, best_f = x.clone(), torch.where(torch.isfinite(f), f, torch.full_like(f, torch.inf))
     starts = 0
@@ -173,8 +176,9 @@ def batched_lbfgs(
                                                   max_ls=max_ls)
             t = torch.where(running, t_ls, t)
             x = torch.where(running[:, None], x + t[:, None] * d, x)
-            f = torch.where(running, f_ls, f)
+            f = torch.where(running, _diverged_inf(f_ls, g_ls), f)  # a non-finite gradient: diverged, stops
             g = torch.where(running[:, None], g_ls, g)
+            running &= torch.isfinite(f)
             evals += n_ls
             spent += torch.where(running, n_ls, 0)
             running &= n_iter < max_iter
@@ -215,6 +219,11 @@ def batched_lbfgs(
     if restart is not None:
         return best_x, best_f, history, spent.cpu()
     return x, f, history, spent.cpu()
+
+
+def _diverged_inf(f: Tensor, g: Tensor) -> Tensor:
+    """The losses ``f`` with ``inf`` for the problems whose loss or gradient is not finite (diverged)."""
+    return torch.where(torch.isfinite(f) & torch.isfinite(g).all(1), f, torch.full_like(f, torch.inf))
 
 
 def _cubic_minimum(x1: Tensor, f1: Tensor, g1: Tensor, x2: Tensor, f2: Tensor, g2: Tensor,

@@ -245,6 +245,16 @@ class GradientMatcher:
 
     # -- public ------------------------------------------------------------------------------------
 
+    @property
+    def computable(self) -> torch.Tensor | None:
+        """``(N,)``: whether each victim's cosine can be computed in the gradients' precision (``None``
+        for the L2 distance, which shows an overflow itself as ``inf``). A shared gradient whose squared
+        norm overflows (a defense's noise of about 1e19 and more) makes the cosine exactly 0 whatever
+        the images, with a zero gradient: the attack would stall at its starting point
+        (:mod:`precode.attacks.divergence`)."""
+        return torch.isfinite(self._target_sq) if self.distance == "cosine" else None
+
+
     @contextlib.contextmanager
     def _hooks(self) -> Iterator[None]:
         handles = [m.register_forward_hook(self._hook(n)) for n, m in self._linear.items()]

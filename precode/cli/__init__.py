@@ -7,12 +7,17 @@ The package ``precode/cli/``: each command lives in its own module (``precode/cl
 names, bad numbers, missing data) are raised as :class:`UserError`, or by the package as
 :class:`precode.errors.InputError`, and printed as one line on stderr with exit status 2, without a
 traceback; any other exception (a plain ``ValueError`` from a bug included) keeps its traceback.
+Ctrl-C and SIGTERM end a command with one line and the exit status ``128 + signal`` (130, 143):
+they unwind it (:class:`Interrupted`), so its locks and temporary files are cleaned up and what it
+finished stays (``evaluate``: its finished cells; ``federate`` stops Ray and ends at once).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -21,9 +26,9 @@ import torch
 
 from ..data import DataUnavailableError
 from ..errors import InputError
-from .common import UserError, write_json
+from .common import Interrupted, UserError, write_json
 
-__all__ = ["main", "UserError", "write_json"]
+__all__ = ["main", "UserError", "Interrupted", "write_json"]
 
 COMMANDS = ("attack", "train", "evaluate", "federate")
 
@@ -55,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Warnings (for example "using the embedded sample") go to stderr as one line each.
     warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
     threads = torch.get_num_threads()  # commands may choose their own; the caller gets its own back
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(commands[args.command].run(args) or 0)
     except (UserError, InputError, FileNotFoundError, DataUnavailableError) as e:
@@ -62,5 +70,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         # plain ValueError from a bug included) keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"error: {Interrupted(signal.SIGINT)}", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Interrupted as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.status
     finally:
         torch.set_num_threads(threads)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, _frame) -> None:
+    """SIGTERM: unwind the command as Ctrl-C does (its ``finally`` blocks run), then one line and 143."""
+    raise Interrupted(signum)

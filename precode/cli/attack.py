@@ -32,6 +32,7 @@ import argparse
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,11 +42,23 @@ from ..bottleneck import add_precode
 from ..data import load_data
 from ..defenses import parse_defense
 from ..experiment import run_attack
+from ..files import atomic_write
 from ..models import MODEL_NAMES, build_model
 from ..profiles import get_profile
 from ..threat import ThreatModel, label_rule_of
 from ..training import train
-from .common import UserError, format_or_na, write_json
+from .common import (
+    MAX_EPOCHS,
+    MAX_ITERATIONS,
+    MAX_RESTARTS,
+    SEED_MAX,
+    UserError,
+    check_figure,
+    check_output_path,
+    format_or_na,
+    integer,
+    write_json,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -115,11 +128,17 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"unknown attack {args.attack!r}; choose one of {', '.join(ATTACK_NAMES)}")
     if args.model.lower() not in MODEL_NAMES:
         raise UserError(f"unknown model {args.model!r}; choose one of {', '.join(MODEL_NAMES)}")
-    for name, value, least in (("--images", args.images, 1), ("--batch-size", args.batch_size, 1),
-                               ("--iterations", args.iterations, 1), ("--restarts", args.restarts, 1),
-                               ("--trained-epochs", args.trained_epochs, 0)):
-        if value is not None and value < least:
-            raise UserError(f"{name} must be at least {least}, got {value}")
+    for name, value, least, most in (("--images", args.images, 1, None), ("--batch-size", args.batch_size, 1, None),
+                                     ("--iterations", args.iterations, 1, MAX_ITERATIONS),
+                                     ("--restarts", args.restarts, 1, MAX_RESTARTS),
+                                     ("--trained-epochs", args.trained_epochs, 0, MAX_EPOCHS),
+                                     ("--seed", args.seed, 0, SEED_MAX)):
+        if value is not None:
+            integer(value, name, least, most)
+    if args.json not in (None, "-"):
+        check_output_path(args.json, "--json")  # before any work, not after it
+    if args.figure:
+        args.figure = check_figure(args.figure)
     threat_model(args)  # an invalid defense spec or server fails here (ThreatModel), with one line, before any work
     if args.server == "malicious" and not (args.precode or args.precode_at):
         raise UserError("--server malicious switches PRECODE's sampling off through the weights it sends, and the "
@@ -178,7 +197,8 @@ def _save_figure(path: str, originals: torch.Tensor, recon: torch.Tensor, title:
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     try:
-        fig.savefig(path, dpi=120)
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, dpi=120, format=Path(path).suffix.lstrip(".").lower() or "png")
     except OSError as e:
         raise UserError(f"cannot write the figure to {path}: {e.strerror}") from None
     finally:
@@ -198,12 +218,21 @@ def _table(config: dict[str, Any], results: list[dict], summary: dict[str, Any],
         f"{'at truth':>9}",
     ]
     for r in results:
+        if r["status"] == "diverged":
+            lines.append(f"{r['index']:>6} {r['label']:>6} {r['label_pred']:>6} {'diverged (no score)':>27}")
+            continue
         lines.append(f"{r['index']:>6} {r['label']:>6} {r['label_pred']:>6} {r['mse']:>10.3g} "
                      f"{r['psnr']:>8.2f} {format_or_na(r['ssim'], '7.4f'):>7} {r['evaluations']:>6d} "
                      f"{format_or_na(r['distance'], '9.3g'):>9} {format_or_na(r['truth_distance'], '9.3g'):>9}")
-    lines.append(f"{'mean':>6} {'':>6} {'':>6} {summary['mse']:>10.3g} {summary['psnr']:>8.2f} "
-                 f"{format_or_na(summary['ssim'], '7.4f'):>7}   label accuracy {summary['label_accuracy']:.3f}, "
-                 f"attack {summary['seconds']:.1f} s")
+    tail = f"label accuracy {summary['label_accuracy']:.3f}, attack {summary['seconds']:.1f} s"
+    if summary["diverged"] == len(results):
+        lines.append(f"{'mean':>6} the attack diverged on all {len(results)} victims (its objective overflowed: "
+                     f"no reconstruction to score); {tail}")
+    else:
+        lines.append(f"{'mean':>6} {'':>6} {'':>6} {summary['mse']:>10.3g} {summary['psnr']:>8.2f} "
+                     f"{format_or_na(summary['ssim'], '7.4f'):>7}   {tail}"
+                     + (f"; diverged on {summary['diverged']} victims (left out of the means)"
+                        if summary["diverged"] else ""))
     return "\n".join(lines)
 
 
@@ -259,16 +288,20 @@ def run(args: argparse.Namespace) -> int:
     spent = result.victim_evaluations()
     b = args.batch_size
     ended, truth = (_per_client(v, len(victims) // b) for v in (result.distance, result.truth_distance))
+    lost = run_.diverged  # the attack's objective overflowed for these victims: no score (precode.attacks.divergence)
     results = [
         {"index": i, "client": i // b, "label": int(victims.labels[i]), "label_pred": int(predicted[i]),
-         "mse": float(mse[i]), "psnr": float(psnr[i]), "ssim": None if ssim is None else float(ssim[i]),
+         "mse": None if lost[i] else float(mse[i]), "psnr": None if lost[i] else float(psnr[i]),
+         "ssim": None if ssim is None or lost[i] else float(ssim[i]), "status": "diverged" if lost[i] else "ok",
          "evaluations": int(spent[i // b]), "distance": ended[i // b], "truth_distance": truth[i // b]}
         for i in range(len(victims))
     ]
+    kept = [i for i in range(len(victims)) if not lost[i]]
+    scored = {k: [r[k] for r in results if r[k] is not None] for k in ("ssim",)}
     summary = {
-        "mse": float(mse.mean()), "psnr": float(psnr.mean()),
-        "ssim": None if ssim is None else float(sum(ssim) / len(ssim)),
-        "label_accuracy": run_.label_accuracy, "seconds": float(result.seconds),
+        "mse": float(mse[kept].mean()) if kept else None, "psnr": float(psnr[kept].mean()) if kept else None,
+        "ssim": None if ssim is None or not kept else float(sum(scored["ssim"]) / len(scored["ssim"])),
+        "label_accuracy": run_.label_accuracy, "seconds": float(result.seconds), "diverged": len(victims) - len(kept),
         "evaluations": int(spent.max()) if len(spent) else 0,
         "distance": _mean(ended), "truth_distance": _mean(truth),
         "ended_at_or_below_truth": _below(ended, truth),
@@ -277,7 +310,8 @@ def run(args: argparse.Namespace) -> int:
     print(table, file=sys.stderr if args.json == "-" else sys.stdout)
     write_json({"config": config, "results": results, "summary": summary}, args.json)
     if args.figure:
-        title = (f"{attack} on {model_name}{' + PRECODE' if args.precode else ''}: mean PSNR "
-                 f"{summary['psnr']:.1f} dB" + ("" if ssim is None else f", SSIM {summary['ssim']:.3f}"))
+        title = (f"{attack} on {model_name}{' + PRECODE' if args.precode else ''}: "
+                 + ("diverged (no score)" if summary["psnr"] is None else f"mean PSNR {summary['psnr']:.1f} dB")
+                 + ("" if summary["ssim"] is None else f", SSIM {summary['ssim']:.3f}"))
         _save_figure(args.figure, victims.images, recon, title)
     return 0

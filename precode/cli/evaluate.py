@@ -36,20 +36,26 @@ identification rate needs no threshold. A cell is the same computation as
 
 ``--resume`` skips cells (and trained models) already in DIR, so an interrupted run finishes
 without recomputing them; without it, a DIR that holds results is refused unless
-``--overwrite`` is given. The restricting options make a smaller grid (tests, quick looks).
+``--overwrite`` is given. DIR must be new, empty or a folder this command wrote (its
+``.precode-evaluation`` file lists the files it wrote: nothing else is ever deleted); one run at a
+time (its ``.lock`` names the holder); a damaged row or file is reported and its cell run again
+under ``--resume``. Ctrl-C or SIGTERM ends the run with one line (exit status 130 or 143), its
+finished cells kept. The restricting options make a smaller grid (tests, quick looks).
 On the CPU the run uses one thread unless ``OMP_NUM_THREADS`` is set, as ``precode attack`` does.
 The command behind chapter 7 (``book/07_evaluation.ipynb``).
 """
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from ..evaluation import get_grid, read_csv, run_evaluation
-from .common import UserError
+from .common import MAX_EPOCHS, MAX_ITERATIONS, SEED_MAX, Interrupted, UserError, integer
 
 __all__ = ["add_parser", "run"]
 
@@ -94,16 +100,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _integer(text: str, option: str, minimum: int) -> int:
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise UserError(f"{option} must be an integer, got {text!r}") from None
-    if value < minimum:
-        raise UserError(f"{option} must be at least {minimum}, got {value}")
-    return value
-
-
 def _list(text: str) -> list[str]:
     """Comma-separated names; ``dp:clip=C,noise=Z`` keeps its comma (or separate with ';')."""
     sep = ";" if ";" in text else ","
@@ -119,14 +115,18 @@ def _list(text: str) -> list[str]:
 
 
 def _check_writable(out: str) -> None:
-    path = Path(out)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok\n")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"cannot write to --out {out}: {e.strerror or e}") from None
+    """``--out`` names a folder that can be made or written, checked without making anything (a
+    mistake found later, before any work, leaves no folder behind)."""
+    if out == "":
+        raise UserError("--out is empty, which names the current folder; name a folder for the run's files")
+    path = Path(out).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot write to --out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to --out {out}: {existing} is not writable")
 
 
 def build_grid(args: argparse.Namespace):
@@ -145,24 +145,25 @@ def build_grid(args: argparse.Namespace):
         raise UserError(f"--threshold must be a number, got {args.threshold!r}") from None
     if not -1 <= threshold <= 1:
         raise UserError(f"--threshold must lie in [-1, 1] (an SSIM), got {threshold}")
-    changes: dict[str, Any] = {"threshold": threshold, "seed": _integer(args.seed, "--seed", 0)}
+    changes: dict[str, Any] = {"threshold": threshold, "seed": integer(args.seed, "--seed", 0, SEED_MAX)}
     if args.labels is not None:
         labels = str(args.labels).strip().lower()
         if labels not in ("given", "inferred"):
             raise UserError(f"--labels must be 'given' or 'inferred', got {args.labels!r}")
         changes["labels"] = labels
-    if args.victims is not None:
-        changes["victims"] = _integer(args.victims, "--victims", 1)
+    if args.victims is not None:  # and at most what the test split holds (checked when it is loaded, before work)
+        changes["victims"] = integer(args.victims, "--victims", 1)
     if args.iterations is not None:
-        changes["ig_iterations"] = changes["dlg_iterations"] = _integer(args.iterations, "--iterations", 1)
+        changes["ig_iterations"] = changes["dlg_iterations"] = integer(args.iterations, "--iterations", 1,
+                                                                       MAX_ITERATIONS)
     if args.epochs is not None:
-        changes["epochs"] = _integer(args.epochs, "--epochs", 1)
+        changes["epochs"] = integer(args.epochs, "--epochs", 1, MAX_EPOCHS)
     if args.train_images is not None:
-        changes["train_images"] = _integer(args.train_images, "--train-images", 1)
+        changes["train_images"] = integer(args.train_images, "--train-images", 1)
     if args.test_images is not None:
-        changes["test_images"] = _integer(args.test_images, "--test-images", 1)
+        changes["test_images"] = integer(args.test_images, "--test-images", 1)
     if args.pool is not None:
-        changes["pool"] = _integer(args.pool, "--pool", 0)
+        changes["pool"] = integer(args.pool, "--pool", 0)
     restricted = (any(v is not None for v in (args.models, args.defenses, args.attacks))
                   or len(set(changes) - {"threshold", "seed", "labels"}) > 0)
     try:
@@ -192,11 +193,16 @@ def _table(summary: list[dict[str, Any]]) -> str:
              f"{'success':>8s} {'ident.':>7s} {'SSIM mean ± CI':>15s} {'PSNR':>6s} {'evals':>6s} {'<=truth':>7s} "
              f"{'test acc':>8s} {'seconds':>7s}"]
     for r in summary:
+        if r["ssim_mean"] is None:  # every victim diverged: no score
+            scores = f"{'diverged':>15s} {'-':>6s}"
+        else:
+            scores = f"{r['ssim_mean']:7.3f} ± {r['ssim_ci95']:5.3f} {r['psnr_mean']:6.1f}"
         lines.append(
             f"{r['model']:5s} {r['data']:14s} {r['defense']:30s} {r['attack']:8s} {r['weights']:8s} {r['labels']:8s} "
             f"{r['n']:4d} {pct(r['attack_success_rate']):>8s} {pct(r['identification_rate']):>7s} "
-            f"{r['ssim_mean']:7.3f} ± {r['ssim_ci95']:5.3f} {r['psnr_mean']:6.1f} {r['evaluations']:6d} "
-            f"{below(r['below_truth']):>7s} {pct(r['test_accuracy']):>8s} {r['seconds']:7.1f}"
+            f"{scores} {r['evaluations']:6d} {below(r['below_truth']):>7s} {pct(r['test_accuracy']):>8s} "
+            f"{r['seconds']:7.1f}"
+            + (f"  ({r['diverged']} diverged)" if r.get("diverged") else "")
         )
     return "\n".join(lines)
 
@@ -215,12 +221,20 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     progress = not args.no_progress
-    if progress:
-        print(f"grid {grid.name!r}: {len(grid.cells())} cells, {grid.victims} victims each; "
-              f"success: SSIM >= {grid.threshold:g}", file=sys.stderr)
-        for note in grid.notes:
-            print(f"note: {note}", file=sys.stderr)
-    out = run_evaluation(grid, args.out, resume=args.resume, overwrite=args.overwrite, progress=progress)
+
+    def header() -> None:  # once the input is checked
+        if progress:
+            print(f"grid {grid.name!r}: {len(grid.cells())} cells, {grid.victims} victims each; "
+                  f"success: SSIM >= {grid.threshold:g}", file=sys.stderr)
+            for note in grid.notes:
+                print(f"note: {note}", file=sys.stderr)
+
+    try:
+        out = run_evaluation(grid, args.out, resume=args.resume, overwrite=args.overwrite, progress=progress,
+                             on_start=header)
+    except (KeyboardInterrupt, Interrupted) as e:  # the finished cells are on disk, whole (precode.evaluation.store)
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        raise Interrupted(signum, f"the finished cells stay in {args.out}; finish the run with --resume") from None
     summary = read_csv(out / "summary.csv")
     print(_table(summary))
     print(f"\n{len(summary)} cells in {out} (results.csv, summary.csv, training.csv, figures/); "

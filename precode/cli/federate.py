@@ -17,25 +17,47 @@ prints, per round and client, MSE, PSNR, SSIM and label accuracy, and the global
 accuracy; ``--json -`` leaves only the JSON on stdout
 (``{"config", "rounds": [{"round", "test_accuracy", "clients": [...]}], "summary"}``).
 
-Needs ``flwr[simulation]`` (Python 3.11 or newer). Used in chapter 10 (``book/10_federated.ipynb``).
+Ctrl-C or SIGTERM ends it within seconds, Ray stopped, with one line and the exit status 130 or
+143. Needs ``flwr[simulation]`` (Python 3.11 or newer). Used in chapter 10 (``book/10_federated.ipynb``).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from ..attacks import first_linear_layer
+from ..defenses import parse_defense
+from ..errors import InputError
 from ..fl.experiment import ATTACK_CHOICES, FederationConfig
 from ..fl.simulation import run_federation
 from ..models import MODEL_NAMES
-from .common import UserError, format_or_na, write_json
+from .common import (
+    MAX_ITERATIONS,
+    MAX_RESTARTS,
+    SEED_MAX,
+    Interrupted,
+    UserError,
+    check_output_path,
+    format_or_na,
+    integer,
+    write_json,
+)
 
 __all__ = ["add_parser", "run"]
+
+MAX_CLIENTS = 10_000
+"""The most virtual clients (Flower's simulation runs them in a pool of Ray actors, a few at a time)."""
+MAX_ROUNDS = 100_000
+"""The most rounds, and local steps per round."""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -80,6 +102,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace):
 
+    for option, value, least, most in (("--seed", args.seed, 0, SEED_MAX), ("--clients", args.clients, 2, MAX_CLIENTS),
+                                       ("--rounds", args.rounds, 1, MAX_ROUNDS),
+                                       ("--local-steps", args.local_steps, 1, MAX_ROUNDS),
+                                       ("--batch-size", args.batch_size, 1, None),
+                                       ("--iterations", args.iterations, 1, MAX_ITERATIONS),
+                                       ("--restarts", args.restarts, 1, MAX_RESTARTS)):
+        if value is not None:
+            integer(value, option, least, most)
+    if args.json not in (None, "-"):
+        check_output_path(args.json, "--json")
     if args.data.lower() == "photos" or args.data.lower().endswith(".npz"):
         raise UserError(f"--data {args.data!r} has no training split for the clients; use fashion-mnist, mnist, "
                         "cifar10 or cifar100")
@@ -93,12 +125,19 @@ def _config(args: argparse.Namespace):
     except ValueError as e:
         raise UserError(str(e).replace("local_steps", "--local-steps")) from None
     data = config.train_data()  # enough training images for every client and round, or one line
+    model = config.build_model(data.input_shape, data.num_classes)
     if config.attack == "analytic":
-
         try:
-            first_linear_layer(config.build_model(data.input_shape, data.num_classes), data.input_shape)
+            first_linear_layer(model, data.input_shape)
         except ValueError as e:
             raise UserError(f"{e}; use --attack ig for this model") from None
+    # one client's step on one image, here, so that a defense the model cannot take (partial-gaussian without
+    # PRECODE) fails in a line now rather than in a Ray worker after Flower's start-up
+    try:
+        with torch.random.fork_rng(devices=[]):
+            parse_defense(config.defense).shared_gradients(model, data.images[:1], data.labels[:1])
+    except InputError as e:
+        raise UserError(f"--defense {config.defense}: {e}" + ("" if config.precode else ", or add --precode")) from None
     return config
 
 
@@ -125,6 +164,93 @@ def _table(report) -> str:
     return "\n".join(lines)
 
 
+def _stop_ray() -> None:
+    ray = sys.modules.get("ray")  # imported by Flower's simulation once it started Ray; else nothing to stop
+    if ray is not None:
+        with contextlib.suppress(Exception):  # on the way out: what is left, the end of the process takes along
+            ray.shutdown()  # stops the workers and the local cluster this process started
+
+
+def _descendants() -> list[int]:
+    """The PIDs of this process's children, their children and so on (Linux's ``/proc``; elsewhere none)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _end(signum: int, _frame) -> None:
+    """Ctrl-C or SIGTERM during a federation: one line, Ray stopped, the process ended (130 / 143).
+
+    The process is ended here rather than unwound: Flower runs the ServerApp in a thread of its own
+    that is no daemon and waits for replies that will never come, so an unwound process would hang
+    at its exit until a second Ctrl-C. Nothing is written before the end of a federation, so
+    nothing is lost."""
+    try:
+        with contextlib.suppress(OSError):  # stderr may be a closed pipe
+            os.write(2, f"error: {Interrupted(signum, 'Flower and Ray stopped, nothing written')}\n".encode())
+            quiet = os.open(os.devnull, os.O_WRONLY)  # what Flower's threads print while Ray stops is noise now
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
+        ray_processes = _descendants()  # before Ray stops: its agents outlive a killed raylet for a minute
+        stopper = threading.Thread(target=_stop_ray, daemon=True)
+        stopper.start()
+        stopper.join(timeout=5)  # Ray's own shutdown, bounded; then whatever of it is left
+        for pid in ray_processes:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    finally:
+        os._exit(128 + signum)
+
+
+@contextlib.contextmanager
+def _ending_on_signals() -> Iterator[None]:
+    """:func:`_end` on Ctrl-C and SIGTERM while Flower runs.
+
+    Ray installs SIGTERM handlers of its own when Flower starts it: one in Python (it stops Ray's
+    processes and exits with status 1, into Flower's hanging thread) and one in C (stack traces of
+    crashes, which aborts the process). While this block runs, ``signal.signal`` keeps this
+    command's handlers for SIGINT and SIGTERM, and Ray's documented switch
+    ``RAY_DISABLE_FAILURE_SIGNAL_HANDLER`` turns its C handler off (in its workers too).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    ours = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER" not in os.environ
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    constants = sys.modules.get("ray._private.ray_constants")  # read when Ray is imported: too late if it was
+    if constants is not None and os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] == "1":
+        constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    install = signal.signal
+    previous = {sig: install(sig, _end) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def keeping(sig, handler):
+        if sig in previous:
+            return _end  # this command's handler stays (see above)
+        return install(sig, handler)
+
+    signal.signal = keeping
+    try:
+        yield
+    finally:
+        signal.signal = install
+        for sig, handler in previous.items():
+            install(sig, handler)
+        if ours:
+            os.environ.pop("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", None)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the command for parsed ``args``; returns the exit status (user errors raise ``UserError``).
     The thread count it sets is restored by :func:`precode.cli.main`."""
@@ -136,7 +262,8 @@ def run(args: argparse.Namespace) -> int:
 
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)  # the attacks are many small operations (see python -m precode attack --help)
-    report = run_federation(config, progress=sys.stderr.isatty())
+    with _ending_on_signals():
+        report = run_federation(config, progress=sys.stderr.isatty())
     payload: dict[str, Any] = report.to_json()
     print(_table(report), file=sys.stderr if args.json == "-" else sys.stdout)
     write_json(payload, args.json)

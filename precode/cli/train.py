@@ -31,7 +31,7 @@ from ..defenses import DPSGD, parse_defense
 from ..defenses.spec import DEFENSE_FORMS
 from ..models import MODEL_NAMES, build_model
 from ..profiles import get_profile
-from .common import UserError, write_json
+from .common import MAX_EPOCHS, SEED_MAX, UserError, check_output_path, integer, write_json
 
 __all__ = ["add_parser", "run"]
 
@@ -49,7 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     # Values are checked in run(), so that every mistake is reported as one line.
     p.add_argument("--model", help="mlp, cnn or lenet")
     p.add_argument("--precode", action="store_true", help="insert a PRECODE bottleneck before the classifier")
-    p.add_argument("--data", help="fashion-mnist, fashion-mnist-sample, mnist, cifar10, cifar100 or a .npz path")
+    p.add_argument("--data", help="fashion-mnist, fashion-mnist-sample, mnist, cifar10 or cifar100 (a data set with "
+                                  "a test split)")
     p.add_argument("--epochs", help="passes over the training images (default: the profile's epochs)")
     p.add_argument("--defense", default="none", metavar="SPEC", help=f"the defense: {DEFENSE_FORMS} (default: none)")
     p.add_argument("--seed", default="0",
@@ -58,16 +59,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--batch-size", default="64", help="images per step; DP-SGD's expected batch size (default 64)")
     p.add_argument("--json", metavar="PATH|-", help="write the results as JSON to PATH, or to stdout with -")
     return p
-
-
-def _integer(text: str, option: str, minimum: int | None = None) -> int:
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise UserError(f"{option} must be an integer, got {text!r}") from None
-    if minimum is not None and value < minimum:
-        raise UserError(f"{option} must be at least {minimum}, got {value}")
-    return value
 
 
 def _positive_float(text: str, option: str) -> float:
@@ -124,11 +115,17 @@ def run(args: argparse.Namespace) -> int:
     model_name = args.model.strip().lower()
     if model_name not in MODEL_NAMES:
         raise UserError(f"unknown model {args.model!r}; choose one of {', '.join(MODEL_NAMES)}")
-    epochs = profile.epochs if args.epochs is None else _integer(args.epochs, "--epochs", minimum=1)
-    seed = _integer(args.seed, "--seed", minimum=0)
-    batch_size = _integer(args.batch_size, "--batch-size", minimum=1)
+    epochs = profile.epochs if args.epochs is None else integer(args.epochs, "--epochs", 1, MAX_EPOCHS)
+    seed = integer(args.seed, "--seed", 0, SEED_MAX)
+    batch_size = integer(args.batch_size, "--batch-size", 1)
     lr = _positive_float(args.lr, "--lr")
     defense = parse_defense(args.defense, seed=seed)
+    if args.json not in (None, "-"):
+        check_output_path(args.json, "--json")  # before the training, not after it
+    if str(args.data).lower().endswith(".npz"):
+        raise UserError(f"--data {args.data}: an .npz holds one set of images, so the model would be tested on the "
+                        "images it trained on (a test accuracy of 100% that says nothing); train on fashion-mnist, "
+                        "mnist, cifar10 or cifar100, which have a held-out test split")
 
     train_full = load_data(args.data, "train")
     test_data = load_data(args.data, "test")

@@ -33,6 +33,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -204,13 +205,14 @@ def attack_cells(cells: Sequence[Cell], grid: Grid, victims, *, server: str = "h
 
 def score_cell(run: AttackRun, victims, pool: torch.Tensor, threshold: float) -> list[dict[str, Any]]:
     """Step 5: one dict per victim (``victim, label, label_pred, label_inferred, mse, psnr, ssim,
-    identified, success, evaluations, distance, truth_distance``).
+    identified, success, evaluations, distance, truth_distance, status``).
 
     ``label_pred`` is the label the attack used (given, or its own inference), ``label_inferred``
     the one iDLG's rule reads off the victim's shared gradient (whether the attacker could have had
     it without being given it); ``evaluations`` what the attack spent on the victim, ``distance``
     where its matching distance ended and ``truth_distance`` that distance at the true image (empty
-    for the analytic attack, which has no objective)."""
+    for the analytic attack, which has no objective); a victim the attack diverged on has ``status``
+    ``diverged``, no scores and no success."""
     if run.ssim is None:
         raise InputError("a grid cell is judged by SSIM, which these images are too small for (under 7x7 pixels)")
     candidates = torch.cat([victims.images, pool]) if len(pool) else victims.images
@@ -221,14 +223,18 @@ def score_cell(run: AttackRun, victims, pool: torch.Tensor, threshold: float) ->
     def number(values, i):
         return None if values is None or not math.isfinite(float(values[i])) else float(values[i])
 
-    return [
+    rows = [
         {"victim": i, "label": int(victims.labels[i]), "label_pred": int(run.labels[i]),
          "label_inferred": None if run.inferred_labels is None else int(run.inferred_labels[i]),
          "mse": float(run.mse[i]), "psnr": float(run.psnr[i]), "ssim": float(run.ssim[i]),
          "identified": int(nearest[i] == i), "success": int(float(run.ssim[i]) >= threshold),
-         "evaluations": int(spent[i]), "distance": number(ended, i), "truth_distance": number(truth, i)}
+         "evaluations": int(spent[i]), "distance": number(ended, i), "truth_distance": number(truth, i),
+         "status": "ok"}
         for i in range(len(victims))
     ]
+    for i in np.flatnonzero(run.diverged):  # the attack overflowed: no score, and a failure of the attack
+        rows[i].update(mse=None, psnr=None, ssim=None, identified=0, success=0, status="diverged")
+    return rows
 
 
 def run_cells(cells: Sequence[Cell], grid: Grid, victims, pool: torch.Tensor,

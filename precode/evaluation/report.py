@@ -32,7 +32,10 @@ Per cell (:func:`summarize_cell`), over its ``n`` victims:
   ``release_images`` image(s) a step, the releases the attack reads; empty where the grid does not
   train the defense), on what (``train_data``, ``train_images``, ``epochs``, ``test_images``) and,
   for DP-SGD, ``epsilon`` (that of the releases: one Gaussian mechanism per image and epoch);
-* ``seconds``: the attack's wall-clock time (as ``python -m precode attack`` reports it).
+* ``seconds``: the attack's wall-clock time (as ``python -m precode attack`` reports it);
+* ``diverged``: the victims on which the attack's objective overflowed (a defense's huge noise): they
+  count as failures, and the PSNR and SSIM statistics are over the others (empty when none is left:
+  the table says "diverged", never a score).
 
 Figures (:func:`draw_figures`, also used by chapter 7): the privacy-utility scatter, the SSIM
 distributions, the success rate against the threshold and the convergence curves.
@@ -49,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from ..files import atomic_write
 from ..metrics import mean_ci95, wilson_interval
 from ..plotting import SSIM_BOUNDS, clip_interval
 from .grid import split_defense
@@ -88,12 +92,13 @@ def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds
         pool: the number of further real images searched by the identification rate.
     """
     n = len(rows)
-    ssim = np.array([r["ssim"] for r in rows], dtype=float)
-    psnr = np.array([r["psnr"] for r in rows], dtype=float)
+    scored = [r for r in rows if r.get("status") != "diverged"]  # a diverged victim: a failure, with no score
+    ssim = np.array([r["ssim"] for r in scored], dtype=float)
+    psnr = np.array([r["psnr"] for r in scored], dtype=float)
     successes = int((ssim >= grid.threshold).sum())
     low, high = wilson_interval(successes, n)
-    psnr_mean, psnr_ci = mean_ci95(psnr)
-    ssim_mean, ssim_ci = mean_ci95(ssim)
+    psnr_mean, psnr_ci = mean_ci95(psnr) if scored else (None, None)
+    ssim_mean, ssim_ci = mean_ci95(ssim) if scored else (None, None)
     iterations, restarts = grid.budget(key[3])
     epsilon = training.get("epsilon")
     accuracy, n_test = training.get("test_accuracy"), training.get("test_images")
@@ -108,7 +113,7 @@ def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds
         "attack_success_rate": successes / n, "success_ci95_low": low, "success_ci95_high": high,
         "identification_rate": float(np.mean([r["identified"] for r in rows])), "pool": pool,
         "psnr_mean": psnr_mean, "psnr_ci95": psnr_ci, "ssim_mean": ssim_mean, "ssim_ci95": ssim_ci,
-        "ssim_median": float(np.median(ssim)),
+        "ssim_median": float(np.median(ssim)) if scored else None,
         "label_accuracy": float(np.mean([r["label_pred"] == r["label"] for r in rows])),
         "labels_inferable": (None if None in inferable
                              else float(np.mean([g == r["label"] for g, r in zip(inferable, rows)]))),
@@ -124,6 +129,7 @@ def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds
         "test_images": training.get("test_images"),
         "epsilon": None if epsilon is None or not math.isfinite(epsilon) else epsilon,
         "iterations": iterations, "restarts": restarts, "seed": grid.seed, "seconds": seconds,
+        "diverged": n - len(scored),
     }
 
 
@@ -238,8 +244,12 @@ def comparison_table(summary: list[dict[str, Any]], attacks: Sequence[str] | Non
                 out.append("-")
                 continue
             accuracy = r["test_accuracy"]
+            if r["ssim_mean"] is None:  # every victim diverged: the defense overflowed the attack, nothing to score
+                out.append(f"diverged on all {r['n']} victims, {_labels_text(r)}")
+                continue
+            lost = f", {r['diverged']} diverged" if r.get("diverged") else ""
             out.append(f"{100 * r['attack_success_rate']:.0f}% ({100 * r['success_ci95_low']:.0f}-"
-                       f"{100 * r['success_ci95_high']:.0f}%), {r['ssim_mean']:.2f}, {_labels_text(r)}")
+                       f"{100 * r['success_ci95_high']:.0f}%), {r['ssim_mean']:.2f}, {_labels_text(r)}{lost}")
         out.append("-" if accuracy is None else f"{100 * accuracy:.1f}%")
         body.append(out)
     sizes = sorted({r["n"] for r in summary})
@@ -306,7 +316,7 @@ def plot_privacy_utility(summary: list[dict[str, Any]], attack: str = "ig", metr
     for ax, (model, data) in zip(axes[0], settings):
         rows = [r for r in summary if (r["model"], r["data"], r["attack"]) == (model, data, attack)]
         for r in rows:
-            if r["test_accuracy"] is None:
+            if r["test_accuracy"] is None or r[metric] is None:  # None: every victim diverged
                 continue
             fam = family(r["defense"])
             colour, marker = FAMILY_STYLE.get(fam, ("0.5", "o"))
@@ -352,7 +362,9 @@ def plot_ssim_distributions(results: list[dict[str, Any]], summary: list[dict[st
     for ax, (model, data, attack) in zip(axes.flat, panels):
         for x, (defense, weights) in enumerate(defenses):
             values = np.array([r["ssim"] for r in results if (r["model"], r["data"], r["attack"], r["defense"],
-                                                              _weights(r)) == (model, data, attack, defense, weights)])
+                                                              _weights(r)) == (model, data, attack, defense, weights)],
+                              dtype=float)
+            values = values[~np.isnan(values)]  # a diverged victim has no SSIM
             if len(values) == 0:
                 continue
             colour, marker = FAMILY_STYLE.get(family(defense), ("0.5", "o"))
@@ -389,8 +401,9 @@ def plot_success_vs_threshold(results: list[dict[str, Any]], attack: str = "ig")
     for ax, (model, data) in zip(axes[0], settings):
         defenses = list(dict.fromkeys(r["defense"] for r in results if (r["model"], r["data"]) == (model, data)))
         for defense in defenses:
-            values = np.array([r["ssim"] for r in results
-                               if (r["model"], r["data"], r["attack"], r["defense"]) == (model, data, attack, defense)])
+            values = np.array([r["ssim"] for r in results  # a diverged victim (no SSIM, NaN) is a failure
+                               if (r["model"], r["data"], r["attack"], r["defense"]) == (model, data, attack, defense)],
+                              dtype=float)
             if len(values) == 0:
                 continue
             fam = family(defense)
@@ -460,7 +473,8 @@ def draw_figures(folder: str | Path) -> list[Path]:
         figures["convergence"] = plot_convergence(training)
     for name, fig in figures.items():
         path = folder / "figures" / f"{name}.png"
-        fig.savefig(path, dpi=110)
+        with atomic_write(path, "wb") as f:  # a kill leaves the old figure or the new one
+            fig.savefig(f, dpi=110, format="png")
         plt.close(fig)
         written.append(path)
     return written

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ class _DataCache:
 
 def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite: bool = False,
                    progress: bool = True, figures: bool = True, threads: int | None = None,
-                   reuse: bool = False) -> Path:
+                   reuse: bool = False, on_start: Callable[[], None] | None = None) -> Path:
     """Run every cell of ``grid`` that ``out`` does not hold yet, then draw the figures.
 
     For each model and defense, the model is first trained under the defense (once; its history
@@ -63,29 +64,36 @@ def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite:
             the CPU unless ``OMP_NUM_THREADS`` is set, as ``python -m precode attack`` does (the
             attacks are many small operations; a second thread barely helps and, on a busy
             machine, slows them down many times over).
+        on_start: called once the grid's data and the output folder are checked, before any work (the
+            command prints its header there, so that a mistake is reported in one line).
 
     Returns:
         The output folder.
 
     Raises:
-        OSError: ``out`` cannot be written.
-        ValueError: ``out`` holds another run (see :class:`~precode.evaluation.store.RunFolder`).
+        ValueError: ``out`` cannot be written, is in use by another run, holds files of something
+            else or another run (see :class:`~precode.evaluation.store.RunFolder`); more victims
+            than a test split holds.
 
     Used by ``python -m precode evaluate`` and chapter 7.
     """
     load = _DataCache()
-    folder = RunFolder(out, grid, resume=resume, overwrite=overwrite, reuse=reuse, data=_data_sources(grid, load))
-    previous = torch.get_num_threads()
-    if threads is None and not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
-        threads = 1
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        _run_cells(grid, folder, progress, load)
-    finally:
-        torch.set_num_threads(previous)
-    if figures:
-        draw_figures(folder.path)
+    sources = _data_sources(grid, load)
+    _check_victims(grid, load)  # before the folder is touched
+    with RunFolder(out, grid, resume=resume, overwrite=overwrite, reuse=reuse, data=sources) as folder:
+        if on_start is not None:
+            on_start()
+        previous = torch.get_num_threads()
+        if threads is None and not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
+            threads = 1
+        if threads:
+            torch.set_num_threads(int(threads))
+        try:
+            _run_cells(grid, folder, progress, load)
+        finally:
+            torch.set_num_threads(previous)
+        if figures:
+            folder.add_figures(draw_figures(folder.path))
     return folder.path
 
 
@@ -126,6 +134,15 @@ def _data_sources(grid: Grid, load: _DataCache) -> dict[str, str]:
     splits = {(s.data, "test") for s in grid.settings} | {(s.train_data, split) for s in grid.settings
                                                           for split in ("train", "test")}
     return {f"{name} {split}": load(name, split).source for name, split in sorted(splits)}
+
+
+def _check_victims(grid: Grid, load: _DataCache) -> None:
+    """Every setting's test split holds the grid's victims (checked before any training)."""
+    for setting in grid.settings:
+        available = len(load(setting.data, "test"))
+        if grid.victims > available:
+            raise InputError(f"the grid asks for {grid.victims} victims a cell, and {setting.data}'s test split "
+                             f"holds {available} images; choose --victims 1 to {available}")
 
 
 def _batches(cells: list) -> list[list]:

@@ -19,7 +19,9 @@ the untrained model as in the paper's evaluation, or ``trained``, the model afte
 ``labels``: ``given`` to the attacker or ``inferred`` by it)."""
 
 RESULT_FIELDS = CELL_FIELDS + ("victim", "label", "label_pred", "label_inferred", "mse", "psnr", "ssim", "identified",
-                               "success", "evaluations", "distance", "truth_distance")
+                               "success", "evaluations", "distance", "truth_distance", "status")
+"""``status``: ``ok``, or ``diverged`` when the attack's objective overflowed for the victim (its MSE, PSNR
+and SSIM are empty: no score; :mod:`precode.attacks.divergence`)."""
 
 SUMMARY_FIELDS = (
     "model", "data", "defense", "attack", "weights", "labels", "n", "threshold", "attack_success_rate",
@@ -27,8 +29,10 @@ SUMMARY_FIELDS = (
     "ssim_ci95", "ssim_median", "label_accuracy", "labels_inferable", "evaluations", "budget", "distance_mean",
     "truth_distance_mean", "below_truth", "precode_sigma", "test_accuracy", "test_accuracy_ci95",
     "training", "release_images", "clients", "train_data", "train_images", "epochs", "test_images", "epsilon",
-    "iterations", "restarts", "seed", "seconds",
+    "iterations", "restarts", "seed", "seconds", "diverged",
 )
+"""``diverged``: how many of the cell's ``n`` victims the attack diverged on (counted as failures of the
+attack; the means and medians of PSNR and SSIM are over the others, empty when there are none)."""
 
 TRAINING_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds", "epsilon")
 """One epoch of a training history (:func:`precode.evaluation.cells.train_model`)."""

@@ -1,4 +1,5 @@
-"""The output folder of an evaluation: CSV files written cell by cell, so a run can be resumed.
+"""The output folder of an evaluation, treated as a database: written so that no kill, damaged file or
+second run loses a finished cell, and never touching a file it did not write.
 
 ``DIR/`` holds
 
@@ -9,17 +10,30 @@
   folder whose grid differs, and ``reuse`` (the chapters) reads a folder only when all of it is equal;
 * ``training.csv``: one row per trained model and epoch (``model, train_data, defense, epoch,
   train_loss, train_accuracy, test_loss, test_accuracy, seconds, epsilon``), written when a
-  model finishes training;
-* ``results.csv``: one row per victim and cell (the victim's metrics);
+  model finishes training, and ``weights/MODEL__DATA__DEFENSE.pt``, its weights;
+* ``results.csv``: one row per victim and cell (the victim's metrics, and ``status``: ``ok`` or
+  ``diverged``, an attack whose objective overflowed for that victim);
 * ``summary.csv``: one row per cell (:data:`~precode.evaluation.schema.SUMMARY_FIELDS`), written
   right after the cell's victims;
-* ``reconstructions/MODEL__DATA__DEFENSE__ATTACK.pt``: the cell's reconstructions, ``(N, C, H, W)``
+* ``reconstructions/MODEL__DATA__DEFENSE__ATTACK__WEIGHTS.pt``: the cell's reconstructions, ``(N, C, H, W)``
   in half precision, written before the cell's summary row (:func:`read_reconstructions`);
-* ``figures/*.png``: drawn from the CSV files at the end.
+* ``figures/*.png``: drawn from the CSV files at the end;
+* ``.precode-evaluation`` (:data:`MARKER`): the mark of a folder this package made, listing every
+  file it wrote there; ``.lock``: held while a run writes (:class:`precode.files.FolderLock`).
 
-A cell counts as finished when its summary row exists. Each cell's rows are appended and
-flushed to disk in one go; on resuming, victim rows of a cell without a summary row (cut off
-mid-write) are dropped and that cell runs again.
+How the folder stays whole:
+
+* every file is written under a temporary name and renamed over its final one
+  (:func:`precode.files.atomic_write`): a kill leaves the old file or the new one, never half;
+* one run at a time: a second run on the folder stops with one line naming the holder (PID, host);
+* ``DIR`` must be new, empty or a folder of this package (its :data:`MARKER`; a folder written by a
+  version from before the marker is recognised by its ``config.json`` and ``summary.csv``); starting
+  over (``--overwrite``, or ``reuse`` on another run) deletes only the files the marker lists;
+* ``--resume`` with a missing or unreadable ``config.json`` stops with one line instead of starting over;
+* on resuming, every row is checked (:mod:`~precode.evaluation.rows`) and every reconstruction and
+  weights file read: a damaged row or file is reported with its path (and line), and exactly the
+  damaged cells run again. A cell counts as finished when its summary row, all its victims' rows
+  and its reconstructions are whole.
 
 Used by ``python -m precode evaluate`` and chapter 7.
 """
@@ -30,6 +44,7 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,13 +54,23 @@ import torch
 
 from .. import __version__, package_fingerprint
 from ..errors import InputError
+from ..files import LOCK_NAME, PART_SUFFIX, FolderLock, atomic_write, remove_parts
 from .grid import Grid
+from .rows import Damage, parse_value, read_csv, read_rows
 from .schema import CELL_FIELDS, RESULT_FIELDS, SUMMARY_FIELDS, TRAINING_CSV_FIELDS
 
 __all__ = [
     "RunFolder", "GridResults", "read_csv", "read_reconstructions", "RESULT_FIELDS", "TRAINING_CSV_FIELDS",
-    "CELL_FIELDS",
+    "CELL_FIELDS", "MARKER",
 ]
+
+MARKER = ".precode-evaluation"
+"""The file that marks a folder as an evaluation folder of this package and lists the files it wrote there."""
+
+_MARKER_HEADER = ("# precode evaluation folder: made by python -m precode evaluate, which writes only the files "
+                  "listed below and deletes nothing else")
+_CSV_NAMES = ("summary.csv", "results.csv", "training.csv")
+_TRAINING_KEY = ("model", "train_data", "defense")
 
 
 def _cell_text(value: Any) -> str:
@@ -54,29 +79,6 @@ def _cell_text(value: Any) -> str:
     if isinstance(value, float):
         return "" if math.isnan(value) else ("inf" if value == math.inf else repr(value))
     return str(value)
-
-
-def _parse(text: str) -> Any:
-    if text == "":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of one of the run's CSV files as dicts; numbers parsed, empty cells ``None``.
-
-    Used by :class:`GridResults` (chapters 7 and 8) to read ``summary.csv``, ``results.csv`` and ``training.csv``.
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def _reconstructions_path(folder: Path, key: Sequence[str]) -> Path:
@@ -90,6 +92,15 @@ def _file_name(parts: Sequence[Any]) -> str:
     return "__".join(re.sub(r"[^A-Za-z0-9.-]+", "_", str(part)) for part in parts) + ".pt"
 
 
+def _load_tensors(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)``; a damaged file raises :class:`InputError` naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: zip, pickle and EOF errors alike
+        raise InputError(f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
+                         ) from None
+
+
 def read_reconstructions(out: str | os.PathLike, key: Sequence[str]) -> torch.Tensor:
     """The reconstructions of one finished cell of a run, ``(N, C, H, W)`` float32 in ``[0, 1]``.
 
@@ -100,6 +111,7 @@ def read_reconstructions(out: str | os.PathLike, key: Sequence[str]) -> torch.Te
     Raises:
         FileNotFoundError: the folder holds no reconstructions for that cell (not run, or run by a
             version of the package that did not store them: run it again with ``--overwrite``).
+        InputError: the file is damaged (``--resume`` computes the cell again).
 
     Used by :meth:`GridResults.cell` (chapter 8 shows the reconstructions of the grid's cells).
     """
@@ -107,7 +119,35 @@ def read_reconstructions(out: str | os.PathLike, key: Sequence[str]) -> torch.Te
     if not path.exists():
         raise FileNotFoundError(f"no reconstructions of cell {tuple(key)} in {out} ({path.name} is missing); "
                                 "run the evaluation of that cell first, or again with --overwrite")
-    return torch.load(path, weights_only=True).float()
+    return _load_tensors(path).float()
+
+
+def _is_legacy(path: Path) -> bool:
+    """Whether ``path`` holds an evaluation written before :data:`MARKER` existed: a ``config.json`` of
+    this package (its ``grid`` and ``code``) or a ``summary.csv`` whose header starts with the cell's key."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+        if isinstance(config, dict) and {"grid", "code"} <= set(config):
+            return True
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(path / "summary.csv", newline="") as f:
+            return tuple(next(csv.reader(f), ())[: len(CELL_FIELDS)]) == CELL_FIELDS
+    except OSError:
+        return False
+
+
+def _warn(damage: Sequence[Damage], consequence: str) -> None:
+    """One warning per damaged file: its damaged lines (the first one's problem) and what happens to them."""
+    by_file: dict[Path, list[Damage]] = {}
+    for d in damage:
+        by_file.setdefault(d.path, []).append(d)
+    for path, found in by_file.items():
+        lines = [str(d.line) for d in found if d.line is not None]
+        where = "" if not lines else f" line{'s' if len(lines) > 1 else ''} " + ", ".join(lines[:8]) + (
+            f" and {len(lines) - 8} more" if len(lines) > 8 else "")
+        warnings.warn(f"{path}{where} damaged ({found[0].problem}); {consequence}", stacklevel=3)
 
 
 class GridResults:
@@ -153,9 +193,16 @@ class GridResults:
             ValueError: no such cell in the run (the message names the cells it has for that model).
         """
         data = self._data(model)
-        found = {r["labels"]: r for r in self.summary
-                 if (r["model"], r["data"], r["defense"], r["attack"], r["weights"]) == (model, data, defense, attack,
-                                                                                         weights)}
+        matching = [r for r in self.summary
+                    if (r["model"], r["data"], r["defense"], r["attack"], r["weights"]) == (model, data, defense,
+                                                                                            attack, weights)]
+        found: dict[str, dict[str, Any]] = {}
+        for r in matching:
+            if r["labels"] in found:  # two runs wrote the folder at once (before it had a lock)
+                key = (model, data, defense, attack, weights, r["labels"])
+                raise InputError(f"{self.folder / 'summary.csv'} holds cell {key} more than once; run the "
+                                 "evaluation again with --resume, which computes it once more")
+            found[r["labels"]] = r
         if labels is None and found:
             labels = "given" if "given" in found else next(iter(found))
         if labels in found:
@@ -190,78 +237,197 @@ class GridResults:
         key = (model, row["data"], defense, attack, weights, row["labels"])
         rows = sorted((r for r in self.results if tuple(r[k] for k in CELL_FIELDS) == key),
                       key=lambda r: r["victim"])
+        if [r["victim"] for r in rows] != list(range(row["n"])):
+            raise InputError(f"{self.folder / 'results.csv'} holds {len(rows)} victim rows for cell {key} of "
+                             f"n = {row['n']}; run the evaluation again with --resume, which computes it once more")
         return {"row": row, "ssim": np.array([r["ssim"] for r in rows], dtype=float),
                 "psnr": np.array([r["psnr"] for r in rows], dtype=float),
                 "images": read_reconstructions(self.folder, key)}
 
 
 class RunFolder:
-    """The output folder ``DIR`` of one evaluation.
+    """The output folder ``DIR`` of one evaluation, locked while it is open (see the module docstring).
+
+    Use it in a ``with`` block, or call :meth:`close`: the lock is released at the end (and when the
+    process ends, however it ends).
 
     Args:
-        out: the folder (created with its parents).
+        out: the folder (created with its parents): new, empty, or one of this package's.
         grid: the grid being run.
         resume: keep the finished cells of an earlier run of the same grid.
-        overwrite: delete the CSV files and figures of an earlier run first.
+        overwrite: delete the files of an earlier run first (only those the run wrote).
         reuse: keep the finished cells when the folder holds this very run (the same grid, package
             code and data: ``config.json`` equal), else start over; excludes ``resume`` and
             ``overwrite``. :attr:`reused` says which happened.
         data: where each data split came from (``{"NAME SPLIT": source}``), stored in ``config.json``.
 
     Raises:
-        PermissionError / OSError: the folder cannot be created or written (the command turns this
-            into one line).
-        ValueError: the folder holds another run and neither ``resume`` nor ``overwrite`` is set,
-            or ``resume`` is set and the stored grid differs.
+        InputError: the folder cannot be written; holds other files than a run of this package's; is
+            in use by another run; holds another run and neither ``resume`` nor ``overwrite`` is set;
+            ``resume`` is set and the stored grid differs, or ``config.json`` is missing or unreadable.
     """
 
     def __init__(self, out: str | os.PathLike, grid: Grid, resume: bool = False, overwrite: bool = False,
                  reuse: bool = False, data: dict[str, str] | None = None):
         if reuse and (resume or overwrite):
             raise InputError("reuse decides by itself whether to resume or start over; pass it alone")
+        if os.fspath(out) == "":
+            raise InputError("the output folder is an empty path, which names the current folder; name a folder "
+                             "for the run's files")
         self.path = Path(out)
         self.grid = grid
         self.summary_fields = SUMMARY_FIELDS
-        self.path.mkdir(parents=True, exist_ok=True)
-        probe = self.path / ".write-test"
-        with open(probe, "w") as f:  # fails now, not after the first cell, when DIR is read-only
-            f.write("ok\n")
-        probe.unlink()
-        (self.path / "figures").mkdir(exist_ok=True)
+        self._lock: FolderLock | None = None
+        self._claim()
+        try:
+            self._open(resume, overwrite, reuse, data)
+        except BaseException:
+            self.close()
+            raise
 
-        config = {"grid": grid.to_dict(), "version": __version__, "code": package_fingerprint(),
+    # -- the folder: whose it is, its lock, its marker ---------------------------------------------
+    def _claim(self) -> None:
+        """Refuse a folder this package did not make (unless new or empty), create it and lock it."""
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{path} is a file, not a folder; give a folder for the run")
+        self._legacy = False
+        if path.is_dir() and not (path / MARKER).is_file():
+            self._legacy = _is_legacy(path)
+            # a kill before the marker was written may have left the lock and a part of the marker
+            others = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME and not p.name.endswith(PART_SUFFIX))
+            if others and not self._legacy:
+                raise InputError(
+                    f"{path} is not empty ({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}) and holds no "
+                    f"evaluation of this package (no {MARKER} file); give a new or empty folder as --out: a run "
+                    "writes, and on starting over deletes, its own files there"
+                )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self._lock = FolderLock(path, "evaluation")
+        except OSError as e:
+            raise InputError(f"cannot write to {path}: {e.strerror or e}") from None
+
+    def close(self) -> None:
+        """Release the folder's lock (the files stay)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _read_marker(self) -> set[str]:
+        """The files the marker lists (relative paths inside the folder; anything else in it is ignored)."""
+        try:
+            lines = (self.path / MARKER).read_text().splitlines()
+        except OSError:
+            return set()
+        return {line.strip() for line in lines if line.strip() and not line.startswith("#")
+                and not Path(line.strip()).is_absolute() and ".." not in Path(line.strip()).parts}
+
+    def _legacy_files(self) -> set[str]:
+        """The files a run from before the marker wrote: its CSV files and ``config.json``, the
+        reconstructions and weights its rows name, and the figures' names."""
+        files = {n for n in ("config.json", *_CSV_NAMES) if (self.path / n).is_file()}
+        _h, summary, _d = read_rows(self.path / "summary.csv")
+        _h, results, _d = read_rows(self.path / "results.csv")
+        _h, training, _d = read_rows(self.path / "training.csv")
+        keys = {tuple(str(r[k]) for k in CELL_FIELDS) for _line, _cells, r in summary + results
+                if all(k in r for k in CELL_FIELDS)}
+        files |= {f"reconstructions/{_file_name(key)}" for key in keys}
+        files |= {f"weights/{_file_name(tuple(str(r[k]) for k in _TRAINING_KEY))}" for _line, _cells, r in training
+                  if all(k in r for k in _TRAINING_KEY)}
+        figures = self.path / "figures"
+        if figures.is_dir():
+            files |= {f"figures/{p.name}" for p in figures.glob("*.png")
+                      if p.stem in ("ssim_distributions", "convergence")
+                      or p.stem.startswith(("privacy_utility_", "success_vs_threshold_"))}
+        return {f for f in files if (self.path / f).is_file()}
+
+    def _write_marker(self) -> None:
+        with atomic_write(self.path / MARKER) as f:
+            f.write("\n".join([_MARKER_HEADER, *sorted(self._files)]) + "\n")
+
+    def _own(self, name: str) -> Path:
+        """Record ``name`` (relative to the folder) as the run's own before it is written; returns its path."""
+        if name not in self._files:
+            self._files.add(name)
+            self._write_marker()
+        path = self.path / name
+        path.parent.mkdir(exist_ok=True)
+        return path
+
+    def add_figures(self, paths: Iterable[str | os.PathLike]) -> None:
+        """Record figures drawn into the folder (:func:`~precode.evaluation.report.draw_figures`) as the run's own."""
+        names = {Path(p).resolve().relative_to(self.path.resolve()).as_posix() for p in paths}
+        if not names <= self._files:
+            self._files |= names
+            self._write_marker()
+
+    def _clear(self) -> None:
+        """Delete the earlier run: exactly the files the marker lists (the folder's lock and marker stay)."""
+        for name in sorted(self._files):
+            (self.path / name).unlink(missing_ok=True)
+        self._files = set()
+        self._write_marker()
+
+    # -- opening: start over, or resume and check what is there ------------------------------------
+    def _open(self, resume: bool, overwrite: bool, reuse: bool, data: dict[str, str] | None) -> None:
+        for folder in (self.path, *(self.path / d for d in ("figures", "weights", "reconstructions"))):
+            remove_parts(folder)  # what kills cut off while it was being written
+        self._files = self._legacy_files() if self._legacy else self._read_marker()
+        if self._legacy or not (self.path / MARKER).is_file():
+            self._write_marker()  # marks a new folder, adopts one from before the marker
+        config = {"grid": self.grid.to_dict(), "version": __version__, "code": package_fingerprint(),
                   "data": dict(sorted((data or {}).items())),
-                  "threat_model": str(grid.threat_model(defense="the cell's"))}
-        stored = self._read_config()
+                  "threat_model": str(self.grid.threat_model(defense="the cell's"))}
+        stored, problem = self._config_or_problem()
         self.reused = bool(reuse and stored == config)
         if reuse:
             resume, overwrite = self.reused, not self.reused
-        has_results = any((self.path / n).exists() for n in ("summary.csv", "results.csv", "training.csv"))
-        if resume and stored is not None:
-            if stored.get("grid") != config["grid"]:
-                changed = sorted(k for k in config["grid"] if stored.get("grid", {}).get(k) != config["grid"][k])
-                raise InputError(
-                    f"{self.path} holds an evaluation of a different grid (differs in {', '.join(changed)}); "
-                    "resume it with the same options, or choose another --out"
-                )
-        elif has_results and not overwrite and not resume:
+        earlier = [n for n in sorted(self._files) if n != "config.json" and (self.path / n).is_file()]
+        if resume and stored is None and earlier:
+            raise InputError(
+                f"cannot resume the run in {self.path}: its config.json {problem}, and without it the finished "
+                "cells cannot be checked against the grid; restore config.json, or pass --overwrite instead of "
+                "--resume to start over (deleting the run's files)"
+            )
+        if resume and stored is not None and stored.get("grid") != config["grid"]:
+            changed = sorted(k for k in config["grid"] if stored.get("grid", {}).get(k) != config["grid"][k])
+            raise InputError(
+                f"{self.path} holds an evaluation of a different grid (differs in {', '.join(changed)}); "
+                "resume it with the same options, or choose another --out"
+            )
+        if not resume and any(n in earlier for n in _CSV_NAMES) and not overwrite:
             raise InputError(
                 f"{self.path} already holds evaluation results; pass --resume to finish that run, "
                 "--overwrite to replace it, or choose another --out"
             )
-        elif not resume or stored is None:
-            for name in ("summary.csv", "results.csv", "training.csv"):
-                (self.path / name).unlink(missing_ok=True)
-            for png in (self.path / "figures").glob("*.png"):
-                png.unlink()
-            for old in [*(self.path / "reconstructions").glob("*.pt"), *(self.path / "weights").glob("*.pt")]:
-                old.unlink()
-        with open(self.path / "config.json", "w") as f:
-            json.dump(config, f, indent=2)
-            f.write("\n")
-        self._drop_unfinished()
+        if not resume:
+            self._clear()
+        if stored != config:
+            with atomic_write(self._own("config.json")) as f:
+                json.dump(config, f, indent=2)
+                f.write("\n")
+        self._load_tables()
 
-    # -- reading ------------------------------------------------------------------------------
+    def _config_or_problem(self) -> tuple[dict[str, Any] | None, str]:
+        """The stored ``config.json``, or ``None`` and what is wrong with it."""
+        path = self.path / "config.json"
+        if not path.exists():
+            return None, "is missing"
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            return None, f"cannot be read ({e})"
+        if not isinstance(config, dict) or "grid" not in config:
+            return None, "holds no grid"
+        return config, ""
+
     @staticmethod
     def stored_config(path: str | os.PathLike) -> dict[str, Any] | None:
         """The ``config.json`` of the run in ``path`` (``None``: no readable one)."""
@@ -271,9 +437,95 @@ class RunFolder:
         except (OSError, ValueError):
             return None
 
-    def _read_config(self) -> dict[str, Any] | None:
-        return self.stored_config(self.path)
+    def _load_tables(self) -> None:
+        """Read the CSV files, keep the rows of whole cells and trainings, report and drop the rest."""
+        damage: list[Damage] = []
+        self._tables: dict[str, tuple[list[str], list[dict[str, str]]]] = {}
+        parsed: dict[str, list[tuple[int, dict[str, Any], dict[str, str]]]] = {}
+        rewrite = set()
+        for name, fields in zip(_CSV_NAMES, (self.summary_fields, RESULT_FIELDS, TRAINING_CSV_FIELDS)):
+            header, rows, found = read_rows(self.path / name)
+            columns = list(fields) + [c for c in header if c not in fields]
+            if header and header != columns:
+                rewrite.add(name)  # written by another version: the current columns, the old ones kept after them
+            self._tables[name] = (columns, [])
+            parsed[name] = [(line, row, dict(zip(header, cells))) for line, cells, row in rows]
+            damage += found
+        summary_path, results_path = self.path / "summary.csv", self.path / "results.csv"
 
+        victims: dict[tuple, list[int]] = {}
+        for _line, row, _text in parsed["results.csv"]:
+            victims.setdefault(tuple(str(row[k]) for k in CELL_FIELDS), []).append(row["victim"])
+        seen: dict[tuple, list[int]] = {}
+        for line, row, _text in parsed["summary.csv"]:
+            seen.setdefault(tuple(str(row[k]) for k in CELL_FIELDS), []).append(line)
+        self._finished: set[tuple] = set()
+        for line, row, _text in parsed["summary.csv"]:
+            key = tuple(str(row[k]) for k in CELL_FIELDS)
+            if len(seen[key]) > 1:
+                damage.append(Damage(summary_path, line, f"cell {key} has {len(seen[key])} summary rows (two runs "
+                                                         "wrote it at once?)"))
+                continue
+            got = sorted(victims.get(key, []))
+            if got != list(range(int(row["n"]))):
+                damage.append(Damage(summary_path, line, f"the cell's victim rows in {results_path.name} are "
+                                                         f"{len(got)} of its {row['n']}"))
+                continue
+            recon = _reconstructions_path(self.path, key)
+            if recon.exists():
+                try:
+                    images = _load_tensors(recon)
+                    if not isinstance(images, torch.Tensor) or images.shape[0] != int(row["n"]):
+                        raise InputError(f"{recon} holds no {row['n']} reconstructions")
+                except InputError as e:
+                    damage.append(Damage(recon, None, str(e).removeprefix(f"{recon} ")))
+                    continue
+            self._finished.add(key)
+
+        trainings: dict[tuple, list[tuple[int, int]]] = {}
+        for line, row, _text in parsed["training.csv"]:
+            trainings.setdefault(tuple(str(row[k]) for k in _TRAINING_KEY), []).append((line, row["epoch"]))
+        whole = set()
+        for key, epochs in trainings.items():
+            got = sorted(epoch for _line, epoch in epochs)
+            if got == list(range(1, len(got) + 1)):
+                whole.add(key)
+            else:  # a history is written in one go: a gap or a repeat is damage (its model is trained again)
+                damage.append(Damage(self.path / "training.csv", epochs[0][0], f"the training of {key} has epochs "
+                                                                                f"{got}"))
+
+        keep = {
+            "summary.csv": [t for _l, r, t in parsed["summary.csv"] if tuple(str(r[k]) for k in CELL_FIELDS)
+                            in self._finished],
+            "results.csv": [t for _l, r, t in parsed["results.csv"] if tuple(str(r[k]) for k in CELL_FIELDS)
+                            in self._finished],
+            "training.csv": [t for _l, r, t in parsed["training.csv"] if tuple(str(r[k]) for k in _TRAINING_KEY)
+                             in whole],
+        }
+        if damage:
+            _warn(damage, "dropped; the cells (and trained models) they belong to are computed again")
+        for name, rows in keep.items():
+            self._tables[name][1].extend(rows)
+            if len(rows) != len(parsed[name]) or name in rewrite or any(d.path.name == name for d in damage):
+                self._write_table(name)
+
+    def _write_table(self, name: str) -> None:
+        columns, rows = self._tables[name]
+        if name != "training.csv":  # in the grid's order of cells (a cell computed again goes back to its place)
+            order = {cell.key: i for i, cell in enumerate(self.grid.cells())}
+            rows.sort(key=lambda r: (order.get(tuple(r.get(k, "") for k in CELL_FIELDS), len(order)),
+                                     int(r.get("victim") or 0)))
+        with atomic_write(self._own(name), newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            writer.writerows([[row.get(c, "") for c in columns] for row in rows])
+
+    def _add_rows(self, name: str, rows: Iterable[dict[str, Any]]) -> None:
+        columns, table = self._tables[name]
+        table.extend({c: _cell_text(row.get(c)) for c in columns} for row in rows)
+        self._write_table(name)
+
+    # -- reading ------------------------------------------------------------------------------
     @property
     def summary_path(self) -> Path:
         return self.path / "summary.csv"
@@ -288,64 +540,59 @@ class RunFolder:
 
     @staticmethod
     def finished_in(path: str | os.PathLike) -> set[tuple]:
-        """Keys ``(model, data, defense, attack, weights, labels)`` of the cells with a summary row in ``path``."""
+        """Keys ``(model, data, defense, attack, weights, labels)`` of the cells with a summary row in ``path``.
+
+        Raises:
+            InputError: a damaged row (:func:`~precode.evaluation.rows.read_csv`).
+        """
         return {tuple(str(r[k]) for k in CELL_FIELDS) for r in read_csv(Path(path) / "summary.csv")}
 
     def finished_cells(self) -> set[tuple]:
-        """Keys ``(model, data, defense, attack, weights, labels)`` of the cells with a summary row."""
-        return self.finished_in(self.path)
+        """Keys ``(model, data, defense, attack, weights, labels)`` of the finished cells: a summary row,
+        every victim's row and whole reconstructions."""
+        return set(self._finished)
 
     def _weights_path(self, model: str, train_data: str, defense: str) -> Path:
         return self.path / "weights" / _file_name((model, train_data, defense))
 
     def weights(self, model: str, train_data: str, defense: str) -> dict[str, torch.Tensor] | None:
-        """The stored weights of a trained model (``None``: not stored), loaded with ``weights_only=True``."""
+        """The stored weights of a trained model, loaded with ``weights_only=True`` (``None``: not stored,
+        or damaged, which a warning names: the model is then trained again, seeded, to the same weights)."""
         path = self._weights_path(model, train_data, defense)
-        return torch.load(path, weights_only=True) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return _load_tensors(path)
+        except InputError as e:
+            warnings.warn(f"{e}; training the model again", stacklevel=2)
+            return None
 
     def add_weights(self, model: str, train_data: str, defense: str, state: dict[str, torch.Tensor]) -> None:
         """Store a trained model's weights (its ``state_dict``), for the cells that attack it."""
-        path = self._weights_path(model, train_data, defense)
-        path.parent.mkdir(exist_ok=True)
-        torch.save(state, path)
+        name = self._weights_path(model, train_data, defense).relative_to(self.path).as_posix()
+        with atomic_write(self._own(name), "wb") as f:
+            torch.save(state, f)
 
     def training(self, model: str, train_data: str, defense: str) -> list[dict[str, Any]]:
         """The stored training history of a model under a defense (empty when not trained yet)."""
-        return [r for r in read_csv(self.training_path)
-                if (str(r["model"]), str(r["train_data"]), str(r["defense"])) == (model, train_data, defense)]
-
-    def _drop_unfinished(self) -> None:
-        """Remove victim rows of cells that have no summary row (a run cut off mid-cell)."""
-        rows = read_csv(self.results_path)
-        if not rows:
-            return
-        done = self.finished_cells()
-        keep = [r for r in rows if tuple(str(r[k]) for k in CELL_FIELDS) in done]
-        if len(keep) != len(rows):
-            self._write(self.results_path, RESULT_FIELDS, keep, mode="w")
+        rows = [{k: parse_value(v) for k, v in r.items()} for r in self._tables["training.csv"][1]]
+        return [r for r in rows if (str(r["model"]), str(r["train_data"]), str(r["defense"]))
+                == (model, train_data, defense)]
 
     # -- writing ------------------------------------------------------------------------------
-    def _write(self, path: Path, fields: Sequence[str], rows: Iterable[dict[str, Any]], mode: str = "a") -> None:
-        new = mode == "w" or not path.exists() or path.stat().st_size == 0
-        with open(path, mode, newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(fields)
-            writer.writerows([[_cell_text(row.get(k)) for k in fields] for row in rows])
-            f.flush()
-            os.fsync(f.fileno())
-
     def add_training(self, rows: list[dict[str, Any]]) -> None:
-        """Append a trained model's history (one row per epoch)."""
-        self._write(self.training_path, TRAINING_CSV_FIELDS, rows)
+        """Add a trained model's history (one row per epoch)."""
+        self._add_rows("training.csv", rows)
 
     def add_cell(self, results: list[dict[str, Any]], summary: dict[str, Any],
                  reconstructions: torch.Tensor | None = None) -> None:
-        """Append a finished cell: its reconstructions and victims' rows, then its summary row (the
-        'finished' mark)."""
+        """Add a finished cell: its reconstructions and victims' rows, then its summary row (the
+        'finished' mark), each file replaced in one step."""
+        key = tuple(str(summary[k]) for k in CELL_FIELDS)
         if reconstructions is not None:
-            path = _reconstructions_path(self.path, [summary[k] for k in CELL_FIELDS])
-            path.parent.mkdir(exist_ok=True)
-            torch.save(reconstructions.detach().to("cpu", torch.float16).contiguous(), path)
-        self._write(self.results_path, RESULT_FIELDS, results)
-        self._write(self.summary_path, self.summary_fields, [summary])
+            name = _reconstructions_path(self.path, key).relative_to(self.path).as_posix()
+            with atomic_write(self._own(name), "wb") as f:
+                torch.save(reconstructions.detach().to("cpu", torch.float16).contiguous(), f)
+        self._add_rows("results.csv", results)
+        self._add_rows("summary.csv", [summary])
+        self._finished.add(key)
