@@ -124,7 +124,7 @@ def test_a_folder_from_before_the_marker_is_adopted_and_only_its_run_deleted(tmp
     run(grid(attacks=("analytic",)), out, overwrite=True)
     assert (out / "notes.txt").read_text() == "mine\n"
     assert sorted(p.name for p in (out / "reconstructions").iterdir()) == [
-        "mlp__fashion-mnist-sample__none__analytic__initial.pt"]
+        "mlp__fashion-mnist-sample__none__analytic__initial__given.pt"]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "missing"])
@@ -257,7 +257,7 @@ def test_a_cell_written_twice_is_never_read_as_one(tmp_path, monkeypatch, refere
     for name in ("summary.csv", "results.csv"):  # what two runs without a lock appended
         lines = (out / name).read_text().splitlines(True)
         (out / name).write_text("".join(lines + [line for line in lines[1:] if ",ig," in line]))
-    with pytest.raises(ValueError, match="2 times"):
+    with pytest.raises(ValueError, match="more than once"):
         evaluation.GridResults(out).cell("mlp", "none", "ig")
     attacked = counting(monkeypatch)
     with pytest.warns(UserWarning, match="2 summary rows"):
@@ -350,7 +350,7 @@ def test_a_cell_whose_victims_all_diverge_is_counted_and_stored_not_scored(tmp_p
     victim_rows = score_cell(attacked, victims, victims.images[:0], g.threshold)
     assert [r["status"] for r in victim_rows] == ["diverged", "diverged"]
     assert all(r["ssim"] is None and r["success"] == 0 for r in victim_rows)
-    key = ("mlp", "fashion-mnist-sample", "gaussian:1e20", "idlg", "initial")
+    key = ("mlp", "fashion-mnist-sample", "gaussian:1e20", "idlg", "initial", "given")
     summary = summarize_cell(key, victim_rows, g, 1.0, {"test_accuracy": 0.5, "test_images": 16}, 0)
     assert summary["diverged"] == 2 and summary["ssim_mean"] is None and summary["attack_success_rate"] == 0
     assert "diverged" in evaluation.comparison_table([summary])

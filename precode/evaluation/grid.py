@@ -156,10 +156,13 @@ def canonical_defense(spec: str) -> str:
     text = str(spec).strip()
     at, transform = split_defense(text)
     if at is None:
-        if "+" in text or "@" in text:
-            raise InputError(f"invalid defense {text!r}: only PRECODE combines with another defense, as "
-                             "precode+SPEC or precode@LAYER+SPEC (e.g. precode+partial-gaussian:0.01)")
-        return parse_defense(text).spec
+        try:
+            return parse_defense(text).spec  # a number may hold a '+' (gaussian:1e+20)
+        except ValueError:
+            if "+" in text or "@" in text:
+                raise InputError(f"invalid defense {text!r}: only PRECODE combines with another defense, as "
+                                 "precode+SPEC or precode@LAYER+SPEC (e.g. precode+partial-gaussian:0.01)") from None
+            raise
     if not _LAYER.match(at):
         raise InputError(f"invalid defense {text!r}: after 'precode@' comes a layer name, e.g. precode@block2")
     name = PRECODE if at == "classifier" else f"{PRECODE}@{at}"

@@ -23,10 +23,11 @@ Used by chapter 7 (and the tests).
 """
 from __future__ import annotations
 
+import html as html_lib
 from collections.abc import Sequence
 from typing import Any
 
-from .report import family
+from .report import _short, family
 
 __all__ = ["VERDICT_VICTIMS", "CREDIT_BELOW_TRUTH", "CONVERGED_GAIN", "SUPPORTED", "NOT_SUPPORTED", "NOT_TESTED",
            "stops", "credit", "converged", "cheapest_stop", "claims", "credit_table", "OPTIMISATION_ATTACKS"]
@@ -163,10 +164,6 @@ def credit_table(summary: Sequence[dict[str, Any]], html: bool = True) -> str:
 
     Used in chapter 7.
     """
-    import html as html_lib
-
-    from .report import _short
-
     head = ["model", "defense", "attack", "labels", "success", "evaluations (budget)",
             "ended at or below the truth (mean distance: attack / truth)", "credited to the defense?"]
     body = []
