@@ -45,7 +45,11 @@ from .labels import infer_labels, last_layer
 from .lbfgs import batched_lbfgs
 from .matching import GradientMatcher
 
-__all__ = ["dlg", "idlg"]
+__all__ = ["dlg", "idlg", "SOLVED"]
+
+SOLVED = 1e-9
+"""A squared gradient distance at or below this fraction of the shared gradient's squared norm is a match
+to rounding noise: DLG and iDLG stop there instead of spending the rest of their budget."""
 
 
 def dlg(
@@ -84,12 +88,13 @@ def dlg(
             (converged to rounding noise, or stuck) stop early.
         layers: parameter names whose gradients are matched (``None``: all).
         restart_stalled: every victim spends the whole budget of ``iterations * max_eval * 5 // 4``
-            evaluations (25 an iteration, torch's most): a victim whose L-BFGS iteration makes no
-            progress (a failed line search: converged to rounding noise, stuck, or an objective that
-            changes from one evaluation to the next, as PRECODE's noise makes it) starts again from a
-            fresh random point (drawn from the seed), and the best point of all its starts is kept
-            (default); ``False``: ``iterations`` L-BFGS iterations, and a victim that stalls stops for
-            good, as ``torch.optim.LBFGS`` would.
+            evaluations (25 an iteration, torch's most) unless it solves the match first (a squared
+            distance of at most :data:`SOLVED` times the shared gradient's squared norm: rounding
+            noise, a test the attacker can make): a victim whose L-BFGS iteration makes no progress
+            (a failed line search: stuck, or an objective that changes from one evaluation to the
+            next, as PRECODE's noise makes it) starts again from a fresh random point (drawn from the
+            seed), and the best point of all its starts is kept (default); ``False``: ``iterations``
+            L-BFGS iterations, and a victim that stalls stops for good, as ``torch.optim.LBFGS`` would.
         probe: the true images, for ``truth_distance`` (see
             :func:`~precode.attacks.ig.inverting_gradients`); DLG evaluates it with the soft labels
             it found.
@@ -138,12 +143,16 @@ def dlg(
                                              device)], dim=1)
         return z
 
+    # solved: the squared distance at rounding level, 1e-9 of the shared gradient's own squared norm (the
+    # attacker's test, from the shared gradient alone): a victim there stops instead of starting again
+    norms = sum(targets[name].flatten(1).double().pow(2).sum(1) for name in matcher.names)
     with seeded(seed, device):
         z, final, history, spent = batched_lbfgs(evaluate, x0.reshape(restarts * n, -1), iterations, lr=lr,
                                           max_iter=max_eval, min_progress=min_progress,
                                           on_iteration=lambda i, f: bar.update(1),
                                           restart=fresh if restart_stalled else None,
-                                          budget=iterations * (max_eval * 5 // 4) if restart_stalled else None)
+                                          budget=iterations * (max_eval * 5 // 4) if restart_stalled else None,
+                                          solved=SOLVED * norms.repeat(restarts) if restart_stalled else None)
     # [/dlg-lbfgs]
     bar.close()
     final = final.reshape(restarts, n)

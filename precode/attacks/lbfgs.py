@@ -44,6 +44,7 @@ def batched_lbfgs(
     on_iteration: Callable[[int, Tensor], None] | None = None,
     restart: Callable[[int], Tensor] | None = None,
     budget: int | None = None,
+    solved: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Minimise ``P`` independent problems with L-BFGS and strong-Wolfe line searches.
 
@@ -71,6 +72,10 @@ def batched_lbfgs(
             search never takes it past). So an attack on a stochastic or flat objective, whose
             line searches fail at once, still spends its budget searching (as many evaluations as
             Inverting Gradients' steps, for equal budgets).
+        solved: with ``restart``, per problem ``(P,)``: a loss at or below which the problem is
+            solved (the attacker's own test, from the shared gradient alone: a match to rounding
+            noise): it stops there instead of starting again. A problem whose loss is not finite
+            (it diverged: its objective overflowed) stops too and never starts again.
 
     Returns:
         ``(x, losses, history, evaluations)``: final variables ``(P, D)``, final losses ``(P,)``
@@ -111,16 +116,28 @@ def batched_lbfgs(
         raise ValueError("an evaluation budget needs restart: a problem that stalls must start again to spend it")
     rounds = iterations if budget is None else max(int(iterations), int(budget))
     history = torch.empty(rounds, p_count, dtype=dtype)
-    stopped = ~torch.isfinite(f)  # diverged at the start: never moves (with restart: starts again)
+    stopped = ~torch.isfinite(f)  # diverged at the start: never moves
+    solved = None if solved is None else solved.to(dtype=dtype, device=device)
+
+    def finished() -> Tensor:  # with restart: diverged, solved, or out of budget
+        done = ~torch.isfinite(f) | ~torch.isfinite(best_f)
+        if solved is not None:
+            done |= best_f <= solved
+        if budget is not None:
+            done |= spent >= budget
+        return done
+
     spent = torch.ones(p_count, dtype=torch.long, device=device)  # the start's evaluation
     best_x, best_f = x.clone(), torch.where(torch.isfinite(f), f, torch.full_like(f, torch.inf))
     starts = 0
 
     for it in range(rounds):
-        if budget is not None:
-            stopped = spent >= budget
+        if restart is not None and it:
+            stopped = finished()
             if bool(stopped.all()):
-                history = history[:it]
+                history[it:] = best_f.cpu()
+                if budget is not None:
+                    history = history[:it]
                 break
         if bool(stopped.all()):  # nothing left to do: the remaining iterations repeat the last loss
             history[it:] = f.cpu()
@@ -200,8 +217,7 @@ def batched_lbfgs(
         history[it] = best_f.cpu()
         if on_iteration is not None:
             on_iteration(it, best_f)
-        if budget is not None:
-            stalled &= spent < budget
+        stalled &= ~finished()
         if bool(stalled.any()) and (budget is not None or it + 1 < iterations):  # fresh starts for the stalled
             starts += 1
             fresh = restart(starts).to(dtype=dtype, device=device).reshape(p_count, dim)
