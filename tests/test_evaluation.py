@@ -51,7 +51,7 @@ def test_quick_and_full_grids_hold_the_papers_comparison():
     # with PRECODE
     trained = [c.key for c in paper.cells() if c.weights == "trained"]
     assert trained == [("mlp", "fashion-mnist", d, "ig", "trained", "given") for d in ("none", "precode")]
-    assert len(paper.cells()) == (7 + 7 + 2) + 5 + 1 + 2
+    assert len(paper.cells()) == (7 + 7 + 2) + 4 + 1 + 2
     # pruning each release on its own is too slow to train on at this scale: its rows carry no accuracy
     assert paper.untrained == ("prune:0.9", "prune:0.99")
     assert paper.release("precode").defense == "none" and paper.release("gaussian:0.1").clients == 64
@@ -552,3 +552,25 @@ def test_trained_cells_attack_the_weights_the_grids_training_reached(tmp_path, m
         cells_module.cell_model(cell, grid, victims)
     with pytest.raises(ValueError, match="among the grid's defenses"):
         grid.replace(trained=("prune:0.5",))
+
+
+def test_a_grid_training_is_read_from_the_experiment_store(tmp_path, monkeypatch, one_thread):
+    from precode.experiment_store import use_store
+
+    grid, calls = tiny_grid(defenses=("none",)), []
+    real = cells_module.train_defended
+    monkeypatch.setattr(cells_module, "train_defended", lambda *a, **k: calls.append(a) or real(*a, **k))
+    train, test = (load_data("fashion-mnist-sample", split) for split in ("train", "test"))
+    setting = grid.settings[0]
+    try:
+        use_store(tmp_path / "store")
+        first = cells_module.train_model(setting, "none", grid, train, test)
+        second = cells_module.train_model(setting, "none", grid, train, test)  # another grid, the same training
+        assert len(calls) == 1 and first[0] == second[0] and first[1] == second[1]
+        assert all(torch.equal(first[2][k], second[2][k]) for k in first[2])
+        cells_module.train_model(setting, "none", grid.replace(epochs=2), train, test)  # another budget
+        assert len(calls) == 2
+    finally:
+        use_store(None)
+    cells_module.train_model(setting, "none", grid, train, test)  # no store: trained
+    assert len(calls) == 3

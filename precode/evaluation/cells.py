@@ -44,6 +44,7 @@ from ..data import ImageData
 from ..defenses import TrainingResult, parse_defense, train_with_defense
 from ..errors import InputError
 from ..experiment import AttackRun, run_attack_cases
+from ..experiment_store import active_store, tensor_fingerprint
 from ..federated import compute_victim_gradients
 from ..models import build_model
 from ..release import Release, train_on_releases
@@ -279,10 +280,19 @@ def train_model(setting: Setting, defense: str, grid: Grid, train_full,
         for DP-SGD), ``{"train_images", "test_images", "epsilon", "training"}`` (``training``: how,
         in words) and the trained weights (the model's ``state_dict`` on the CPU; the grid's trained
         cells attack them). The model is trained on the defense's releases
-        (:func:`train_defended`), the system whose release the cells attack.
+        (:func:`train_defended`), the system whose release the cells attack. With the experiment store
+        in use (:mod:`precode.experiment_store`, the chapters), a training of the very same
+        configuration (model, defense, release, budget, seed, data, package code) is read from it.
     """
     train = train_full.subset(grid.train_images)
     test = test_full.subset(grid.test_images)
+    store = active_store()  # the chapters' store: chapter 8's grid trains several models as chapter 7's does
+    key = None if store is None else store.key({
+        "kind": "grid training", "model": setting.model, "defense": defense, "epochs": grid.epochs, "lr": grid.lr,
+        "release": dataclasses.asdict(grid.release(defense)), "seed": grid.seed, "device": str(_device()),
+        "train": tensor_fingerprint(train.images, train.labels), "test": tensor_fingerprint(test.images, test.labels)})
+    if key is not None and (entry := store.get(key)) is not None:
+        return entry["history"], entry["info"], entry["state"]
     start = time.perf_counter()
     model, result = train_defended(setting.model, defense, train, test, epochs=grid.epochs, lr=grid.lr,
                                    batch_size=grid.batch_size, seed=grid.seed)
@@ -292,4 +302,6 @@ def train_model(setting: Setting, defense: str, grid: Grid, train_full,
             "train_seconds": time.perf_counter() - start,
             "training": f"on releases: {grid.batch_size} clients x 1 image a step, {steps} Adam steps"}
     state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    if key is not None:
+        store.put(key, {"history": history, "info": info, "state": state})
     return history, info, state

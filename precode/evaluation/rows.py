@@ -25,6 +25,7 @@ from ..errors import InputError
 __all__ = ["COLUMNS", "Damage", "check_row", "parse_value", "read_rows", "read_csv"]
 
 _UNIT, _SSIM = (0.0, 1.0), (-1.0, 1.0)
+_MEASURED_SSIM = (-1.0 - 1e-5, 1.0 + 1e-5)  # float32 rounding: an exact reconstruction's SSIM can read 1.0000001
 _COUNT, _POSITIVE = (0, None), (1, None)
 _NON_NEGATIVE = (0.0, None)
 
@@ -35,7 +36,7 @@ COLUMNS: dict[str, tuple[type, tuple[float | None, float | None] | tuple[str, ..
     "labels": (str, ("given", "inferred"), True),
     # results.csv: one victim
     "victim": (int, _COUNT, True), "label": (int, _COUNT, False), "label_pred": (int, (None, None), False),
-    "mse": (float, _NON_NEGATIVE, False), "psnr": (float, (None, None), False), "ssim": (float, _SSIM, False),
+    "mse": (float, _NON_NEGATIVE, False), "psnr": (float, (None, None), False), "ssim": (float, _MEASURED_SSIM, False),
     "identified": (int, (0, 1), False), "success": (int, (0, 1), False), "status": (str, ("ok", "diverged"), False),
     "label_inferred": (int, (None, None), False), "evaluations": (int, _COUNT, False),
     "distance": (float, (None, None), False), "truth_distance": (float, (None, None), False),
@@ -44,8 +45,8 @@ COLUMNS: dict[str, tuple[type, tuple[float | None, float | None] | tuple[str, ..
     "success_ci95_low": (float, _UNIT, False), "success_ci95_high": (float, _UNIT, False),
     "identification_rate": (float, _UNIT, False), "pool": (int, _COUNT, False),
     "psnr_mean": (float, (None, None), False),
-    "psnr_ci95": (float, _NON_NEGATIVE, False), "ssim_mean": (float, _SSIM, False),
-    "ssim_ci95": (float, _NON_NEGATIVE, False), "ssim_median": (float, _SSIM, False),
+    "psnr_ci95": (float, _NON_NEGATIVE, False), "ssim_mean": (float, _MEASURED_SSIM, False),
+    "ssim_ci95": (float, _NON_NEGATIVE, False), "ssim_median": (float, _MEASURED_SSIM, False),
     "label_accuracy": (float, _UNIT, False), "precode_sigma": (float, _NON_NEGATIVE, False),
     "test_accuracy": (float, _UNIT, False), "test_accuracy_ci95": (float, _NON_NEGATIVE, False),
     "train_images": (int, _POSITIVE, False), "epochs": (int, _COUNT, False), "test_images": (int, _POSITIVE, False),
