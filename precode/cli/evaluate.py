@@ -228,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
                   f"success: SSIM >= {grid.threshold:g}", file=sys.stderr)
             for note in grid.notes:
                 print(f"note: {note}", file=sys.stderr)
+            print(grid.threat_model(defense="each cell's"), file=sys.stderr)
+            print(grid.training(), file=sys.stderr)
 
     try:
         out = run_evaluation(grid, args.out, resume=args.resume, overwrite=args.overwrite, progress=progress,

@@ -433,6 +433,16 @@ class Grid:
         return ThreatModel(server="honest", labels=self.labels if labels is None else labels,
                            label_rule=label_rule_of(attack), batch_size=1, defense=defense, seed=self.seed)
 
+    def training(self) -> str:
+        """How every model of the grid is trained, in words: the system whose releases the cells attack
+        and whose accuracy the rows report (stored in ``config.json``, printed by the command)."""
+        images = "all" if self.train_images is None else f"{self.train_images:,d}"
+        tests = "all" if self.test_images is None else f"the first {self.test_images:,d}"
+        return (f"training: on each defense's releases (every step {self.batch_size} clients each share the defended "
+                f"gradient of 1 image, the server applies Adam at lr {self.lr:g} to their mean), {self.epochs} epochs "
+                f"on {images} training images, tested on {tests} test images"
+                + (f"; not trained: {', '.join(self.untrained)}" if self.untrained else ""))
+
     def release(self, defense: str) -> Release:
         """The release a client shares under the grid defense ``defense`` and that its training is
         made of (:class:`precode.release.Release`): the gradient of one image under the name's

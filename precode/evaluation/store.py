@@ -384,7 +384,7 @@ class RunFolder:
             self._write_marker()  # marks a new folder, adopts one from before the marker
         config = {"grid": self.grid.to_dict(), "version": __version__, "code": package_fingerprint(),
                   "data": dict(sorted((data or {}).items())),
-                  "threat_model": str(self.grid.threat_model(defense="the cell's"))}
+                  "threat_model": str(self.grid.threat_model(defense="the cell's")), "training": self.grid.training()}
         stored, problem = self._config_or_problem()
         self.reused = bool(reuse and stored == config)
         if reuse:
