@@ -18,10 +18,10 @@ os.environ.setdefault("PRECODE_PROFILE", "quick")
 # of the chapters of its chain, so that it reads them from the experiment store
 # (precode.experiment_store) instead of computing them.
 # Scheduling hints only (seconds of a cold `make test` from a fresh clone on this project's 2-core CPU,
-# 2026-12-03: two chapters at a time, each follower after the chapter it follows); a wrong hint costs
-# time, never a result.
-CHAPTER_SECONDS = {"01": 27, "02": 149, "03": 71, "04": 104, "05": 117, "06": 119, "07": 213, "08": 201, "09": 75,
-                   "10": 163}
+# 2026-12-07, a slow hour (benchmarks/probe.py: 21 ms a step): two chapters at a time, each follower after the
+# chapter it follows); a wrong hint costs time, never a result.
+CHAPTER_SECONDS = {"01": 35, "02": 300, "03": 169, "04": 164, "05": 239, "06": 380, "07": 520, "08": 390, "09": 130,
+                   "10": 250}
 # Chapters 3 and 6 attack models as chapter 2 does (3: its full-budget runs on the MLP and LeNet; 6: the
 # untrained MLP and CNN); chapter 5 reads chapter 4's attacks on the defended gradients; chapter 8's grid
 # shares cells with chapter 7's, and chapter 9 attacks chapter 8's models.
