@@ -29,6 +29,8 @@ def cell(defense="precode", attack="ig", model="mlp", success=0.0, n=32, labels=
 def test_a_stop_counts_for_the_defense_only_when_the_attacker_did_not_fail(changes, credited, reason):
     ok, why = verdicts.credit(cell(**changes))
     assert ok is credited and reason in why
+    brief_ok, brief = verdicts.credit(cell(**changes), brief=True)  # a table's few words, the same verdict
+    assert brief_ok is credited and len(brief) <= min(len(why), 60)
 
 
 def history(model, defense, accuracies):
@@ -60,7 +62,7 @@ def test_the_papers_claims_from_a_runs_rows():
     assert verdicts.claims([*summary, cell("precode", "dlg", evaluations=10)], converged)[1]["verdict"] == \
         verdicts.NOT_TESTED
     table = verdicts.credit_table(summary, html=False)
-    assert "| mlp | PRECODE | ig | given | 0 of 32 | 200 (200) | 80% (0.9 / 0.95) | yes:" in table
+    assert "| mlp | PRECODE | ig | given | 0 of 32 | 200 (200) | 80% (0.9 / 0.95) | yes: the objective no longer singles out the victim |" in table
     assert "gaussian 0.01" not in table  # it does not stop the attack
 
 

@@ -48,25 +48,35 @@ def stops(row: dict[str, Any]) -> bool:
     return row["attack_success_rate"] == 0
 
 
-def credit(row: dict[str, Any]) -> tuple[bool, str]:
-    """Whether a cell's stop is credited to its defense, and why (or why not), in words."""
+def credit(row: dict[str, Any], brief: bool = False) -> tuple[bool, str]:
+    """Whether a cell's stop is credited to its defense, and why (or why not), in words (``brief``: in a
+    few words, for a table whose other columns give the numbers)."""
     n = row["n"]
+
+    def say(ok: bool, long: str, short: str) -> tuple[bool, str]:
+        return ok, short if brief else long
+
     if not stops(row):
-        return False, f"the attack succeeds on {round(row['attack_success_rate'] * n)} of {n} victims"
+        succeeded = round(row["attack_success_rate"] * n)
+        return say(False, f"the attack succeeds on {succeeded} of {n} victims", "the attack succeeds")
     if row.get("labels") != "given":
-        return False, "the attacker inferred the labels; only a run with the labels given can credit the defense"
+        return say(False, "the attacker inferred the labels; only a run with the labels given can credit the defense",
+                   "labels inferred")
     if n < VERDICT_VICTIMS:
-        return False, f"{n} victims, fewer than the {VERDICT_VICTIMS} a verdict needs"
+        return say(False, f"{n} victims, fewer than the {VERDICT_VICTIMS} a verdict needs",
+                   f"fewer than {VERDICT_VICTIMS} victims")
     if row["attack"] == "analytic":
-        return True, "the exact division fails"
+        return say(True, "the exact division fails", "the exact division fails")
     if row.get("evaluations") is None or row["evaluations"] < row["budget"]:
-        return False, f"the attack spent {row.get('evaluations')} of its {row['budget']} evaluations"
+        return say(False, f"the attack spent {row.get('evaluations')} of its {row['budget']} evaluations",
+                   "budget not spent")
     below = row.get("below_truth")
     if below is None or below < CREDIT_BELOW_TRUTH:
-        return False, (f"the attack ended above the true images' matching distance for {1 - (below or 0):.0%} of the "
-                       "victims: its optimiser, not the defense, may have failed")
-    return True, (f"labels given, the whole budget spent, and for {below:.0%} of the victims the attack ended at or "
-                  "below the true image's matching distance")
+        return say(False, (f"the attack ended above the true images' matching distance for {1 - (below or 0):.0%} "
+                           "of the victims: its optimiser, not the defense, may have failed"),
+                   "ended above the truth: the optimiser may have failed")
+    return say(True, (f"labels given, the whole budget spent, and for {below:.0%} of the victims the attack ended at "
+                      "or below the true image's matching distance"), "the objective no longer singles out the victim")
 
 
 def converged(history: Sequence[dict[str, Any]], gain: float = CONVERGED_GAIN) -> bool:
@@ -170,7 +180,7 @@ def credit_table(summary: Sequence[dict[str, Any]], html: bool = True) -> str:
     for r in summary:
         if r["weights"] != "initial" or not stops(r):
             continue
-        ok, why = credit(r)
+        ok, why = credit(r, brief=True)
         distances = ("-" if r.get("below_truth") is None else
                      f"{100 * r['below_truth']:.0f}% ({r['distance_mean']:.3g} / {r['truth_distance_mean']:.3g})")
         spent = "-" if not r.get("budget") else f"{r['evaluations']} ({r['budget']})"
