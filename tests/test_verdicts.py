@@ -62,7 +62,8 @@ def test_the_papers_claims_from_a_runs_rows():
     assert verdicts.claims([*summary, cell("precode", "dlg", evaluations=10)], converged)[1]["verdict"] == \
         verdicts.NOT_TESTED
     table = verdicts.credit_table(summary, html=False)
-    assert "| mlp | PRECODE | ig | given | 0 of 32 | 200 (200) | 80% (0.9 / 0.95) | yes: the objective no longer singles out the victim |" in table
+    assert ("| mlp | PRECODE | ig | given | 0 of 32 | 200 (200) | 80% (0.9 / 0.95) "
+            "| yes: the objective no longer singles out the victim |") in table
     assert "gaussian 0.01" not in table  # it does not stop the attack
 
 
