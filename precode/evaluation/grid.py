@@ -637,9 +637,8 @@ _QUICK = Grid(
         "iDLG runs 8 L-BFGS iterations of up to 20 inner steps and 25 gradient evaluations each: at most 200 "
         "evaluations, as many as Inverting Gradients' 200 steps (the paper's DLG: 300 iterations); a victim whose "
         "search stalls starts again from a fresh point. It runs on the MLP only, without a defense and with PRECODE.",
-        "Every model is trained on its defense's releases: 64 clients a step each share the defended gradient of "
-        "one image, the server applies Adam to their mean; 2 epochs on 5,000 Fashion-MNIST training images (157 "
-        "steps), tested on all 10,000 test images. The paper trains for hundreds of epochs.",
+        "Every model is trained on its defense's releases (Grid.training says how: 2 epochs on 5,000 Fashion-MNIST "
+        "training images, tested on all 10,000 test images). The paper trains for hundreds of epochs.",
         "Pruning is not trained in this profile: pruning each release on its own costs about 1 s a step on this "
         "CPU (its rows carry no accuracy). Pruning and DP-SGD are run on the MLP only.",
         "The adaptive part (chapter 8) attacks the CNN on 32x32 colour photos (no training split); its test "
