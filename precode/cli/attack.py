@@ -54,9 +54,9 @@ from .common import (
     SEED_MAX,
     UserError,
     check_figure,
+    check_integers,
     check_output_path,
     format_or_na,
-    integer,
     write_json,
 )
 
@@ -128,13 +128,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"unknown attack {args.attack!r}; choose one of {', '.join(ATTACK_NAMES)}")
     if args.model.lower() not in MODEL_NAMES:
         raise UserError(f"unknown model {args.model!r}; choose one of {', '.join(MODEL_NAMES)}")
-    for name, value, least, most in (("--images", args.images, 1, None), ("--batch-size", args.batch_size, 1, None),
-                                     ("--iterations", args.iterations, 1, MAX_ITERATIONS),
-                                     ("--restarts", args.restarts, 1, MAX_RESTARTS),
-                                     ("--trained-epochs", args.trained_epochs, 0, MAX_EPOCHS),
-                                     ("--seed", args.seed, 0, SEED_MAX)):
-        if value is not None:
-            integer(value, name, least, most)
+    check_integers(("--images", args.images, 1, None), ("--batch-size", args.batch_size, 1, None),
+                   ("--iterations", args.iterations, 1, MAX_ITERATIONS), ("--restarts", args.restarts, 1, MAX_RESTARTS),
+                   ("--trained-epochs", args.trained_epochs, 0, MAX_EPOCHS), ("--seed", args.seed, 0, SEED_MAX))
     if args.json not in (None, "-"):
         check_output_path(args.json, "--json")  # before any work, not after it
     if args.figure:

@@ -64,6 +64,13 @@ def integer(text: Any, option: str, low: int, high: int | None = None) -> int:
     return value
 
 
+def check_integers(*bounds: tuple[str, Any, int, int | None]) -> None:
+    """Every ``(option, value, low, high)`` whose value is given is an integer in ``low .. high`` (:func:`integer`)."""
+    for option, value, low, high in bounds:
+        if value is not None:
+            integer(value, option, low, high)
+
+
 def check_output_path(target: str, option: str) -> None:
     """That ``target`` can be written as a file (its folder exists and is writable), before any work."""
     path = Path(target)

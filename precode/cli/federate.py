@@ -46,9 +46,9 @@ from .common import (
     SEED_MAX,
     Interrupted,
     UserError,
+    check_integers,
     check_output_path,
     format_or_na,
-    integer,
     write_json,
 )
 
@@ -101,15 +101,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace):
-
-    for option, value, least, most in (("--seed", args.seed, 0, SEED_MAX), ("--clients", args.clients, 2, MAX_CLIENTS),
-                                       ("--rounds", args.rounds, 1, MAX_ROUNDS),
-                                       ("--local-steps", args.local_steps, 1, MAX_ROUNDS),
-                                       ("--batch-size", args.batch_size, 1, None),
-                                       ("--iterations", args.iterations, 1, MAX_ITERATIONS),
-                                       ("--restarts", args.restarts, 1, MAX_RESTARTS)):
-        if value is not None:
-            integer(value, option, least, most)
+    check_integers(("--seed", args.seed, 0, SEED_MAX), ("--clients", args.clients, 2, MAX_CLIENTS),
+                   ("--rounds", args.rounds, 1, MAX_ROUNDS), ("--local-steps", args.local_steps, 1, MAX_ROUNDS),
+                   ("--batch-size", args.batch_size, 1, None), ("--iterations", args.iterations, 1, MAX_ITERATIONS),
+                   ("--restarts", args.restarts, 1, MAX_RESTARTS))
     if args.json not in (None, "-"):
         check_output_path(args.json, "--json")
     if args.data.lower() == "photos" or args.data.lower().endswith(".npz"):
