@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,10 @@ from .experiment_store import use_store
 from .metrics import mean_ci95
 from .profiles import Profile, get_profile
 
-__all__ = ["setup_chapter", "results_folder", "glue", "glue_ci", "glue_key"]
+__all__ = ["setup_chapter", "results_folder", "glue", "glue_ci", "glue_key", "say", "PAGE_WIDTH"]
+
+PAGE_WIDTH = 88
+"""Columns of a printed line that the rendered page shows without scrolling sideways."""
 
 
 def results_folder() -> Path:
@@ -57,6 +61,13 @@ def setup_chapter(seed: int = 0, threads: int | None = None, store: bool = True)
     except ImportError:  # pragma: no cover - matplotlib is a dependency
         pass
     return profile
+
+
+def say(*parts: Any, width: int = PAGE_WIDTH) -> None:
+    """``print(*parts)``, wrapped at ``width`` columns with a hanging indent of two spaces, so that a
+    long line reads on the page instead of scrolling sideways."""
+    text = " ".join(str(p) for p in parts)
+    print(textwrap.fill(text, width=width, subsequent_indent="  ", break_on_hyphens=False))
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:

@@ -142,6 +142,16 @@ def test_glue_names_and_intervals_for_the_prose(monkeypatch):
     assert glued == {"ssim_x": f"{m:.2f} ± {h:.2f}"}
 
 
+def test_say_wraps_printed_lines_at_the_page_width(capsys):
+    from precode.notebook import PAGE_WIDTH, say
+
+    say("note:", "word " * 60, "https://example.org/a-long-address-that-is-not-broken-at-its-hyphens")
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 3 and all(len(line) <= PAGE_WIDTH for line in lines)
+    assert lines[0].startswith("note: word") and all(line.startswith("  ") for line in lines[1:])
+    assert lines[-1].strip().endswith("hyphens") and "-not-broken-at-its-" in lines[-1]
+
+
 def test_chapters_that_share_experiments_run_one_after_the_other_on_one_worker():
     # make test's schedule (tests/conftest.py): each chapter that follows another (chapters 3 and 6 after
     # chapter 2, 5 after 4, 8 after 7, 9 after 8) runs after it, in one run of chapters of the same chain, in the
