@@ -187,18 +187,16 @@ class _PrunedReleases:
         params = dict(model.named_parameters())
         totals = {n: torch.zeros_like(params[n]) for n in names}
         releases = math.ceil(len(y) / self.b)  # the last batch of an epoch may end with a smaller release
-        if self.b == 1:
+        if self.b == 1:  # every image its own release: all of them at once, as per-sample gradients
             per_sample = per_sample_gradients(model, x, y)
-            for i in range(releases):
-                pruned = prune_gradients({n: per_sample[n][i] for n in names}, self.fraction)
-                for n in names:
-                    totals[n] += pruned[n]
+            gradients = ({n: per_sample[n][i] for n in names} for i in range(releases))
         else:
-            for i in range(releases):
-                part = slice(i * self.b, (i + 1) * self.b)
-                pruned = prune_gradients(compute_shared_gradients(model, x[part], y[part]), self.fraction)
-                for n in names:
-                    totals[n] += pruned[n]
+            parts = (slice(i * self.b, (i + 1) * self.b) for i in range(releases))
+            gradients = (compute_shared_gradients(model, x[part], y[part]) for part in parts)
+        for gradient in gradients:
+            pruned = prune_gradients(gradient, self.fraction)
+            for n in names:
+                totals[n] += pruned[n]
         for n in names:
             params[n].grad = (totals[n] / releases).to(memory_format=torch.preserve_format)
         with torch.no_grad():
