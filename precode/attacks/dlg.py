@@ -40,16 +40,22 @@ from ..errors import InputError
 from ..profiles import get_profile
 from ..training import seeded
 from .base import AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels
-from .ig import distance_at
 from .labels import infer_labels, last_layer
 from .lbfgs import batched_lbfgs
-from .matching import GradientMatcher
+from .matching import GradientMatcher, distance_at
 
-__all__ = ["dlg", "idlg", "SOLVED"]
+__all__ = ["dlg", "idlg", "SOLVED", "dlg_budget"]
 
 SOLVED = 1e-9
 """A squared gradient distance at or below this fraction of the shared gradient's squared norm is a match
 to rounding noise: DLG and iDLG stop there instead of spending the rest of their budget."""
+
+
+def dlg_budget(iterations: int, max_eval: int = 20) -> int:
+    """The evaluations of the matching loss DLG and iDLG spend on a victim (with ``restart_stalled``, in
+    full): ``iterations`` L-BFGS iterations of at most ``max_eval * 5 // 4`` evaluations each, torch's
+    most (25 for DLG's ``max_eval`` of 20)."""
+    return int(iterations) * (int(max_eval) * 5 // 4)
 
 
 def dlg(
@@ -151,7 +157,7 @@ def dlg(
                                           max_iter=max_eval, min_progress=min_progress,
                                           on_iteration=lambda i, f: bar.update(1),
                                           restart=fresh if restart_stalled else None,
-                                          budget=iterations * (max_eval * 5 // 4) if restart_stalled else None,
+                                          budget=dlg_budget(iterations, max_eval) if restart_stalled else None,
                                           solved=SOLVED * norms.repeat(restarts) if restart_stalled else None)
     # [/dlg-lbfgs]
     bar.close()

@@ -37,9 +37,9 @@ from ..training import seeded
 from .base import AttackResult, check_input_shape, initial_tensor, model_device, prepare_gradients, prepare_labels
 from .divergence import Divergence
 from .labels import infer_labels, last_layer
-from .matching import GradientMatcher
+from .matching import GradientMatcher, distance_at
 
-__all__ = ["inverting_gradients", "total_variation", "distance_at", "REFERENCE_ITERATIONS"]
+__all__ = ["inverting_gradients", "total_variation", "REFERENCE_ITERATIONS"]
 
 REFERENCE_ITERATIONS = (4_800, 24_000)
 """Inverting Gradients' budgets in its reference implementation (``inversefed``): 4,800 iterations by
@@ -197,14 +197,3 @@ def inverting_gradients(
         diverged=diverged.victims(),
         truth_distance=truth,
     )
-
-
-def distance_at(matcher, images: torch.Tensor, labels: torch.Tensor, n: int, batch_size: int,
-                shape: Sequence[int]) -> torch.Tensor:
-    """``(N,)``: ``matcher``'s distance at the given images ``(N * B, C, H, W)`` with the labels
-    ``(N, B)`` (ints, or DLG's soft labels ``(N, B, classes)``), on the CPU: the attacker's objective
-    at the truth, for :attr:`~precode.attacks.base.AttackResult.truth_distance`."""
-    device = labels.device
-    x = images.detach().to(device=device, dtype=torch.float32).reshape(1, n, batch_size, *shape)
-    return matcher.distances(x, labels.detach()[None]).detach()[0].cpu()
-

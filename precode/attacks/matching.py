@@ -41,7 +41,7 @@ from ..errors import InputError
 from ..training import loss_fn
 from .base import preserved_bottleneck_state
 
-__all__ = ["GradientMatcher", "DISTANCES", "select_layers"]
+__all__ = ["GradientMatcher", "DISTANCES", "select_layers", "distance_at"]
 
 DISTANCES = ("cosine", "l2")
 
@@ -289,6 +289,17 @@ class GradientMatcher:
         per_trial = vmap(per_victim, in_dims=(0, 0, noise_dim, None, None, None), randomness="different")
         with self._hooks():
             return per_trial(images, labels, noise, self._targets, self._factors, self._target_sq)
+
+
+def distance_at(matcher, images: torch.Tensor, labels: torch.Tensor, n: int, batch_size: int,
+                shape: Sequence[int]) -> torch.Tensor:
+    """``(N,)``: ``matcher``'s distance (a :class:`GradientMatcher`, or any matcher with its
+    ``distances``) at the given images ``(N * B, C, H, W)`` with the labels ``(N, B)`` (ints, or DLG's
+    soft labels ``(N, B, classes)``), on the CPU: the attacker's objective at the truth, for
+    :attr:`~precode.attacks.base.AttackResult.truth_distance` (Inverting Gradients, DLG, iDLG)."""
+    device = labels.device
+    x = images.detach().to(device=device, dtype=torch.float32).reshape(1, n, batch_size, *shape)
+    return matcher.distances(x, labels.detach()[None]).detach()[0].cpu()
 
 
 def _squared_norms(stacked: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from ..attacks.dlg import dlg_budget
 from ..files import atomic_write
 from ..metrics import mean_ci95, wilson_interval
 from ..plotting import SSIM_BOUNDS, clip_interval
@@ -141,7 +142,7 @@ def evaluation_budget(grid, attack: str) -> int:
     if iterations is None:
         return 0
     if attack in ("dlg", "idlg"):
-        return 25 * int(iterations)
+        return dlg_budget(iterations)
     return int(iterations) * int(restarts)
 
 
