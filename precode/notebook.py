@@ -8,6 +8,7 @@ import os
 import random
 import re
 import textwrap
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data import DataFallbackWarning
 from .experiment_store import use_store
 from .metrics import mean_ci95
 from .profiles import Profile, get_profile
@@ -35,6 +37,10 @@ def setup_chapter(seed: int = 0, threads: int | None = None, store: bool = True)
     """Seed every random generator, fix the number of CPU threads, turn on the experiment store, print
     and return the profile.
 
+    It also silences :class:`precode.data.DataFallbackWarning` (the chapters print their data's
+    ``source``, which says in words when the embedded sample stands in for full Fashion-MNIST, where
+    the warning would show machine paths on the page).
+
     Args:
         seed: seed for Python, NumPy and torch.
         threads: torch CPU threads (default: ``$PRECODE_THREADS``, else torch's default).
@@ -42,6 +48,7 @@ def setup_chapter(seed: int = 0, threads: int | None = None, store: bool = True)
             so that one that this or another chapter ran before, with the very same configuration and
             package code, is read instead of computed again.
     """
+    warnings.filterwarnings("ignore", category=DataFallbackWarning)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
