@@ -19,6 +19,7 @@ import torch
 from .data import DataFallbackWarning
 from .experiment_store import use_store
 from .metrics import mean_ci95
+from .plotting import use_book_style
 from .profiles import Profile, get_profile
 
 __all__ = ["setup_chapter", "results_folder", "glue", "glue_ci", "glue_key", "say", "PAGE_WIDTH"]
@@ -37,7 +38,8 @@ def setup_chapter(seed: int = 0, threads: int | None = None, store: bool = True)
     """Seed every random generator, fix the number of CPU threads, turn on the experiment store, print
     and return the profile.
 
-    It also silences :class:`precode.data.DataFallbackWarning` (the chapters print their data's
+    It also sets the book's figure style (:func:`precode.plotting.use_book_style`) and silences
+    :class:`precode.data.DataFallbackWarning` (the chapters print their data's
     ``source``, which says in words when the embedded sample stands in for full Fashion-MNIST, where
     the warning would show machine paths on the page).
 
@@ -61,12 +63,7 @@ def setup_chapter(seed: int = 0, threads: int | None = None, store: bool = True)
     print(f"{profile}\ntorch {torch.__version__} on {device}, {torch.get_num_threads()} CPU threads, seed {seed}")
     if store:
         print(f"experiment store: {use_store(results_folder() / 'experiments').folder}")
-    try:
-        import matplotlib.pyplot as plt
-
-        plt.rcParams.update({"figure.dpi": 100, "axes.spines.top": False, "axes.spines.right": False})
-    except ImportError:  # pragma: no cover - matplotlib is a dependency
-        pass
+    use_book_style()
     return profile
 
 
