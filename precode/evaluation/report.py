@@ -86,7 +86,7 @@ def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds
 
     Args:
         key: ``(model, data, defense, attack, weights, labels)``.
-        rows: the cell's victim rows (:func:`precode.evaluation.cells.run_cells`).
+        rows: the cell's victim rows (:func:`precode.evaluation.run_cells`).
         grid: the grid (threshold, budgets, seed, epochs).
         seconds: the attack's seconds.
         training: ``{"test_accuracy", "train_data", "train_images", "test_images", "epsilon"}`` and
