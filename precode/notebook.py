@@ -60,9 +60,10 @@ def setup_chapter(seed: int = 0, threads: int | None = None, store: bool = True)
         torch.set_num_threads(threads)
     profile = get_profile()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"{profile}\ntorch {torch.__version__} on {device}, {torch.get_num_threads()} CPU threads, seed {seed}")
+    say(profile)  # wrapped at the page's width, as every line printed here
+    say(f"torch {torch.__version__} on {device}, {torch.get_num_threads()} CPU threads, seed {seed}")
     if store:
-        print(f"experiment store: {use_store(results_folder() / 'experiments').folder}")
+        say(f"experiment store: {use_store(results_folder() / 'experiments').folder}")
     use_book_style()
     return profile
 

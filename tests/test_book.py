@@ -236,6 +236,18 @@ def test_glue_names_and_intervals_for_the_prose(monkeypatch):
     assert glued == {"ssim_x": f"{m:.2f} ± {h:.2f}"}
 
 
+def test_the_setup_cell_prints_lines_that_fit_the_page(capsys, monkeypatch):
+    import matplotlib
+
+    from precode.notebook import PAGE_WIDTH, setup_chapter
+
+    monkeypatch.setenv("PRECODE_PROFILE", "full")  # the longest profile line
+    with matplotlib.rc_context():  # setup_chapter sets the book's figure style
+        setup_chapter(store=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("profile 'full'") and all(len(line) <= PAGE_WIDTH for line in lines)
+
+
 def test_say_wraps_printed_lines_at_the_page_width(capsys):
     from precode.notebook import PAGE_WIDTH, say
 

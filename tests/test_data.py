@@ -70,7 +70,9 @@ def test_the_fallback_warning_is_kept_for_the_library_and_silenced_in_a_chapter(
     from precode.notebook import setup_chapter
 
     monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
-    with warnings.catch_warnings(record=True) as seen:  # restores the filters setup_chapter changes
+    import matplotlib
+
+    with warnings.catch_warnings(record=True) as seen, matplotlib.rc_context():  # restore what setup_chapter sets
         warnings.simplefilter("always")
         load_data("fashion-mnist", root=tmp_path, download=False)
         assert [w.category for w in seen] == [DataFallbackWarning]
