@@ -10,7 +10,8 @@ Names understood by :func:`load_data`:
   else ``$PRECODE_DATA``, else ``~/.cache/precode``; downloaded where the network allows.
   Fashion-MNIST is also read offline from Debian's ``dataset-fashion-mnist`` package
   (``/usr/share/datasets/fashion-mnist``) and, when neither can be had, falls back to the
-  embedded sample below, with a warning that says so.
+  embedded sample below, with a :class:`DataFallbackWarning` that says so (and a ``source``
+  that says it too, in words).
 * ``fashion-mnist-sample``: the part of Fashion-MNIST shipped inside the package (8.8 MB): the
   first 10,000 training images and the whole test split of 10,000, in their original order (MIT
   licence, see ``precode/_data/README.md``). Needs nothing. Victims (the first test images), test
@@ -41,7 +42,10 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["ImageData", "DATASET_NAMES", "MAX_CLASSES", "load_data", "data_root", "DataUnavailableError"]
+__all__ = [
+    "ImageData", "DATASET_NAMES", "MAX_CLASSES", "load_data", "data_root", "DataUnavailableError",
+    "DataFallbackWarning",
+]
 
 DATASET_NAMES = ("fashion-mnist", "fashion-mnist-sample", "mnist", "cifar10", "cifar100", "photos")
 MAX_CLASSES = 1000
@@ -61,6 +65,15 @@ _IDX_FILES = (
 
 class DataUnavailableError(RuntimeError):
     """The requested data is not on disk and cannot be downloaded."""
+
+
+class DataFallbackWarning(UserWarning):
+    """Full Fashion-MNIST could not be had, so :func:`load_data` returned the embedded sample.
+
+    The command line prints it as one line; the chapters ignore it
+    (:func:`precode.notebook.setup_chapter`), since the data line they print says the same
+    (the :attr:`ImageData.source` of the sample names it and why) without the machine's paths.
+    """
 
 
 @dataclasses.dataclass
@@ -165,6 +178,14 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return Path(cache) / "precode"
 
 
+def _in_words(path: Path) -> str:
+    """``path`` for a sentence: under the home folder as ``~/...``, so no user name is printed."""
+    try:
+        return "~/" + path.relative_to(Path.home()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _from_uint8(images: np.ndarray) -> torch.Tensor:
     """uint8 ``N x H x W`` or ``N x H x W x C`` -> float ``N x C x H x W`` in [0, 1]."""
     if images.ndim == 3:
@@ -215,7 +236,7 @@ def _load_torchvision(name: str, split: str, root: Path, download: bool) -> Imag
     train = split == "train"
     try:
         ds = cls(str(root), train=train, download=False)
-        source = f"{name} ({split} split) read by torchvision from {root}"
+        source = f"{name} ({split} split) read by torchvision from {_in_words(root)}"
     except RuntimeError:
         if not download:
             raise DataUnavailableError(
@@ -230,7 +251,7 @@ def _load_torchvision(name: str, split: str, root: Path, download: bool) -> Imag
                 f"Download it where the network allows and set PRECODE_DATA to its folder"
                 + (", or install Debian's dataset-fashion-mnist" if name == "fashion-mnist" else "")
             ) from None
-        source = f"{name} ({split} split) downloaded by torchvision into {root}"
+        source = f"{name} ({split} split) downloaded by torchvision into {_in_words(root)}"
     images, labels = _torchvision_split(ds)
     return ImageData(images, labels, list(ds.classes), name, source)
 
@@ -394,7 +415,8 @@ def load_data(
         raw = base / "FashionMNIST" / "raw"
         if not all((raw / f).exists() for f in _IDX_FILES) and _install_debian_fashion_mnist(base):
             data = _load_torchvision(key, split, base, download=False)
-            data.source = f"fashion-mnist ({split} split) from Debian's dataset-fashion-mnist, unpacked into {raw}"
+            data.source = (f"fashion-mnist ({split} split) from Debian's dataset-fashion-mnist, "
+                           f"unpacked into {_in_words(raw)}")
             return data
         try:
             return _load_torchvision(key, split, base, download)
@@ -403,7 +425,9 @@ def load_data(
                 f"full Fashion-MNIST unavailable ({e}); using the embedded sample instead (the whole "
                 "test split, the first 10,000 training images). Install Debian's dataset-fashion-mnist, "
                 "set PRECODE_DATA or allow downloads for all 60,000 training images.",
-                stacklevel=2,
+                DataFallbackWarning, stacklevel=2,
             )
-            return _load_sample(split)
+            data = _load_sample(split)
+            data.source += ", used because full Fashion-MNIST is not on this machine and could not be downloaded"
+            return data
     return _load_torchvision(key, split, base, download)

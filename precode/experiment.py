@@ -1,7 +1,7 @@
 """One attack experiment: the clients share, the server attacks, the victims are scored.
 
 :func:`run_attack` is the experiment of ``python -m precode attack``, of every cell of the evaluation
-grid (:func:`precode.evaluation.cells.attack_cell`) and of chapters 2, 6 and 8, under one stated
+grid (:func:`precode.evaluation.attack_cell`) and of chapters 2, 6 and 8, under one stated
 :class:`precode.threat.ThreatModel` (:func:`run_attack_cases`: several client defenses at once,
 chapter 4):
 

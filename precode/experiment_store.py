@@ -113,7 +113,7 @@ class ExperimentStore:
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
         """Store ``entry`` (tensors and plain values) under ``key``, atomically
-        (:func:`precode.files.atomic_write`).
+        (``precode.files.atomic_write``).
 
         Raises:
             OSError: the folder cannot be written.

@@ -13,7 +13,7 @@ the experiment store's entries). Two rules keep them whole, whatever moment a ru
   crash, a power cut: no stale lock to remove by hand); the file holds the holder's PID and host
   so that a second run can say who holds it.
 
-Used by :mod:`precode.evaluation.store` (the evaluation's result folder), by
+Used by ``precode.evaluation.store`` (the evaluation's result folder), by
 :mod:`precode.experiment_store` and by the command line's JSON and figure outputs.
 """
 from __future__ import annotations

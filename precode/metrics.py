@@ -175,7 +175,7 @@ def mean_bootstrap_ci(values, *, resamples: int = 2000, seed: int = 0) -> tuple[
     Raises:
         InputError: no values, or values that are not finite.
 
-    Used in chapter 10 (through :func:`precode.fl.experiment.mean_ci`).
+    Used in chapter 10 (through ``precode.fl.experiment.mean_ci``).
     """
     x = torch.as_tensor(values, dtype=torch.float64).flatten()
     if x.numel() == 0 or not torch.isfinite(x).all():

@@ -8,6 +8,7 @@ import os
 import random
 import re
 import textwrap
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data import DataFallbackWarning
 from .experiment_store import use_store
 from .metrics import mean_ci95
+from .plotting import use_book_style
 from .profiles import Profile, get_profile
 
 __all__ = ["setup_chapter", "results_folder", "glue", "glue_ci", "glue_key", "say", "PAGE_WIDTH"]
@@ -35,6 +38,11 @@ def setup_chapter(seed: int = 0, threads: int | None = None, store: bool = True)
     """Seed every random generator, fix the number of CPU threads, turn on the experiment store, print
     and return the profile.
 
+    It also sets the book's figure style (:func:`precode.plotting.use_book_style`) and silences
+    :class:`precode.data.DataFallbackWarning` (the chapters print their data's
+    ``source``, which says in words when the embedded sample stands in for full Fashion-MNIST, where
+    the warning would show machine paths on the page).
+
     Args:
         seed: seed for Python, NumPy and torch.
         threads: torch CPU threads (default: ``$PRECODE_THREADS``, else torch's default).
@@ -42,6 +50,7 @@ def setup_chapter(seed: int = 0, threads: int | None = None, store: bool = True)
             so that one that this or another chapter ran before, with the very same configuration and
             package code, is read instead of computed again.
     """
+    warnings.filterwarnings("ignore", category=DataFallbackWarning)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -51,15 +60,11 @@ def setup_chapter(seed: int = 0, threads: int | None = None, store: bool = True)
         torch.set_num_threads(threads)
     profile = get_profile()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"{profile}\ntorch {torch.__version__} on {device}, {torch.get_num_threads()} CPU threads, seed {seed}")
+    say(profile)  # wrapped at the page's width, as every line printed here
+    say(f"torch {torch.__version__} on {device}, {torch.get_num_threads()} CPU threads, seed {seed}")
     if store:
-        print(f"experiment store: {use_store(results_folder() / 'experiments').folder}")
-    try:
-        import matplotlib.pyplot as plt
-
-        plt.rcParams.update({"figure.dpi": 100, "axes.spines.top": False, "axes.spines.right": False})
-    except ImportError:  # pragma: no cover - matplotlib is a dependency
-        pass
+        say(f"experiment store: {use_store(results_folder() / 'experiments').folder}")
+    use_book_style()
     return profile
 
 

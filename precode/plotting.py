@@ -16,7 +16,12 @@
   defenses' families drawn alike (chapter 4): each family's colour, marker and parameter, its
   trainings per level against the undefended one, and its levels' attack SSIM against accuracy;
 * :func:`image_grid`: rows of images (victims, then each attack's reconstructions), grey or colour,
-  with a short note under each image (its SSIM, say).
+  with a short note under each image (its SSIM, say);
+* :func:`use_book_style`, :data:`FAMILY_COLOURS`, :data:`OKABE_ITO`, :data:`MIN_FONT_SIZE`: the book's
+  look. Figures are read at the page's width (about 7 inches at 100 dpi in the HTML theme), so
+  every text is at least 9 pt at that size; colours come from the Okabe-Ito palette, which readers
+  with any common colour-vision deficiency tell apart; and each defense family has one colour in
+  every figure of the book.
 
 Used in chapters 2 to 10.
 """
@@ -25,9 +30,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 
+import matplotlib as mpl
 import numpy as np
 import torch
-from matplotlib import colormaps
+from matplotlib.colors import to_rgb
 from matplotlib.ticker import MaxNLocator
 
 from .errors import InputError
@@ -36,8 +42,56 @@ from .metrics import mean_ci95, wilson_interval
 __all__ = [
     "strip_plot", "mean_ci_plot", "rate_plot", "loss_curves", "median_curve", "training_curves", "bar_values",
     "value_grid", "image_grid", "show_image", "SSIM_BOUNDS", "DefenseStyle", "DEFENSE_STYLES", "defense_training",
-    "privacy_utility", "clip_interval",
+    "privacy_utility", "clip_interval", "use_book_style", "BOOK_STYLE", "FAMILY_COLOURS", "OKABE_ITO",
+    "MIN_FONT_SIZE",
 ]
+
+MIN_FONT_SIZE = 9
+"""The smallest text, in points, a figure of the book shows at the page's width."""
+
+OKABE_ITO = {
+    "blue": "#0072B2", "orange": "#E69F00", "bluish green": "#009E73", "vermillion": "#D55E00",
+    "reddish purple": "#CC79A7", "sky blue": "#56B4E9", "yellow": "#F0E442", "black": "#000000",
+}
+"""Okabe and Ito's colour-blind-safe palette (Color Universal Design, 2008), in the order of the book's
+colour cycle (``C0`` is blue, ``C1`` orange, ...)."""
+
+FAMILY_COLOURS = {
+    "none": OKABE_ITO["black"],
+    "gaussian": OKABE_ITO["blue"],
+    "laplacian": OKABE_ITO["sky blue"],
+    "prune": OKABE_ITO["bluish green"],
+    "dp": OKABE_ITO["orange"],
+    "precode": OKABE_ITO["vermillion"],
+    "precode+": OKABE_ITO["reddish purple"],
+}
+"""One colour per defense family in every figure of the book: the undefended model (``none``), the
+gradient defenses of chapter 4 (``gaussian``, ``laplacian``, ``prune``, ``dp``), PRECODE wherever it
+is placed (``precode``), and PRECODE combined with a gradient defense (``precode+``, chapter 7's
+grid). Variants of one family differ by marker. Attacks and architectures use the cycle (``C0``,
+``C1``, ...)."""
+
+BOOK_STYLE = {
+    # the HTML text column is about 7 inches at 100 dpi: a figure that wide is shown at its size
+    "figure.figsize": (7.0, 4.0), "figure.dpi": 100, "savefig.dpi": 100,
+    "font.size": 10, "axes.labelsize": 10, "axes.titlesize": 10, "figure.titlesize": 11,
+    "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9, "legend.title_fontsize": 9,
+    "axes.prop_cycle": mpl.cycler(color=list(OKABE_ITO.values())),
+    "axes.spines.top": False, "axes.spines.right": False,
+}
+"""The matplotlib settings :func:`use_book_style` applies: text of :data:`MIN_FONT_SIZE` pt or more
+at the page's width, the Okabe-Ito colour cycle, no top or right frame."""
+
+
+def use_book_style() -> None:
+    """Apply :data:`BOOK_STYLE` to matplotlib's defaults (``rcParams``).
+
+    A figure no wider than 7 inches is shown at its size on the page, so its texts keep the sizes
+    set here (9 pt or more); a wider one is scaled down, and its texts with it.
+
+    Used by :func:`precode.notebook.setup_chapter`, so in every chapter.
+    """
+    mpl.rcParams.update(BOOK_STYLE)
 
 SSIM_BOUNDS = (-1.0, 1.0)
 """The range SSIM can take; an interval drawn for it is clipped to this range."""
@@ -68,7 +122,8 @@ def strip_plot(ax, groups: Mapping[str, Sequence[float]], ylabel: str = "", colo
         ax: the matplotlib axes to draw on.
         groups: ``{label: values}``, one column per label, in order.
         ylabel: the y axis' label.
-        colours: ``{label: colour}``; the others get matplotlib's cycle (``C0``, ``C1``, ...).
+        colours: ``{label: colour}``; the others get matplotlib's cycle (``C0``, ``C1``, ...), or
+            their family's colour when the label is a family (:data:`FAMILY_COLOURS`).
         bounds: ``(low, high)`` the metric cannot leave (SSIM: :data:`SSIM_BOUNDS`); the interval
             (:func:`precode.metrics.mean_ci95`, symmetric) is drawn clipped to it. ``None``: unclipped.
         title: the axes' title.
@@ -91,7 +146,7 @@ def strip_plot(ax, groups: Mapping[str, Sequence[float]], ylabel: str = "", colo
     for i, (name, values) in enumerate(groups.items()):
         v = np.asarray(values, dtype=float)
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), v, s=14, alpha=0.7,
-                   color=(colours or {}).get(name, f"C{i % 10}"))
+                   color=(colours or {}).get(name, FAMILY_COLOURS.get(name, f"C{i % 10}")))
         if interval is None:
             mean, half = mean_ci95(v)
             low, high = clip_interval(mean, half, bounds)
@@ -101,10 +156,10 @@ def strip_plot(ax, groups: Mapping[str, Sequence[float]], ylabel: str = "", colo
         ax.errorbar(i + 0.3, mean, yerr=[[mean - low], [high - mean]], fmt="_", color="k", ms=10, capsize=3)
     if connect is not None:
         ax.plot(np.arange(len(means)) + 0.3, means, "-", color=connect, alpha=0.5)
-    ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
+    ax.set_xticks(range(len(groups)), list(groups))
     ax.set_ylabel(ylabel)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title)
     _finish(ax, threshold, ylim)
     return ax
 
@@ -281,10 +336,10 @@ def bar_values(ax, values: Mapping[str, float], *, colours: Mapping[str, str] | 
     else:
         chosen = list(colours)
     ax.barh(range(len(xs)), xs, color=chosen)
-    ax.set_yticks(range(len(xs)), labels, fontsize=8)
+    ax.set_yticks(range(len(xs)), labels)
     ax.invert_yaxis()
     for i, x in enumerate(xs):
-        ax.text(x, i, " " + fmt.format(x), va="center", fontsize=7)
+        ax.text(x, i, " " + fmt.format(x), va="center", fontsize=MIN_FONT_SIZE)
     if log:
         ax.set_xscale("log")
     if xlim is not None:
@@ -313,9 +368,9 @@ def value_grid(ax, values, columns: Sequence, rows: Sequence, *, fmt: str = "{:.
     ax.set_xticks(range(len(columns)), [f"{c:g}" if isinstance(c, float) else str(c) for c in columns])
     ax.set_yticks(range(len(rows)), [f"{r:g}" if isinstance(r, float) else str(r) for r in rows])
     ax.set(xlabel=xlabel, ylabel=ylabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title)
     for (r, c), v in np.ndenumerate(values):
-        ax.text(c, r, fmt.format(v), ha="center", va="center", color="w", fontsize=9)
+        ax.text(c, r, fmt.format(v), ha="center", va="center", color="w", fontsize=MIN_FONT_SIZE)
     return ax
 
 
@@ -337,7 +392,7 @@ def show_image(ax, image) -> None:
 
 def image_grid(rows: Mapping[str, Sequence], *, notes: Mapping[str, Sequence[str]] | None = None,
                columns: Sequence[str] | None = None, title: str | None = None, size: float = 1.05,
-               label_size: int = 7):
+               label_size: int = MIN_FONT_SIZE):
     """A figure of images: one row per entry of ``rows``, its label on the left, one image per column.
 
     Args:
@@ -347,7 +402,8 @@ def image_grid(rows: Mapping[str, Sequence], *, notes: Mapping[str, Sequence[str
         columns: one title per column, above the first row.
         title: the figure's title.
         size: inches per image.
-        label_size: font size of the row labels, notes and column titles.
+        label_size: font size of the row labels, notes and column titles (points; at least 9 reads
+            on the page).
 
     Returns:
         The matplotlib figure (the caller shows or saves it).
@@ -380,7 +436,7 @@ def image_grid(rows: Mapping[str, Sequence], *, notes: Mapping[str, Sequence[str
     for c, name in enumerate(columns or []):
         axes[0, c].set_title(name, fontsize=label_size + 1)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -395,8 +451,8 @@ class DefenseStyle:
         short: a short name for an image grid's row (``"Gaussian"``).
         parameter: its strength parameter, for an axis (``"std $\\sigma$"``).
         symbol: the parameter's symbol (``"\u03c3"``, sigma).
-        colour, marker: the family's matplotlib colour and marker.
-        shades: a matplotlib colour map of the colour, one shade per level.
+        colour, marker: the family's colour (:data:`FAMILY_COLOURS`) and matplotlib marker; its levels
+            are drawn in shades of the colour, lighter for weaker levels.
         label_side: where :func:`privacy_utility` writes a level next to its point (``"left"`` or ``"right"``).
     """
 
@@ -406,15 +462,14 @@ class DefenseStyle:
     symbol: str
     colour: str
     marker: str
-    shades: str
     label_side: str = "right"
 
 
 DEFENSE_STYLES = {
-    "gaussian": DefenseStyle("Gaussian noise", "Gaussian", "std $\\sigma$", "\u03c3", "C0", "o", "Blues"),
-    "laplacian": DefenseStyle("Laplacian noise", "Laplacian", "scale $b$", "b", "C1", "s", "Oranges"),
-    "prune": DefenseStyle("pruning", "pruning", "fraction $p$", "p", "C2", "^", "Greens", label_side="left"),
-    "dp": DefenseStyle("DP-SGD", "DP-SGD", "noise multiplier $z$", "z", "C3", "D", "Reds"),
+    "gaussian": DefenseStyle("Gaussian noise", "Gaussian", "std $\\sigma$", "\u03c3", FAMILY_COLOURS["gaussian"], "o"),
+    "laplacian": DefenseStyle("Laplacian noise", "Laplacian", "scale $b$", "b", FAMILY_COLOURS["laplacian"], "s"),
+    "prune": DefenseStyle("pruning", "pruning", "fraction $p$", "p", FAMILY_COLOURS["prune"], "^", label_side="left"),
+    "dp": DefenseStyle("DP-SGD", "DP-SGD", "noise multiplier $z$", "z", FAMILY_COLOURS["dp"], "D"),
 }
 """The gradient defenses' families (:func:`precode.defenses.defense_spec`) as chapter 4 draws them."""
 
@@ -435,12 +490,11 @@ def defense_training(axes, reference, trained: Mapping[str, object], style: Defe
     top, bottom = axes
     if not trained:
         raise InputError("defense_training needs at least one trained level")
-    shades = colormaps[style.shades]
     histories = {"no defense": reference.history, **{label: r.history for label, r in trained.items()}}
     styles = dict.fromkeys(histories, style.marker + "-") | {"no defense": "k.--"}
-    colours = {label: shades(0.45 + 0.55 * (i + 1) / len(trained)) for i, label in enumerate(trained)}
+    colours = {label: _shade(style.colour, 0.4 + 0.6 * (i + 1) / len(trained)) for i, label in enumerate(trained)}
     training_curves([top], histories, ["test_accuracy"], styles=styles, colours=colours)
-    top.legend(fontsize=7, title=style.parameter, title_fontsize=7, loc="lower right")
+    top.legend(title=style.parameter, loc="lower right")
     acc = [100 * reference.test_accuracy] + [100 * r.test_accuracy for r in trained.values()]
     bottom.plot(range(len(acc)), acc, "-", color=style.colour, alpha=0.5)
     for x, a in enumerate(acc):
@@ -448,6 +502,11 @@ def defense_training(axes, reference, trained: Mapping[str, object], style: Defe
     bottom.set_xticks(range(len(acc)), ["none", *trained])
     bottom.set_xlabel(style.parameter)
     return axes
+
+
+def _shade(colour: str, strength: float) -> tuple[float, float, float]:
+    """``colour`` mixed with white: ``strength`` 1 is the colour itself, 0 is white."""
+    return tuple(1 - strength * (1 - c) for c in to_rgb(colour))
 
 
 def privacy_utility(ax, series: Mapping[str, tuple], references: Mapping[str, tuple], *, crowd: float = 0.95):
@@ -477,12 +536,12 @@ def privacy_utility(ax, series: Mapping[str, tuple], references: Mapping[str, tu
             if m >= crowd:
                 crowded.append(f"{style.title} {level}")
             else:
-                ax.annotate(level, (x, m), textcoords="offset points", xytext=(-6 if left else 6, 3), fontsize=7,
-                            ha="right" if left else "left", color=style.colour)
+                ax.annotate(level, (x, m), textcoords="offset points", xytext=(-6 if left else 6, 3),
+                            fontsize=MIN_FONT_SIZE, ha="right" if left else "left", color=style.colour)
     x0, samples0, _filled = next(iter(references.values()))
     if crowded:
         ax.annotate("on the black star: " + ", ".join(crowded), (x0, mean_ci95(samples0)[0]),
-                    xytext=(x0 - 0.05, 1.13), ha="right", va="center", fontsize=7,
+                    xytext=(x0 - 0.05, 1.13), ha="right", va="center", fontsize=MIN_FONT_SIZE,
                     arrowprops={"arrowstyle": "->", "color": "0.4"})
     for label, (x, samples, filled) in references.items():
         m, h = mean_ci95(samples)

@@ -108,7 +108,7 @@ def train_on_releases(model: nn.Module, train_data: ImageData | Dataset, test_da
     ``K * B`` training images, reshuffled every epoch from ``seed``) and applies Adam at ``lr``.
 
     Returns:
-        A :class:`~precode.defenses.base.TrainingResult`; for DP-SGD its ``epsilon`` (and each
+        A :class:`~precode.defenses.TrainingResult`; for DP-SGD its ``epsilon`` (and each
         epoch's) is the releases' (:func:`release_epsilon`).
 
     Raises:

@@ -9,8 +9,8 @@ hand the attacker the client's noise: the first forward pass of the attack would
 samples the client drew, and at the true image the gradient distance would be ~1e-7 instead of
 about 1 (``tests/test_seeds.py`` shows both).
 
-Used by ``python -m precode attack`` (:mod:`precode.cli.attack`) and the evaluation grid
-(:mod:`precode.evaluation.cells`, chapters 7 and 8).
+Used by ``python -m precode attack`` (``precode.cli.attack``) and the evaluation grid
+(``precode.evaluation.cells``, chapters 7 and 8).
 """
 from __future__ import annotations
 

@@ -215,7 +215,7 @@ def training_loop(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
                   epoch_extra: Callable[[], dict] | None = None, desc: str = "", progress: bool = False,
                   gradient_step: GradientStep | None = None) -> list[dict]:
     """The one training loop: :func:`train`'s, and DP-SGD's with the loader, optimiser and criterion
-    that Opacus' ``make_private`` returns (:func:`precode.defenses.dp.train_dp`).
+    that Opacus' ``make_private`` returns (:func:`precode.defenses.train_dp`).
 
     Args:
         model: the model, trained in place on its device.

@@ -1,13 +1,26 @@
-"""Check a built book: maths typeset with no network, and no stray outputs.
+"""Check a built book: maths typeset with no network, and nothing on a page a reader must not see.
 
 ``make book`` runs it after ``jupyter-book build``; it reads ``_build/html`` and the executed
-notebooks in ``_build/jupyter_execute``:
+notebooks in ``_build/jupyter_execute``. Every problem is one line naming the chapter file, the
+cell's index in the notebook and what is wrong. What it checks, and why:
 
 1. every chapter page loads MathJax from a local file that exists (``_static/mathjax``, shipped by
-   ``sphinx-mathjax-offline``), never from a CDN;
+   ``sphinx-mathjax-offline``), never from a CDN, so a book read offline shows typeset maths;
 2. no chapter shows a bare value as a cell's result (a cell whose only visible output is the
    text of its last expression, such as ``'0.953'``): cells that only glue numbers for the prose
-   must show nothing.
+   must show nothing;
+3. no visible cell shows ``stderr`` (warnings, log lines, progress bars): on the page they are
+   noise a reader cannot act on, and they hide what the cell printed on purpose;
+4. no rendered output (printed text, results, HTML, Markdown, tracebacks) holds a path of the
+   machine that built the book (the repository, the home folder, ``/tmp/``, ``site-packages``,
+   ``/usr/lib``, ...): it means nothing to a reader and tells the world where the builder's
+   files live;
+5. no visible code line and no printed line is wider than :data:`precode.notebook.PAGE_WIDTH`
+   (88) columns, what the page shows without scrolling sideways. Code of a cell tagged
+   ``remove-input`` or ``remove-cell`` is not on the page; ``hide-input`` code is (one click
+   away), so it counts.
+
+Cells tagged ``remove-cell`` are never checked, nor the outputs of cells tagged ``remove-output``.
 
 With ``--browser`` it also opens a page in headless Chromium (Debian's ``chromium``) with every
 network connection refused, counts the equations MathJax typeset in the page's DOM, fails when
@@ -24,9 +37,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this repository's package, whatever the environment has installed
+from precode.notebook import PAGE_WIDTH  # noqa: E402
+
 BUILD = ROOT / "_build"
 _SCRIPT_SRC = re.compile(r'<script[^>]*\bsrc="([^"]*mathjax[^"]*)"', re.IGNORECASE)
 _CHROMIUM_FLAGS = [
@@ -55,23 +72,132 @@ def mathjax_problems(html_dir: Path) -> list[str]:
     return problems
 
 
-def stray_outputs(executed_dir: Path) -> list[str]:
-    """Visible cell results that are only the text of a value (e.g. a glued number)."""
-    problems = []
-    notebooks = sorted(executed_dir.glob("book/*.ipynb"))
-    if not notebooks:
-        return [f"no executed chapters in {executed_dir}; run make book first"]
-    for path in notebooks:
+def _chapters(executed_dir: Path) -> Iterator[tuple[str, int, dict, set[str]]]:
+    """``(file name, cell index, cell, tags)`` of every code cell on a page (not ``remove-cell``)."""
+    for path in sorted(executed_dir.glob("book/*.ipynb")):
         notebook = json.loads(path.read_text(encoding="utf-8"))
         for index, cell in enumerate(notebook["cells"]):
             tags = set(cell.get("metadata", {}).get("tags", []))
-            if cell["cell_type"] != "code" or tags & {"remove-cell", "remove-output"}:
-                continue
-            for output in cell.get("outputs", []):
-                data = output.get("data", {})
-                if output["output_type"] == "execute_result" and set(data) == {"text/plain"}:
-                    value = "".join(data["text/plain"])[:60]
-                    problems.append(f"{path.name} cell {index} shows a bare value: {value}")
+            if cell["cell_type"] == "code" and "remove-cell" not in tags:
+                yield path.name, index, cell, tags
+
+
+def _none_built(executed_dir: Path) -> list[str]:
+    if not any(executed_dir.glob("book/*.ipynb")):
+        return [f"no executed chapters in {executed_dir}; run make book first"]
+    return []
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else "".join(value)
+
+
+def _shown(line: str, limit: int = 60) -> str:
+    line = line.strip()
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+# What the HTML page shows of a result, first match wins (myst-nb's render priority for html);
+# the papermill records of glue(..., display=False) are none of these, so they show nothing.
+_RENDER_PRIORITY = (
+    "application/vnd.jupyter.widget-view+json", "application/javascript", "text/html", "image/svg+xml",
+    "image/png", "image/jpeg", "text/markdown", "text/latex", "text/plain",
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _rendered(cell: dict, tags: set[str]) -> Iterator[tuple[str, str]]:
+    """``(kind, text)`` of each output the page shows as text: ``stdout``/``stderr`` (streams),
+    ``text/plain``, ``text/html``, ``text/markdown``, ``text/latex`` or ``error`` (the traceback)."""
+    if "remove-output" in tags:
+        return
+    for output in cell.get("outputs", []):
+        kind = output["output_type"]
+        if kind == "stream":
+            yield output["name"], _text(output["text"])
+        elif kind == "error":
+            yield "error", _ANSI.sub("", "\n".join([*output.get("traceback", []),
+                                                    f"{output['ename']}: {output['evalue']}"]))
+        else:
+            data = output.get("data", {})
+            mime = next((m for m in _RENDER_PRIORITY if m in data), None)
+            if mime is not None and mime.startswith("text/"):
+                yield mime, _text(data[mime])
+
+
+def stray_outputs(executed_dir: Path) -> list[str]:
+    """Visible cell results that are only the text of a value (e.g. a glued number)."""
+    problems = _none_built(executed_dir)
+    for name, index, cell, tags in _chapters(executed_dir):
+        if "remove-output" in tags:
+            continue
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if output["output_type"] == "execute_result" and set(data) == {"text/plain"}:
+                value = "".join(data["text/plain"])[:60]
+                problems.append(f"{name} cell {index} shows a bare value: {value}")
+    return problems
+
+
+def stderr_outputs(executed_dir: Path) -> list[str]:
+    """Visible cells that show text written to ``stderr`` (a warning, a log line, a progress bar)."""
+    problems = _none_built(executed_dir)
+    for name, index, cell, tags in _chapters(executed_dir):
+        for kind, text in _rendered(cell, tags):
+            if kind == "stderr":
+                first = next((line for line in text.splitlines() if line.strip()), "")
+                problems.append(f"{name} cell {index} shows stderr: {_shown(first, 80)}")
+    return problems
+
+
+def machine_paths(root: Path = ROOT, home: Path | None = None) -> list[str]:
+    """The beginnings of paths that only exist on the machine that built the book."""
+    home = Path.home() if home is None else home
+    paths = [str(root), str(home) if len(home.parts) > 1 else "", "/tmp/", "/root/", "/home/", "/usr/lib",
+             "/usr/local/", "/usr/share/", "/var/", "/opt/", "site-packages", "dist-packages"]
+    return sorted({p for p in paths if p}, key=len, reverse=True)
+
+
+_PATH_START = re.compile(r"[^\s'\"`<>()=,;:]*\Z")  # back from a marker to where its path begins
+_PATH_END = re.compile(r"[\s'\"`<>(),;]")
+
+
+def path_outputs(executed_dir: Path, paths: list[str] | None = None) -> list[str]:
+    """Visible outputs that hold a path of the build machine (:func:`machine_paths`), each path once
+    per cell. A path must start a word (``https://example.org/home/`` is an address, not a path)."""
+    markers = machine_paths() if paths is None else paths
+    pattern = re.compile("|".join(
+        (r"(?<![\w./-])" if m.startswith("/") else "") + re.escape(m) for m in markers))
+    problems = _none_built(executed_dir)
+    for name, index, cell, tags in _chapters(executed_dir):
+        found: dict[str, None] = {}
+        for _kind, text in _rendered(cell, tags):
+            for match in pattern.finditer(text):
+                start = _PATH_START.search(text, 0, match.start()).start()
+                path = _PATH_END.split(text[start:], maxsplit=1)[0]
+                found.setdefault(_shown(path.rstrip(":."), 80))
+        problems += [f"{name} cell {index} shows a path of the build machine: {path}" for path in found]
+    return problems
+
+
+def wide_lines(executed_dir: Path, width: int = PAGE_WIDTH) -> list[str]:
+    """Visible code lines and printed lines (``stdout``, ``text/plain``) wider than ``width`` columns.
+
+    A cell tagged ``remove-input`` shows no code; ``hide-input`` code is one click away, so it counts.
+    """
+    problems = _none_built(executed_dir)
+    for name, index, cell, tags in _chapters(executed_dir):
+        if "remove-input" not in tags:
+            for number, line in enumerate(_text(cell["source"]).splitlines(), 1):
+                if len(line) > width:
+                    problems.append(f"{name} cell {index} code line {number} is {len(line)} columns wide "
+                                    f"(page: {width}): {_shown(line)}")
+        for kind, text in _rendered(cell, tags):
+            if kind in ("stdout", "text/plain"):
+                for line in text.splitlines():
+                    if len(line) > width:
+                        problems.append(f"{name} cell {index} prints a line {len(line)} columns wide "
+                                        f"(page: {width}): {_shown(line)}")
     return problems
 
 
@@ -104,13 +230,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--browser", metavar="PAGE", help="also typeset PAGE (relative to html/) in headless Chromium")
     parser.add_argument("--screenshot", type=Path, help="with --browser: save a screenshot here")
     args = parser.parse_args(argv)
-    problems = mathjax_problems(args.build / "html") + stray_outputs(args.build / "jupyter_execute")
+    executed = args.build / "jupyter_execute"
+    problems = mathjax_problems(args.build / "html")
+    for check in (stray_outputs, stderr_outputs, path_outputs, wide_lines):
+        problems += check(executed)
+    problems = list(dict.fromkeys(problems))  # "no executed chapters" once, not once per check
     if args.browser:
         problems += browser_check(args.build / "html" / args.browser, args.screenshot)
     for problem in problems:
         print(f"check_book: {problem}", file=sys.stderr)
     if not problems:
-        print("check_book: maths shipped with the build; no stray outputs")
+        print("check_book: maths shipped with the build; no stray outputs, stderr, machine paths or wide lines")
     return 1 if problems else 0
 
 

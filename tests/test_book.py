@@ -69,6 +69,100 @@ def test_stray_outputs_are_found(tmp_path):
     assert check_book.stray_outputs(tmp_path) == ["x.ipynb cell 1 shows a bare value: '0.953'"]
 
 
+def _executed_book(folder: Path, *cells: dict) -> Path:
+    """A build folder holding one executed chapter ``x.ipynb`` made of ``cells``."""
+    (folder / "book").mkdir(parents=True, exist_ok=True)
+    (folder / "book" / "x.ipynb").write_text(json.dumps({"cells": list(cells)}))
+    return folder
+
+
+def _code(source="x = 1", outputs=(), tags=()):
+    return {"cell_type": "code", "metadata": {"tags": list(tags)}, "outputs": list(outputs), "source": source}
+
+
+def _stream(text, name="stdout"):
+    return {"output_type": "stream", "name": name, "text": text}
+
+
+def _data(mime, text, kind="display_data"):
+    return {"output_type": kind, "data": {mime: text}, "metadata": {}}
+
+
+def test_a_clean_chapter_passes_every_output_check(tmp_path):
+    figure = {"output_type": "display_data", "data": {"image/png": "", "text/plain": ["<Figure>"]}, "metadata": {}}
+    glued = {"output_type": "display_data", "metadata": {"scrapbook": {"name": "x"}},
+             "data": {"application/papermill.record/text/plain": "'/tmp/x " + "y" * 100 + "'"}}
+    book = _executed_book(
+        tmp_path,
+        _code("print('the victims: 8 test images')", [_stream("the victims: 8 test images\n"), figure, glued]),
+        _code("see https://example.org/home/tmp/page", [_data("text/html", "<a href='https://example.org/home/'>")]),
+        {"cell_type": "markdown", "metadata": {}, "source": "a /tmp/ path in prose is the author's business"},
+        # what the page does not show is not checked
+        _code("import warnings  # " + "x" * 100, [_stream("/tmp/x.py:1: UserWarning\n", "stderr")], ["remove-cell"]),
+        _code("y = 2", [_stream("/root/file " + "x" * 100 + "\n", "stderr")], ["remove-output"]),
+        _code("# " + "x" * 100, [], ["remove-input"]),
+    )
+    for check in (check_book.stray_outputs, check_book.stderr_outputs, check_book.path_outputs,
+                  check_book.wide_lines):
+        assert check(book) == [], check.__name__
+
+
+def test_stderr_on_a_page_is_found(tmp_path):
+    warning = _stream(["\n", "chapter.py:3: UserWarning: using the embedded sample\n", "  warnings.warn(\n"], "stderr")
+    book = _executed_book(tmp_path, _code(outputs=[_stream("ok\n")]), _code(outputs=[warning], tags=["hide-input"]))
+    assert check_book.stderr_outputs(book) == ["x.ipynb cell 1 shows stderr: chapter.py:3: UserWarning: using the "
+                                               "embedded sample"]
+
+
+def test_paths_of_the_build_machine_are_found(tmp_path):
+    paths = check_book.machine_paths(Path("/work/book"), Path("/home/builder"))
+    assert {"/work/book", "/home/builder", "/tmp/", "site-packages", "/usr/lib", "/root/"} <= set(paths)
+    error = {"output_type": "error", "ename": "ValueError", "evalue": "bad",
+             "traceback": ['\x1b[0;31mFile \x1b[0;32m"/usr/lib/python3/dist-packages/torch/nn.py"\x1b[0m, line 3']}
+    book = _executed_book(
+        tmp_path,
+        _code(outputs=[_stream("experiment store: /work/book/results/experiments\n")]),
+        _code(outputs=[_data("text/plain", "PosixPath('/home/builder/.cache/precode')", "execute_result")]),
+        _code(outputs=[_data("text/html", "<td>/tmp/ipykernel_1/2.py:10:</td>"),
+                       _data("text/markdown", "read from `/tmp/ipykernel_1/2.py`")]),
+        _code(outputs=[error]),
+        _code(outputs=[_stream("x\n/opt/venv/lib/python3.12/site-packages/flwr/a.py: deprecated\n", "stderr")]),
+    )
+    assert check_book.path_outputs(book, paths) == [
+        "x.ipynb cell 0 shows a path of the build machine: /work/book/results/experiments",
+        "x.ipynb cell 1 shows a path of the build machine: /home/builder/.cache/precode",
+        "x.ipynb cell 2 shows a path of the build machine: /tmp/ipykernel_1/2.py:10",
+        "x.ipynb cell 2 shows a path of the build machine: /tmp/ipykernel_1/2.py",
+        "x.ipynb cell 3 shows a path of the build machine: /usr/lib/python3/dist-packages/torch/nn.py",
+        "x.ipynb cell 4 shows a path of the build machine: /opt/venv/lib/python3.12/site-packages/flwr/a.py",
+    ]
+
+
+def test_lines_wider_than_the_page_are_found(tmp_path):
+    from precode.notebook import PAGE_WIDTH
+
+    fits, wide = "x" * PAGE_WIDTH, "y" * (PAGE_WIDTH + 1)
+    book = _executed_book(
+        tmp_path,
+        _code(f"a = 1\n{fits}\n{wide}", [_stream(fits + "\n")]),
+        _code(wide, [_stream(["ok\n", wide + "\n"])], ["hide-input"]),  # hidden code is one click away
+        _code(wide, [_data("text/plain", wide, "execute_result")], ["remove-input"]),
+        _code(outputs=[_data("text/html", f"<p>{wide}</p>")]),  # HTML wraps on the page
+    )
+    assert [p.split(" (page")[0] for p in check_book.wide_lines(book)] == [
+        f"x.ipynb cell 0 code line 3 is {PAGE_WIDTH + 1} columns wide",
+        f"x.ipynb cell 1 code line 1 is {PAGE_WIDTH + 1} columns wide",
+        f"x.ipynb cell 1 prints a line {PAGE_WIDTH + 1} columns wide",
+        f"x.ipynb cell 2 prints a line {PAGE_WIDTH + 1} columns wide",
+    ]
+    assert all(p.endswith("yyy...") for p in check_book.wide_lines(book))
+
+
+def test_an_unbuilt_book_is_one_problem(tmp_path):
+    for check in (check_book.stderr_outputs, check_book.path_outputs, check_book.wide_lines):
+        assert check(tmp_path) == [f"no executed chapters in {tmp_path}; run make book first"]
+
+
 def test_chapters_come_from_the_toc_and_the_cache_depends_on_the_package(monkeypatch):
     names = [p.name for p in chapters.chapters()]
     assert names[0] == "01_leakage.ipynb" and names == sorted(names)
@@ -140,6 +234,18 @@ def test_glue_names_and_intervals_for_the_prose(monkeypatch):
     m, h = notebook.glue_ci("ssim_x", [0.2, 0.4, 0.9])
     assert (m, h) == mean_ci95([0.2, 0.4, 0.9])
     assert glued == {"ssim_x": f"{m:.2f} ± {h:.2f}"}
+
+
+def test_the_setup_cell_prints_lines_that_fit_the_page(capsys, monkeypatch):
+    import matplotlib
+
+    from precode.notebook import PAGE_WIDTH, setup_chapter
+
+    monkeypatch.setenv("PRECODE_PROFILE", "full")  # the longest profile line
+    with matplotlib.rc_context():  # setup_chapter sets the book's figure style
+        setup_chapter(store=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("profile 'full'") and all(len(line) <= PAGE_WIDTH for line in lines)
 
 
 def test_say_wraps_printed_lines_at_the_page_width(capsys):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from precode import data as data_module
-from precode.data import DataUnavailableError, ImageData, load_data
+from precode.data import DataFallbackWarning, DataUnavailableError, ImageData, load_data
 
 
 def write_idx(path, array):
@@ -56,9 +56,31 @@ def test_missing_data_without_download_is_clear(tmp_path):
 
 def test_fashion_mnist_falls_back_to_sample_with_a_warning(tmp_path, monkeypatch):
     monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
-    with pytest.warns(UserWarning, match="embedded"):
+    with pytest.warns(DataFallbackWarning, match="embedded"):
         d = load_data("fashion-mnist", root=tmp_path, download=False)
     assert d.name == "fashion-mnist-sample" and len(d) == 10_000
+    # the data line a chapter prints says it, and why, without a path
+    assert "embedded part of Fashion-MNIST" in d.source and "could not be downloaded" in d.source
+    assert "/" not in d.source
+
+
+def test_the_fallback_warning_is_kept_for_the_library_and_silenced_in_a_chapter(tmp_path, monkeypatch):
+    import warnings
+
+    from precode.notebook import setup_chapter
+
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    import matplotlib
+
+    with warnings.catch_warnings(record=True) as seen, matplotlib.rc_context():  # restore what setup_chapter sets
+        warnings.simplefilter("always")
+        load_data("fashion-mnist", root=tmp_path, download=False)
+        assert [w.category for w in seen] == [DataFallbackWarning]
+        seen.clear()
+        setup_chapter(store=False)
+        load_data("fashion-mnist", root=tmp_path, download=False)
+        warnings.warn("another warning still shows", UserWarning, stacklevel=1)
+        assert [str(w.message) for w in seen] == ["another warning still shows"]
 
 
 def test_debian_files_are_used_when_installed(tmp_path, monkeypatch):

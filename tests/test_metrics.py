@@ -343,3 +343,72 @@ def test_the_defense_figures_draw_every_level_and_the_undefended_reference():
     with pytest.raises(ValueError, match="reference"):
         privacy_utility(ax, series, {})
     plt.close("all")
+
+
+_TEXT_SIZES = ("font.size", "axes.labelsize", "axes.titlesize", "figure.titlesize", "xtick.labelsize",
+               "ytick.labelsize", "legend.fontsize", "legend.title_fontsize")
+
+
+def _points(size) -> float:
+    from matplotlib.font_manager import FontProperties
+
+    return FontProperties(size=size).get_size_in_points()  # resolves "small" against font.size
+
+
+def test_the_book_style_writes_every_text_at_nine_points_or_more():
+    import matplotlib
+
+    from precode.plotting import BOOK_STYLE, MIN_FONT_SIZE, use_book_style
+
+    with matplotlib.rc_context():
+        use_book_style()
+        rc = matplotlib.rcParams
+        small = {k: rc[k] for k in _TEXT_SIZES if _points(rc[k]) < MIN_FONT_SIZE}
+        assert MIN_FONT_SIZE >= 9 and not small, small
+        assert rc["figure.dpi"] == rc["savefig.dpi"] == 100 and rc["figure.figsize"][0] <= 7
+        assert rc["axes.prop_cycle"].by_key()["color"][:3] == ["#0072B2", "#E69F00", "#009E73"]  # Okabe-Ito
+    assert set(BOOK_STYLE) >= set(_TEXT_SIZES)
+
+
+def test_the_shared_figures_have_no_text_below_nine_points():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PathCollection
+    from matplotlib.text import Text
+
+    from precode.plotting import (
+        DEFENSE_STYLES,
+        FAMILY_COLOURS,
+        MIN_FONT_SIZE,
+        SSIM_BOUNDS,
+        bar_values,
+        image_grid,
+        privacy_utility,
+        strip_plot,
+        use_book_style,
+    )
+
+    def smallest(fig):
+        fig.canvas.draw()
+        return min(t.get_fontsize() for t in fig.findobj(Text) if t.get_text() and t.get_visible())
+
+    with matplotlib.rc_context():
+        use_book_style()
+        fig, axes = plt.subplots(1, 3)
+        series = {"pruning": (DEFENSE_STYLES["prune"], [0.8, 0.7], [[0.99, 0.98], [0.2, 0.3]], ["0.5", "0.99"])}
+        privacy_utility(axes[0], series, {"no defense": (0.81, [1.0, 1.0], True)})
+        axes[0].legend()
+        strip_plot(axes[1], {"none": [1.0, 0.8], "precode": [0.1, 0.2]}, "SSIM", bounds=SSIM_BOUNDS, title="t")
+        bar_values(axes[2], {"slow": 120.0, "fast": 0.5}, xlabel="seconds", log=True)
+        fig.suptitle("figure")
+        assert smallest(fig) >= MIN_FONT_SIZE
+        # a family's points take the family's colour, wherever they are drawn
+        dots = [c for c in axes[1].collections if isinstance(c, PathCollection)]  # one scatter per group
+        assert matplotlib.colors.same_color(dots[1].get_facecolor()[0][:3], FAMILY_COLOURS["precode"])
+        assert DEFENSE_STYLES["prune"].colour == FAMILY_COLOURS["prune"]
+        grid = image_grid({"victims": torch.rand(2, 1, 8, 8)}, notes={"victims": ["a", "b"]}, columns=["1", "2"],
+                          title="t")
+        assert smallest(grid) >= MIN_FONT_SIZE
+    plt.close("all")

@@ -1,26 +1,27 @@
 """Gradient inversion attacks: what an honest-but-curious server recovers from shared gradients.
 
-One threat model for every attack (:mod:`precode.attacks.base`): the server knows the model's
+One threat model for every attack (``precode.attacks.base``): the server knows the model's
 weights and receives the shared gradients of ``N`` victims (batches of ``B`` images each); the
 labels are known or read off the gradients. :func:`reconstruct` runs an attack by name and
 returns an :class:`AttackResult` (reconstructions, labels, loss history, seconds).
 
-========== ===================================================================================
-name       attack
-========== ===================================================================================
-``dlg``    Deep Leakage from Gradients: image and soft label, L2 distance, L-BFGS (:mod:`.dlg`)
-``idlg``   iDLG: label from the last layer's gradient (:mod:`.labels`), then the image (:mod:`.dlg`)
-``ig``     Inverting Gradients: cosine distance, TV prior, signed Adam, pixel box (:mod:`.ig`)
-``analytic`` exact division of the first linear layer's gradients (:mod:`.analytic`)
-``ig-omit``  IG on the gradients before PRECODE's sampling only (:mod:`.adaptive`, chapter 8)
-``ig-joint`` IG that optimises PRECODE's noise jointly with the images (:mod:`.adaptive`, chapter 8)
-``ig-mean``  IG on the deterministic replica of PRECODE (its noise fixed at 0; :mod:`.adaptive`, chapter 9)
-``ig-eot``   IG on the distance averaged over several draws of PRECODE's noise (:mod:`.adaptive`, chapter 9)
-``encoder-leak`` divide PRECODE's encoder gradients for its input, then invert the layers in front
-             (:mod:`.adaptive`, chapter 8)
-========== ===================================================================================
+The attacks by name (``precode.attacks.dlg``, ``.labels``, ``.ig``, ``.analytic`` and ``.adaptive``
+hold them):
 
-A malicious server (:mod:`.malicious`, :func:`switch_off_sampling`) changes the weights it sends so
+* ``dlg``: Deep Leakage from Gradients: image and soft label, L2 distance, L-BFGS (``dlg``);
+* ``idlg``: iDLG: label from the last layer's gradient (``labels``), then the image (``dlg``);
+* ``ig``: Inverting Gradients: cosine distance, TV prior, signed Adam, pixel box (``ig``);
+* ``analytic``: exact division of the first linear layer's gradients (``analytic``);
+* ``ig-omit``: IG on the gradients before PRECODE's sampling only (``adaptive``, chapter 8);
+* ``ig-joint``: IG that optimises PRECODE's noise jointly with the images (``adaptive``, chapter 8);
+* ``ig-mean``: IG on the deterministic replica of PRECODE (its noise fixed at 0; ``adaptive``,
+  chapter 9);
+* ``ig-eot``: IG on the distance averaged over several draws of PRECODE's noise (``adaptive``,
+  chapter 9);
+* ``encoder-leak``: divide PRECODE's encoder gradients for its input, then invert the layers in
+  front (``adaptive``, chapter 8).
+
+A malicious server (``precode.attacks.malicious``, :func:`switch_off_sampling`) changes the weights it sends so
 that PRECODE samples nothing; then plain ``ig`` attacks.
 
 Example (chapter 2)::
@@ -73,7 +74,9 @@ ATTACKS: dict[str, Callable[..., AttackResult]] = {
     "ig-eot": ig_eot,
     "encoder-leak": encoder_leak,
 }
+"""Every attack by its name: :func:`reconstruct` calls ``ATTACKS[name]``."""
 ATTACK_NAMES = tuple(ATTACKS)
+"""The attacks' names, in the order above (the command line's choices)."""
 IG_ATTACKS = ("ig", "ig-omit", "ig-joint", "ig-mean", "ig-eot")
 """The attacks built on Inverting Gradients' loop: their budget is Inverting Gradients' (steps, restarts)."""
 PROBED_ATTACKS = ("dlg", "idlg", "ig", "ig-omit", "ig-mean", "ig-eot")

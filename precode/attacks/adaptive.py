@@ -5,8 +5,8 @@ the bottleneck's decoder and of every later layer depend on the sampling noise `
 server never sees. The authors' own follow-ups (Scheliga et al. 2022, 2023: ``scheliga2022combining``,
 ``scheliga2023privacy`` and ``scheliga2023dropout`` in ``book/references.bib``) show two ways round
 it, both implemented here on top of
-:func:`~precode.attacks.ig.inverting_gradients` and
-:class:`~precode.attacks.matching.GradientMatcher`:
+:func:`~precode.attacks.inverting_gradients` and
+:class:`~precode.attacks.GradientMatcher`:
 
 * ``ig-omit`` (:func:`ig_omit`): match only the gradients of the layers *before the sampling*:
   every trainable parameter registered before the bottleneck's decoder, the bottleneck's
@@ -21,7 +21,7 @@ it, both implemented here on top of
 * ``ig-eot`` (:func:`ig_eot`): expectation over transformation (Athalye et al. 2018): every step
   averages the cosine distance, and so its gradient, over ``draws`` fresh draws of the noise, so
   that the attack follows the gradient of the *expected* distance. A step costs ``draws``
-  evaluations (:attr:`~precode.attacks.base.AttackResult.evaluations` counts them); give it
+  evaluations (:attr:`~precode.attacks.AttackResult.evaluations` counts them); give it
   ``iterations // draws`` steps to compare it with the others at an equal budget.
 * the encoder leak (:func:`encoder_leak`): the bottleneck's encoder is a fully connected layer
   with a bias, so dividing its weight gradient by its bias gradient gives its input exactly
@@ -104,7 +104,7 @@ def ig_omit(
 ) -> AttackResult:
     """Inverting Gradients on the gradients before PRECODE's sampling only (``ig-omit``).
 
-    Same arguments and result as :func:`~precode.attacks.ig.inverting_gradients` (``lr``, ``tv``,
+    Same arguments and result as :func:`~precode.attacks.inverting_gradients` (``lr``, ``tv``,
     ``init``, ``signed``, ``boxed``), except that ``layers`` is fixed to
     :func:`layers_before_sampling`. Labels are still read off the last layer's gradient.
 
@@ -182,7 +182,7 @@ def ig_mean(
     The attacker's copy of the model uses ``z = mu`` (the bottleneck's noise fixed at 0), the
     obvious way to remove the randomness (Athalye et al. 2018); the client's gradient was computed
     with its own random ``eps``. Same arguments and result as
-    :func:`~precode.attacks.ig.inverting_gradients` (``labels``, ``iterations``, ``restarts``,
+    :func:`~precode.attacks.inverting_gradients` (``labels``, ``iterations``, ``restarts``,
     ``seed``, ``progress``, ``lr``, ``tv``, ``init``, ``signed``, ``boxed``); ``layers`` selects the
     gradients to match (all by default). One step is one evaluation, as for Inverting Gradients.
 
@@ -219,7 +219,7 @@ def ig_eot(
     averaged distance. A step costs ``draws`` evaluations, so ``iterations`` steps spend
     ``iterations * draws`` (the result's ``evaluations``); pass ``iterations // draws`` for the
     budget of plain Inverting Gradients. Other arguments as
-    :func:`~precode.attacks.ig.inverting_gradients`.
+    :func:`~precode.attacks.inverting_gradients`.
 
     Raises:
         ValueError: the model has no (or more than one) PRECODE bottleneck, or ``draws < 1``.
@@ -262,8 +262,8 @@ def ig_joint(
     rates drop tenfold at 3/8, 5/8 and 7/8 of the iterations.
 
     Args:
-        model, shared_gradients, input_shape, batch_size, labels, iterations, restarts, seed,
-            progress: as :func:`~precode.attacks.ig.inverting_gradients`.
+        model, shared_gradients, input_shape, batch_size, labels, iterations, restarts, seed, progress:
+            as :func:`~precode.attacks.inverting_gradients`.
         lr: Adam's step for the pixels (pixel units, pixels in ``[0, 1]``).
         noise_lr: Adam's step for ``eps`` (units of the noise's standard deviation, 1).
         tv: weight of the total-variation prior (dimensionless).
@@ -274,7 +274,7 @@ def ig_joint(
         boxed: clip pixels to ``[0, 1]`` after each step.
 
     Returns:
-        An :class:`~precode.attacks.base.AttackResult`.
+        An :class:`~precode.attacks.AttackResult`.
 
     Raises:
         ValueError: the model has no (or more than one) PRECODE bottleneck; bad settings.
@@ -385,7 +385,7 @@ def encoder_leak(
     1. **Divide.** Row ``i`` of the encoder's weight gradient is entry ``i`` of its bias gradient
        times the encoder's input ``h`` (the noise changes the error signal, not the input), so
        ``h = sum_i g_b[i] g_W[i] / sum_i g_b[i]^2`` for each victim
-       (:func:`~precode.attacks.analytic.linear_layer_input`).
+       (:func:`~precode.attacks.linear_layer_input`).
     2. **Invert the layers in front.** Adam on images ``x`` in ``[0, 1]`` (uniform start from
        ``seed``) minimising ``|f(x) - h|^2 / |h|^2``, where ``f`` is the part of the network in
        front of the bottleneck (a ``Sequential`` model, as :func:`~precode.bottleneck.add_precode`
@@ -394,7 +394,7 @@ def encoder_leak(
     Args:
         model: the model with one PRECODE bottleneck, a child of a ``Sequential``.
         shared_gradients: one gradient per victim (client batches of one image), as
-            :func:`precode.compute_victim_gradients` gives: ``name -> (N, *shape)``.
+            :func:`precode.federated.compute_victim_gradients` gives: ``name -> (N, *shape)``.
         input_shape: ``(C, H, W)``.
         batch_size: must be 1 (the division reads one image's features per shared gradient).
         labels: reported as given; ``None`` infers them (iDLG's rule) for the result. The attack
@@ -406,7 +406,7 @@ def encoder_leak(
         lr: the inversion's Adam learning rate.
 
     Returns:
-        :class:`~precode.attacks.base.AttackResult` with the ``(N, C, H, W)`` reconstructions, the
+        :class:`~precode.attacks.AttackResult` with the ``(N, C, H, W)`` reconstructions, the
         relative feature distance per step as ``loss_history`` and the recovered encoder inputs
         ``(N, D)`` as ``features``, on the CPU.
 

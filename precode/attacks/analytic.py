@@ -116,7 +116,7 @@ def analytic_attack(
 
     Args:
         model, shared_gradients, input_shape, batch_size: as for
-            :func:`~precode.attacks.ig.inverting_gradients`.
+            :func:`~precode.attacks.inverting_gradients`.
         labels: reported as given; ``None`` infers them (iDLG's rule) for the result.
         iterations, restarts, seed, progress: ignored (the attack is a division).
         tolerance: for ``B > 1``, rows whose ratios differ by less than this fraction of their

@@ -3,7 +3,7 @@
 The server is honest-but-curious. It knows the model's architecture and weights (the global
 model it sent out) and receives the *shared gradients* of ``N`` victims, each computed by a
 client on a batch of ``batch_size`` private images (:func:`precode.federated.compute_victim_gradients`).
-Labels are either known or inferred from the gradients (:mod:`precode.attacks.labels`). An
+Labels are either known or inferred from the gradients (``precode.attacks.labels``). An
 attack returns an :class:`AttackResult`: the reconstructed images, the labels it used or found,
 and the history of its gradient-matching loss.
 
@@ -63,7 +63,7 @@ class AttackResult:
         diverged: ``(N,)`` bool, per victim (its client's batch, one problem): every restart's
             objective or its gradient stopped being finite (a defense's noise overflowed it), so the
             attack stopped and its reconstruction is no result
-            (:mod:`precode.attacks.divergence`); ``None``: not tracked (the analytic attacks).
+            (``precode.attacks.divergence``); ``None``: not tracked (the analytic attacks).
     """
 
     reconstructions: torch.Tensor

@@ -9,14 +9,14 @@ and scoring it as a reconstruction would report a defense's success that is an o
 :class:`Divergence` keeps, for an attack that optimises ``R`` restarts of ``N`` problems (victims)
 at once, which problems have diverged: their objective or its gradient was not finite, or their
 target cannot be compared at all (a cosine against a gradient whose squared norm overflows,
-:attr:`precode.attacks.matching.GradientMatcher.computable`). A diverged problem stops where it
+:attr:`precode.attacks.GradientMatcher.computable`). A diverged problem stops where it
 was (:meth:`Divergence.hold`: its variables keep their last finite values; the others are left
 bit for bit as they were, so a run without divergence gives the same numbers as before), its
 final distance counts as infinite when the best restart is chosen, and a victim all of whose
 restarts diverged is reported in :attr:`precode.attacks.AttackResult.diverged`.
 
-Used by :mod:`precode.attacks.ig` and :mod:`precode.attacks.adaptive` (``ig-joint``); L-BFGS
-(:mod:`precode.attacks.lbfgs`, DLG and iDLG) stops such a problem itself and reports its loss as
+Used by ``precode.attacks.ig`` and ``precode.attacks.adaptive`` (``ig-joint``); L-BFGS
+(``precode.attacks.lbfgs``, DLG and iDLG) stops such a problem itself and reports its loss as
 ``inf``.
 """
 from __future__ import annotations

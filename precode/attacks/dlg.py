@@ -13,12 +13,12 @@ often stalls or diverges (in our runs it failed on most of 8 Fashion-MNIST victi
 with the strong-Wolfe line search used here all of them converge.
 
 iDLG (Zhao, Mopuri, Bilen, 2020) first reads the label off the last layer's gradient
-(:mod:`precode.attacks.labels`) and then optimises the image alone, which converges faster
+(``precode.attacks.labels``) and then optimises the image alone, which converges faster
 and more reliably.
 
 L-BFGS builds a curvature model from past steps of *all* its variables, so optimising many
 victims as one problem would couple them. Instead every victim (and restart) keeps its own
-L-BFGS state, and all of them share batched evaluations (:mod:`precode.attacks.lbfgs`, a
+L-BFGS state, and all of them share batched evaluations (``precode.attacks.lbfgs``, a
 vectorised ``torch.optim.LBFGS``): a victim follows the same path as when attacked alone, up
 to rounding, which L-BFGS amplifies over long runs (a batched and a lone run can end at
 different, equally good, reconstructions). The starting point is drawn from ``seed`` and is
@@ -80,7 +80,7 @@ def dlg(
 
     Args:
         model, shared_gradients, input_shape, batch_size, seed, progress: as for
-            :func:`~precode.attacks.ig.inverting_gradients`.
+            :func:`~precode.attacks.inverting_gradients`.
         labels: ``None`` (DLG: the labels are optimised as soft labels; the reported label is
             their argmax) or the known labels (then only the images are optimised, as iDLG does).
         iterations: L-BFGS iterations (``LBFGS.step`` calls of up to ``max_eval`` inner
@@ -102,11 +102,11 @@ def dlg(
             seed), and the best point of all its starts is kept (default); ``False``: ``iterations``
             L-BFGS iterations, and a victim that stalls stops for good, as ``torch.optim.LBFGS`` would.
         probe: the true images, for ``truth_distance`` (see
-            :func:`~precode.attacks.ig.inverting_gradients`); DLG evaluates it with the soft labels
+            :func:`~precode.attacks.inverting_gradients`); DLG evaluates it with the soft labels
             it found.
 
     Returns:
-        An :class:`~precode.attacks.base.AttackResult`; ``loss_history`` holds the squared
+        An :class:`~precode.attacks.AttackResult`; ``loss_history`` holds the squared
         gradient distance after every iteration (with ``restart_stalled``: the best so far);
         ``problem_evaluations`` what each victim spent.
     """
@@ -202,7 +202,7 @@ def idlg(
     """iDLG: infer the labels from the last layer's gradient (unless given), then run DLG on the images.
 
     Arguments as for :func:`dlg` (``options``: ``lr``, ``max_eval``, ``layers``, plus
-    ``label_source`` for :func:`~precode.attacks.labels.infer_labels`).
+    ``label_source`` for :func:`~precode.attacks.infer_labels`).
     """
     # [idlg]
     source = options.pop("label_source", "auto")

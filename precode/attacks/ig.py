@@ -13,7 +13,7 @@ starting points can be run; for each victim the restart whose final gradient dis
 lowest is kept. The victims' images are never looked at.
 
 All victims and restarts are optimised together in one batched optimisation
-(:class:`~precode.attacks.matching.GradientMatcher`). Because Adam, the sign and the clipping
+(:class:`~precode.attacks.GradientMatcher`). Because Adam, the sign and the clipping
 act on every pixel separately, this gives each victim the same result (up to floating-point
 rounding) as attacking it alone with the same seed. Over long runs the sign of near-zero
 gradient entries can flip with that rounding, so details may drift apart
@@ -85,7 +85,7 @@ def inverting_gradients(
         input_shape: ``(C, H, W)`` of one image.
         batch_size: images per victim ``B``.
         labels: the victims' labels, ``(N * B,)``; ``None`` infers them with iDLG's rule
-            (:func:`~precode.attacks.labels.infer_labels`).
+            (:func:`~precode.attacks.infer_labels`).
         iterations: optimisation steps; default: the profile's ``ig_iterations``.
         restarts: random starting points per victim; default: the profile's ``ig_restarts``.
         seed: seeds the starting points (the same for every victim) and PRECODE's noise.
@@ -110,16 +110,16 @@ def inverting_gradients(
         boxed: clip pixels to ``[0, 1]`` after each step.
         matcher: the distance to minimise, if not the shared gradient's: any object with
             ``distances(images (R, N, B, C, H, W), labels (R, N, B)) -> (R, N)``, for example
-            chapter 10's :class:`~precode.attacks.updates.UpdateMatcher`, which replays a client's
+            chapter 10's ``precode.attacks.updates.UpdateMatcher``, which replays a client's
             local steps (``layers`` is then the matcher's business); ``None``: a
-            :class:`~precode.attacks.matching.GradientMatcher` on ``layers``.
+            :class:`~precode.attacks.GradientMatcher` on ``layers``.
         probe: the true images ``(N * B, C, H, W)``, given only by the scoring side (the
             experiment, which knows the victims): the attack never uses them, it only evaluates its
             matching distance there (with its labels and, for ``ig-eot``, its own noise draws) and
             returns it as ``truth_distance``.
 
     Returns:
-        An :class:`~precode.attacks.base.AttackResult`.
+        An :class:`~precode.attacks.AttackResult`.
     """
     start = time.perf_counter()
     shape = check_input_shape(input_shape)

@@ -14,11 +14,11 @@ and a line search. Each problem gives the same iterates as ``torch.optim.LBFGS``
 up to floating-point rounding (``tests/test_attacks.py`` checks this), except that the line
 search never steps to a point whose loss is NaN or infinite (torch's can), and that a problem
 whose loss or gradient is not finite where it stands (its objective overflowed: it diverged)
-stops there with the loss ``inf`` (:mod:`precode.attacks.divergence`). Note that L-BFGS
+stops there with the loss ``inf`` (``precode.attacks.divergence``). Note that L-BFGS
 amplifies rounding differences: over many iterations, a problem optimised in a batch and the
 same problem optimised alone can end at different (equally good) solutions.
 
-Used in chapter 2 (``book/02_attacks.ipynb``) through :mod:`precode.attacks.dlg`.
+Used in chapter 2 (``book/02_attacks.ipynb``) through ``precode.attacks.dlg``.
 """
 from __future__ import annotations
 

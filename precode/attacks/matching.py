@@ -22,8 +22,8 @@ where DLG converges. The result is the same number (up to rounding) as the plain
 gradients that are not of low rank (a defense added noise) are compared with ``delta^T T h``,
 still without a per-victim weight gradient.
 
-Used in chapter 2 (``book/02_attacks.ipynb``) through :mod:`precode.attacks.dlg` and
-:mod:`precode.attacks.ig`, and by the PRECODE-aware attacks of chapter 8.
+Used in chapter 2 (``book/02_attacks.ipynb``) through ``precode.attacks.dlg`` and
+``precode.attacks.ig``, and by the PRECODE-aware attacks of chapter 8.
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class GradientMatcher:
     Args:
         model: the global model (its weights are read, never changed).
         targets: the shared gradients, stacked: ``{name: (N, *shape)}`` on the model's device
-            (see :func:`precode.attacks.base.prepare_gradients`).
+            (see :func:`precode.attacks.prepare_gradients`).
         batch_size: images per victim ``B``.
         input_shape: ``(C, H, W)`` of one image.
         layers: parameter names whose gradients are compared; ``None`` compares all of them.
@@ -251,7 +251,7 @@ class GradientMatcher:
         for the L2 distance, which shows an overflow itself as ``inf``). A shared gradient whose squared
         norm overflows (a defense's noise of about 1e19 and more) makes the cosine exactly 0 whatever
         the images, with a zero gradient: the attack would stall at its starting point
-        (:mod:`precode.attacks.divergence`)."""
+        (``precode.attacks.divergence``)."""
         return torch.isfinite(self._target_sq) if self.distance == "cosine" else None
 
 
@@ -296,7 +296,7 @@ def distance_at(matcher, images: torch.Tensor, labels: torch.Tensor, n: int, bat
     """``(N,)``: ``matcher``'s distance (a :class:`GradientMatcher`, or any matcher with its
     ``distances``) at the given images ``(N * B, C, H, W)`` with the labels ``(N, B)`` (ints, or DLG's
     soft labels ``(N, B, classes)``), on the CPU: the attacker's objective at the truth, for
-    :attr:`~precode.attacks.base.AttackResult.truth_distance` (Inverting Gradients, DLG, iDLG)."""
+    :attr:`~precode.attacks.AttackResult.truth_distance` (Inverting Gradients, DLG, iDLG)."""
     device = labels.device
     x = images.detach().to(device=device, dtype=torch.float32).reshape(1, n, batch_size, *shape)
     return matcher.distances(x, labels.detach()[None]).detach()[0].cpu()

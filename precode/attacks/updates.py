@@ -10,7 +10,7 @@ the sum of the gradients along the client's path. Dividing by ``-lr`` gives the 
 (:func:`gradient_from_update`): for ``E = 1`` it is exactly the shared gradient of FedSGD, and
 every attack of chapter 2 applies unchanged.
 
-* :func:`analytic_update_attack`: the analytic division (:func:`~precode.attacks.analytic.analytic_attack`)
+* :func:`analytic_update_attack`: the analytic division (:func:`~precode.attacks.analytic_attack`)
   on the pseudo-gradient. For a first ``Linear`` layer with a bias and one image,
   ``dW1 = -lr * sum_t delta_t x^T`` and ``db1 = -lr * sum_t delta_t``: every row is still the
   image times one number, so ``x = dW1[i] / db1[i]`` stays exact for any ``E``. For ``B > 1``
@@ -19,7 +19,7 @@ every attack of chapter 2 applies unchanged.
   local steps* on the dummy images and compares the simulated update with the received one
   (cosine distance of the pseudo-gradients, TV prior, signed Adam, box; Geiping et al. 2020,
   section "weight updates"; Dimitrov et al. 2022 simulate FedAvg's epochs the same way). The
-  optimisation loop is :func:`~precode.attacks.ig.inverting_gradients`' own (chapter 2's attack);
+  optimisation loop is :func:`~precode.attacks.inverting_gradients`' own (chapter 2's attack);
   only the distance is new (:class:`UpdateMatcher`, passed as its ``matcher``).
 
 Both also attack the *aggregate* of ``clients`` clients (what a server sees behind secure
@@ -126,7 +126,7 @@ def analytic_update_attack(
         client_lr: the clients' learning rate (fixes the sign and scale of the pseudo-gradient).
         clients: how many clients' updates were averaged into each update (secure aggregation).
         local_steps: ``E`` (the division does not need it; accepted for a uniform signature).
-        tolerance: see :func:`~precode.attacks.analytic.analytic_attack`.
+        tolerance: see :func:`~precode.attacks.analytic_attack`.
 
     Used in chapter 10.
     """
@@ -160,13 +160,13 @@ class UpdateMatcher:
     ``-lr * sum_s delta_s^T h_s`` (errors times inputs, rank at most ``t * B``), so the replica
     keeps those factors, adds their effect to the layer's output in later steps, and computes
     inner products and norms from them (the shortcut of
-    :class:`~precode.attacks.matching.GradientMatcher`, carried through the local steps).
+    :class:`~precode.attacks.GradientMatcher`, carried through the local steps).
     With ``local_steps = clients = 1`` the distance equals :class:`GradientMatcher`'s.
 
     Args:
         model: the global model (weights read, never changed).
         targets: the received pseudo-gradients, stacked ``{name: (N, *shape)}`` on the model's
-            device (:func:`gradient_from_update`, :func:`~precode.attacks.base.prepare_gradients`).
+            device (:func:`gradient_from_update`, :func:`~precode.attacks.prepare_gradients`).
         batch_size: images per client ``B``.
         input_shape: ``(C, H, W)``.
         local_steps: ``E``.
@@ -406,10 +406,10 @@ def inverting_updates(
         local_steps: ``E``, the clients' local steps (known to the server). Setting 1 for an
             update of several steps gives the naive attacker that treats it as one gradient.
         clients: clients averaged into each update (secure aggregation's sum, divided).
-        lr, tv, layers, init, signed, boxed: as for :func:`~precode.attacks.ig.inverting_gradients`.
+        lr, tv, layers, init, signed, boxed: as for :func:`~precode.attacks.inverting_gradients`.
 
     Returns:
-        An :class:`~precode.attacks.base.AttackResult` with ``N * clients * B`` reconstructions.
+        An :class:`~precode.attacks.AttackResult` with ``N * clients * B`` reconstructions.
 
     Used in chapter 10.
     """
@@ -447,7 +447,7 @@ def reconstruct_from_updates(
     Arguments as for :func:`analytic_update_attack` and :func:`inverting_updates`; ``options``
     go to the attack (``lr``, ``tv``, ``layers`` ... for ``ig``).
 
-    Used by the curious server of chapter 10 (:mod:`precode.fl.server`).
+    Used by the curious server of chapter 10 (``precode.fl.server``).
     """
     key = str(name).lower()
     if key == "analytic":

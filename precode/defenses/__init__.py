@@ -6,11 +6,11 @@ Each defense is a :class:`Defense` that acts on the shared gradient (call it on 
 mechanism (:meth:`Defense.train`, or :func:`train_with_defense`), so chapters 4 and 5 can measure both
 how much an attacker still recovers and what the defense costs in accuracy and convergence.
 
-* :mod:`~precode.defenses.noise`: Gaussian and Laplacian noise on every gradient entry;
-* :mod:`~precode.defenses.pruning`: zeroing the smallest entries of every gradient tensor;
-* :mod:`~precode.defenses.dp`: DP-SGD (per-sample clipping and noise, Opacus, ``epsilon``);
-* :mod:`~precode.defenses.partial`: Gaussian noise only before PRECODE's sampling (chapter 8);
-* :mod:`~precode.defenses.spec`: the spec strings (``gaussian:0.01``, ``dp:clip=1,noise=1``, ...).
+* ``precode.defenses.noise``: Gaussian and Laplacian noise on every gradient entry;
+* ``precode.defenses.pruning``: zeroing the smallest entries of every gradient tensor;
+* ``precode.defenses.dp``: DP-SGD (per-sample clipping and noise, Opacus, ``epsilon``);
+* ``precode.defenses.partial``: Gaussian noise only before PRECODE's sampling (chapter 8);
+* ``precode.defenses.spec``: the spec strings (``gaussian:0.01``, ``dp:clip=1,noise=1``, ...).
 
 PRECODE itself is not here: it changes the model, not the gradient (:mod:`precode.bottleneck`).
 
@@ -62,7 +62,7 @@ def train_with_defense(
 
     Noise and pruning transform the batch gradient before every Adam step
     (:func:`precode.training.train` with ``gradient_transform``); DP-SGD trains through Opacus
-    (:func:`~precode.defenses.dp.train_dp`, Adam as well). Equal seeds give equal results.
+    (:func:`~precode.defenses.train_dp`, Adam as well). Equal seeds give equal results.
 
     Returns:
         A :class:`TrainingResult`: the per-epoch ``history`` and, for DP-SGD, ``epsilon`` at

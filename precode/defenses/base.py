@@ -120,7 +120,7 @@ class Defense:
 
         For gradient noise and pruning this is
         ``compute_shared_gradients(model, images, labels, defense=self)``; DP-SGD clips every
-        sample's gradient before averaging (see :class:`~precode.defenses.dp.DPSGD`).
+        sample's gradient before averaging (see :class:`~precode.defenses.DPSGD`).
         """
         return compute_shared_gradients(model, images, labels, defense=self)
 

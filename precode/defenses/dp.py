@@ -263,7 +263,7 @@ def train_dp(
             accountant's number then assumes a sampling that did not happen).
 
     Returns:
-        A :class:`~precode.defenses.base.TrainingResult` whose ``history`` entries also hold the
+        A :class:`~precode.defenses.TrainingResult` whose ``history`` entries also hold the
         ``epsilon`` spent so far, and whose ``epsilon`` is the total (``math.inf`` without noise).
         An empty Poisson batch (possible, rarely) updates nothing but is still counted as a step.
         The global RNG (PRECODE's noise) is seeded for the call; the caller's state is restored.

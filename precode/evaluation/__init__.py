@@ -3,17 +3,17 @@
 The PRECODE paper's claim is a table: attack success 0% with PRECODE and almost no cost in
 accuracy, against gradient noise and pruning that cost accuracy. This package reruns that table.
 
-* :mod:`~precode.evaluation.grid`: what is run: the models and data (:class:`Setting`), the
+* ``precode.evaluation.grid``: what is run: the models and data (:class:`Setting`), the
   defenses and their levels, the attacks, the budgets of the ``quick`` and ``full`` profiles
   (:func:`get_grid`), and its parts (:meth:`Grid.part`): the paper's rows (chapter 7) and the
   rows beyond the paper, PRECODE's variants against the attacks that know it (chapter 8);
-* :mod:`~precode.evaluation.cells`: one cell (an attack on a model under a defense), step by step
+* ``precode.evaluation.cells``: one cell (an attack on a model under a defense), step by step
   as ``python -m precode attack`` does it, and training a model under a defense;
-* :mod:`~precode.evaluation.report`: per-cell statistics (success rate at an SSIM threshold with
+* ``precode.evaluation.report``: per-cell statistics (success rate at an SSIM threshold with
   its Wilson interval, identification rate, means with 95% CIs), the comparison table, the figures;
-* :mod:`~precode.evaluation.schema`: the columns of the CSV files;
-* :mod:`~precode.evaluation.store`: the output folder, written cell by cell so a run resumes;
-* :mod:`~precode.evaluation.runner`: :func:`run_evaluation`, the loop with a progress bar.
+* ``precode.evaluation.schema``: the columns of the CSV files;
+* ``precode.evaluation.store``: the output folder, written cell by cell so a run resumes;
+* ``precode.evaluation.runner``: :func:`run_evaluation`, the loop with a progress bar.
 
 Example (chapter 7)::
 

@@ -83,8 +83,9 @@ def train_defended(model: str, defense: str, train: ImageData, test: ImageData |
         releases: ``True`` (default): the training is made of the releases the attacks read
             (:func:`precode.release.train_on_releases`: ``batch_size`` clients a step each share the
             defended gradient of one image); ``False``: the PRECODE paper's view, the defense applied
-            once to each step's mean gradient of ``batch_size`` images (:func:`precode.defenses.
-            train_with_defense`; DP-SGD: Opacus' central DP-SGD), another system than the release.
+            once to each step's mean gradient of ``batch_size`` images
+            (:func:`precode.defenses.train_with_defense`; DP-SGD: Opacus' central DP-SGD), another
+            system than the release.
 
     Returns:
         ``(model, result)``: the trained model and its :class:`~precode.defenses.TrainingResult`

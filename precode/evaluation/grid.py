@@ -42,7 +42,7 @@ or any spec of :func:`precode.defenses.parse_defense`.
 Attacks: ``ig`` (Inverting Gradients, the paper's attack), ``idlg`` (iDLG: the label from the
 gradient, then L-BFGS on the image) and ``analytic`` (exact division, only for models whose first
 layer is fully connected with a bias: the MLP); beyond the paper, the attacks that know PRECODE
-(:mod:`precode.attacks.adaptive`): ``ig-omit`` (Inverting Gradients on the gradients before the
+(``precode.attacks.adaptive``): ``ig-omit`` (Inverting Gradients on the gradients before the
 sampling only) and ``ig-joint`` (the bottleneck's noise optimised with the image), run only under
 defenses with a bottleneck, with Inverting Gradients' budget; ``ig`` and ``idlg`` are not run
 against PRECODE's variants, where the plain ``precode`` rows already show them failing. Every

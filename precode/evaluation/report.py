@@ -55,7 +55,7 @@ import numpy as np
 from ..attacks.dlg import dlg_budget
 from ..files import atomic_write
 from ..metrics import mean_ci95, wilson_interval
-from ..plotting import SSIM_BOUNDS, clip_interval
+from ..plotting import FAMILY_COLOURS, MIN_FONT_SIZE, SSIM_BOUNDS, clip_interval
 from .grid import split_defense
 from .schema import SUMMARY_FIELDS
 from .store import read_csv
@@ -67,10 +67,11 @@ __all__ = [
     "draw_figures",
 ]
 
-FAMILY_STYLE = {  # colour and marker of each defense family in every figure
-    "none": ("black", "*"), "gaussian": ("C0", "o"), "laplacian": ("C1", "s"), "prune": ("C2", "^"),
-    "dp": ("C3", "D"), "precode": ("C4", "P"), "precode-early": ("C5", "X"), "precode+partial": ("C6", "p"),
-    "precode+": ("C7", "h"),
+_MARKERS = {"none": "*", "gaussian": "o", "laplacian": "s", "prune": "^", "dp": "D", "precode": "P",
+            "precode-early": "X", "precode+partial": "p", "precode+": "h"}
+FAMILY_STYLE = {  # colour (one per family, precode.plotting.FAMILY_COLOURS) and marker of each defense
+    name: (FAMILY_COLOURS["precode+" if name.startswith("precode+") else name.split("-")[0]], marker)
+    for name, marker in _MARKERS.items()
 }
 FAMILY_NAMES = {"none": "no defense", "gaussian": "Gaussian noise", "laplacian": "Laplacian noise",
                 "prune": "pruning", "dp": "DP-SGD", "precode": "PRECODE", "precode-early": "PRECODE placed early",
@@ -85,7 +86,7 @@ def summarize_cell(key: Sequence[str], rows: list[dict[str, Any]], grid, seconds
 
     Args:
         key: ``(model, data, defense, attack, weights, labels)``.
-        rows: the cell's victim rows (:func:`precode.evaluation.cells.run_cells`).
+        rows: the cell's victim rows (:func:`precode.evaluation.run_cells`).
         grid: the grid (threshold, budgets, seed, epochs).
         seconds: the attack's seconds.
         training: ``{"test_accuracy", "train_data", "train_images", "test_images", "epsilon"}`` and
@@ -375,7 +376,8 @@ def plot_ssim_distributions(results: list[dict[str, Any]], summary: list[dict[st
             ax.errorbar(x, m, yerr=[[m - low], [high - m]], fmt=marker, color=colour, capsize=3, markersize=6,
                         zorder=3)
         ax.axhline(threshold, color="red", lw=0.8, ls="--", zorder=0)
-        ax.set_xticks(range(len(defenses)), [_label(d, w) for d, w in defenses], rotation=60, ha="right", fontsize=7)
+        ax.set_xticks(range(len(defenses)), [_label(d, w) for d, w in defenses], rotation=60, ha="right",
+                      fontsize=MIN_FONT_SIZE)
         ax.set_title(f"{ATTACK_TITLES.get(attack, attack)}, {model} on {data}", fontsize=9)
         ax.set_ylim(-0.15, 1.05)
     for ax in axes[:, 0]:
@@ -416,7 +418,7 @@ def plot_success_vs_threshold(results: list[dict[str, Any]], attack: str = "ig")
         ax.set_xlabel("SSIM threshold")
         ax.set_ylabel("attack success rate")
         ax.set_title(f"{ATTACK_TITLES.get(attack, attack)}, {model} on {data}", fontsize=10)
-        ax.legend(fontsize=6, ncol=2, loc="upper right")
+        ax.legend(ncol=2, loc="upper right")
     fig.tight_layout()
     return fig
 
@@ -445,7 +447,7 @@ def plot_convergence(training: list[dict[str, Any]]):
         ax.set_ylabel("test accuracy")
         ax.set_ylim(0, 1)
         ax.set_title(f"{model} trained on {data}", fontsize=10)
-        ax.legend(fontsize=6, ncol=2)
+        ax.legend(ncol=2)
     fig.tight_layout()
     return fig
 

@@ -9,7 +9,7 @@ guessing, and :func:`read_csv` is the strict reading that the chapters, the figu
 command's table use: one damaged line is an error that names the file, the line and the fix.
 
 How the run's folder repairs what is damaged (the damaged cells run again under ``--resume``):
-:class:`~precode.evaluation.store.RunFolder`. Used by ``python -m precode evaluate`` and
+:class:`~precode.evaluation.RunFolder`. Used by ``python -m precode evaluate`` and
 chapters 7 and 8.
 """
 from __future__ import annotations
@@ -161,7 +161,7 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
         InputError: a damaged line (:func:`read_rows`), named with its file and number; resuming
             the run (``--resume``) recomputes its cell.
 
-    Used by :class:`~precode.evaluation.store.GridResults` (chapters 7 and 8) to read ``summary.csv``,
+    Used by :class:`~precode.evaluation.GridResults` (chapters 7 and 8) to read ``summary.csv``,
     ``results.csv`` and ``training.csv``, and by the figures.
     """
     _header, rows, damage = read_rows(path)

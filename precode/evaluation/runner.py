@@ -44,19 +44,19 @@ def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite:
 
     For each model and defense, the model is first trained under the defense (once; its history
     goes to ``training.csv``), then each attack of the grid runs on the untrained model's
-    defended gradients (:func:`~precode.evaluation.cells.run_cells`: the cells of one attack on one
+    defended gradients (:func:`~precode.evaluation.run_cells`: the cells of one attack on one
     model without PRECODE in one call); after each call its cells' victim rows and summary rows are
     appended to ``results.csv`` and ``summary.csv``. Everything is seeded from ``grid.seed``, so a
     resumed run gives the same numbers as an uninterrupted one (up to floating-point rounding where
     a resumed call batches fewer cells).
 
     Args:
-        grid: the grid (:func:`~precode.evaluation.grid.get_grid`, possibly restricted).
+        grid: the grid (:func:`~precode.evaluation.get_grid`, possibly restricted).
         out: the output folder.
         resume: keep the finished cells (and trained models) already in ``out``.
         overwrite: replace an earlier run in ``out``.
         reuse: read the cells of ``out`` when it holds this very run (the same grid, package code and
-            data; :class:`~precode.evaluation.store.RunFolder`), recompute nothing that is finished,
+            data; :class:`~precode.evaluation.RunFolder`), recompute nothing that is finished,
             and start over otherwise: what the chapters do, so that running one again is quick.
         progress: a tqdm bar over cells on stderr.
         figures: draw ``out/figures/*.png`` at the end.
@@ -72,7 +72,7 @@ def run_evaluation(grid: Grid, out: str | Path, resume: bool = False, overwrite:
 
     Raises:
         ValueError: ``out`` cannot be written, is in use by another run, holds files of something
-            else or another run (see :class:`~precode.evaluation.store.RunFolder`); more victims
+            else or another run (see :class:`~precode.evaluation.RunFolder`); more victims
             than a test split holds.
 
     Used by ``python -m precode evaluate`` and chapter 7.
@@ -146,7 +146,7 @@ def _check_victims(grid: Grid, load: _DataCache) -> None:
 
 
 def _batches(cells: list) -> list[list]:
-    """The cells in grid order, those that :func:`~precode.evaluation.cells.batchable` puts together in
+    """The cells in grid order, those that :func:`~precode.evaluation.batchable` puts together in
     one list (at the place of the first), every other cell alone."""
     batches, where = [], {}
     for cell in cells:

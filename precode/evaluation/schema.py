@@ -1,9 +1,9 @@
-"""The columns of an evaluation's CSV files, in one place (:mod:`~precode.evaluation.store` writes
-them, :mod:`~precode.evaluation.report` and the chapters read them).
+"""The columns of an evaluation's CSV files, in one place (``precode.evaluation.store`` writes
+them, ``precode.evaluation.report`` and the chapters read them).
 
 * ``results.csv``: :data:`RESULT_FIELDS`, one row per victim and cell;
 * ``summary.csv``: :data:`SUMMARY_FIELDS`, one row per cell (the columns are described in
-  :mod:`~precode.evaluation.report`);
+  ``precode.evaluation.report``);
 * ``training.csv``: :data:`TRAINING_CSV_FIELDS`, one row per trained model and epoch: the model,
   its training data and defense, the epoch's :data:`TRAINING_FIELDS` and the subset sizes.
 
@@ -14,14 +14,14 @@ from __future__ import annotations
 __all__ = ["CELL_FIELDS", "RESULT_FIELDS", "SUMMARY_FIELDS", "TRAINING_FIELDS", "TRAINING_CSV_FIELDS"]
 
 CELL_FIELDS = ("model", "data", "defense", "attack", "weights", "labels")
-"""How the CSV files name a cell: :attr:`precode.evaluation.grid.Cell.key` (``weights``: ``initial``,
+"""How the CSV files name a cell: :attr:`precode.evaluation.Cell.key` (``weights``: ``initial``,
 the untrained model as in the paper's evaluation, or ``trained``, the model after the grid's training;
 ``labels``: ``given`` to the attacker or ``inferred`` by it)."""
 
 RESULT_FIELDS = CELL_FIELDS + ("victim", "label", "label_pred", "label_inferred", "mse", "psnr", "ssim", "identified",
                                "success", "evaluations", "distance", "truth_distance", "status")
 """``status``: ``ok``, or ``diverged`` when the attack's objective overflowed for the victim (its MSE, PSNR
-and SSIM are empty: no score; :mod:`precode.attacks.divergence`)."""
+and SSIM are empty: no score; ``precode.attacks.divergence``)."""
 
 SUMMARY_FIELDS = (
     "model", "data", "defense", "attack", "weights", "labels", "n", "threshold", "attack_success_rate",
@@ -35,7 +35,7 @@ SUMMARY_FIELDS = (
 attack; the means and medians of PSNR and SSIM are over the others, empty when there are none)."""
 
 TRAINING_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds", "epsilon")
-"""One epoch of a training history (:func:`precode.evaluation.cells.train_model`)."""
+"""One epoch of a training history (:func:`precode.evaluation.train_model`)."""
 
 TRAINING_CSV_FIELDS = ("model", "train_data", "defense") + TRAINING_FIELDS + ("train_images", "test_images",
                                                                              "training")

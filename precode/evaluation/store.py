@@ -3,8 +3,8 @@ second run loses a finished cell, and never touching a file it did not write.
 
 ``DIR/`` holds
 
-* ``config.json``: the cells' threat model (:meth:`~precode.evaluation.grid.Grid.threat_model`, in
-  words) and what the results depend on: the grid (:meth:`~precode.evaluation.grid.Grid.to_dict`),
+* ``config.json``: the cells' threat model (:meth:`~precode.evaluation.Grid.threat_model`, in
+  words) and what the results depend on: the grid (:meth:`~precode.evaluation.Grid.to_dict`),
   the package's version and a fingerprint of its code (:func:`precode.package_fingerprint`), and
   where each data split came from (the embedded Fashion-MNIST sample or the full data); ``--resume`` refuses a
   folder whose grid differs, and ``reuse`` (the chapters) reads a folder only when all of it is equal;
@@ -13,24 +13,24 @@ second run loses a finished cell, and never touching a file it did not write.
   model finishes training, and ``weights/MODEL__DATA__DEFENSE.pt``, its weights;
 * ``results.csv``: one row per victim and cell (the victim's metrics, and ``status``: ``ok`` or
   ``diverged``, an attack whose objective overflowed for that victim);
-* ``summary.csv``: one row per cell (:data:`~precode.evaluation.schema.SUMMARY_FIELDS`), written
+* ``summary.csv``: one row per cell (:data:`~precode.evaluation.SUMMARY_FIELDS`), written
   right after the cell's victims;
 * ``reconstructions/MODEL__DATA__DEFENSE__ATTACK__WEIGHTS.pt``: the cell's reconstructions, ``(N, C, H, W)``
   in half precision, written before the cell's summary row (:func:`read_reconstructions`);
 * ``figures/*.png``: drawn from the CSV files at the end;
 * ``.precode-evaluation`` (:data:`MARKER`): the mark of a folder this package made, listing every
-  file it wrote there; ``.lock``: held while a run writes (:class:`precode.files.FolderLock`).
+  file it wrote there; ``.lock``: held while a run writes (``precode.files.FolderLock``).
 
 How the folder stays whole:
 
 * every file is written under a temporary name and renamed over its final one
-  (:func:`precode.files.atomic_write`): a kill leaves the old file or the new one, never half;
+  (``precode.files.atomic_write``): a kill leaves the old file or the new one, never half;
 * one run at a time: a second run on the folder stops with one line naming the holder (PID, host);
 * ``DIR`` must be new, empty or a folder of this package (its :data:`MARKER`; a folder written by a
   version from before the marker is recognised by its ``config.json`` and ``summary.csv``); starting
   over (``--overwrite``, or ``reuse`` on another run) deletes only the files the marker lists;
 * ``--resume`` with a missing or unreadable ``config.json`` stops with one line instead of starting over;
-* on resuming, every row is checked (:mod:`~precode.evaluation.rows`) and every reconstruction and
+* on resuming, every row is checked (``precode.evaluation.rows``) and every reconstruction and
   weights file read: a damaged row or file is reported with its path (and line), and exactly the
   damaged cells run again. A cell counts as finished when its summary row, all its victims' rows
   and its reconstructions are whole.
@@ -362,7 +362,7 @@ class RunFolder:
         return path
 
     def add_figures(self, paths: Iterable[str | os.PathLike]) -> None:
-        """Record figures drawn into the folder (:func:`~precode.evaluation.report.draw_figures`) as the run's own."""
+        """Record figures drawn into the folder (:func:`~precode.evaluation.draw_figures`) as the run's own."""
         names = {Path(p).resolve().relative_to(self.path.resolve()).as_posix() for p in paths}
         if not names <= self._files:
             self._files |= names
@@ -543,7 +543,7 @@ class RunFolder:
         """Keys ``(model, data, defense, attack, weights, labels)`` of the cells with a summary row in ``path``.
 
         Raises:
-            InputError: a damaged row (:func:`~precode.evaluation.rows.read_csv`).
+            InputError: a damaged row (:func:`~precode.evaluation.read_csv`).
         """
         return {tuple(str(r[k]) for k in CELL_FIELDS) for r in read_csv(Path(path) / "summary.csv")}
 

@@ -1,9 +1,9 @@
 """Federated learning in a real framework: Flower clients, a curious server, and what it sees.
 
-* :mod:`~precode.fl.streams`: the separate random streams of clients and attacker;
-* :mod:`~precode.fl.client`: a client's images and its ``E`` local SGD steps (plain PyTorch);
-* :mod:`~precode.fl.server`: the honest-but-curious server's reconstruction of each update;
-* :mod:`~precode.fl.flower`: the Flower apps (``ClientApp``, ``ServerApp``, the curious
+* ``precode.fl.streams``: the separate random streams of clients and attacker;
+* ``precode.fl.client``: a client's images and its ``E`` local SGD steps (plain PyTorch);
+* ``precode.fl.server``: the honest-but-curious server's reconstruction of each update;
+* ``precode.fl.flower``: the Flower apps (``ClientApp``, ``ServerApp``, the curious
   ``FedAvg`` strategy, SecAgg+); the only modules that import ``flwr``, with
 * :mod:`~precode.fl.simulation`: one experiment in Flower's simulation engine, scored.
 

@@ -3,7 +3,7 @@
 A FedAvg client receives the global weights, trains a copy of the model on its own batch of ``B``
 images for ``E`` local steps of plain SGD (FedAvg's local solver; McMahan et al. 2017) and sends
 the new weights back. :func:`client_update` is that computation, in plain PyTorch, so that the
-Flower client app (:mod:`precode.fl.flower`), the tests and chapter 10 run exactly the same code.
+Flower client app (``precode.fl.flower``), the tests and chapter 10 run exactly the same code.
 Every step uses the client's loss (:func:`precode.training.loss_fn`: cross-entropy plus
 PRECODE's KL) on the whole batch, optionally through a defense:
 
@@ -12,15 +12,15 @@ PRECODE's KL) on the whole batch, optionally through a defense:
   each step's gradient before the step;
 * ``dp:clip=C,noise=Z``: DP-SGD, each image's gradient clipped to ``C`` (per-sample gradients
   from Opacus) and Gaussian noise of ``Z * C`` added, every step;
-* PRECODE is a property of the model (:func:`precode.add_precode`): its bottleneck samples
+* PRECODE is a property of the model (:func:`precode.bottleneck.add_precode`): its bottleneck samples
   fresh noise on every forward pass.
 
 All of the client's randomness comes from its own stream (``seed``, see
-:mod:`precode.fl.streams`): PRECODE's noise from the global generator, forked and seeded for the
+``precode.fl.streams``): PRECODE's noise from the global generator, forked and seeded for the
 duration of the update, the defense's noise from a generator of its own.
 
 With one step (``E = 1``) the update is ``-lr`` times the gradient FedSGD would share
-(:func:`precode.compute_shared_gradients`).
+(:func:`precode.federated.compute_shared_gradients`).
 
 Used in chapter 10 (``book/10_federated.ipynb``) and by ``python -m precode federate``.
 """

@@ -2,8 +2,8 @@
 
 :class:`FederationConfig` holds every knob of a run (model, data, number of clients and rounds,
 ``E``, ``B``, learning rate, the clients' defense, the server's attack, secure aggregation,
-seed). The same object configures the Flower apps (:mod:`precode.fl.flower`), the command line
-and chapter 10. :func:`score` compares each :class:`~precode.fl.server.Reconstruction` with the
+seed). The same object configures the Flower apps (``precode.fl.flower``), the command line
+and chapter 10. :func:`score` compares each :class:`~precode.fl.Reconstruction` with the
 images the clients really held; this is the experimenter's view, outside the threat model (the
 server never sees the originals). :class:`FederationReport` collects a run's rounds, test
 accuracy and scores, and writes the command line's JSON.
@@ -46,8 +46,8 @@ class FederationConfig:
     """Everything that defines a federated run (the command line's flags, one to one).
 
     Attributes:
-        model: ``mlp``, ``cnn`` or ``lenet`` (:func:`precode.build_model`), untrained at round 1.
-        precode: insert a PRECODE bottleneck before the classifier (:func:`precode.add_precode`).
+        model: ``mlp``, ``cnn`` or ``lenet`` (:func:`precode.models.build_model`), untrained at round 1.
+        precode: insert a PRECODE bottleneck before the classifier (:func:`precode.bottleneck.add_precode`).
         data: the data set; clients hold images of its train split, the global model is tested
             on its test split.
         clients: number of clients, all of which take part in every round.
@@ -204,7 +204,7 @@ class FederationReport:
     Attributes:
         config: the run's configuration.
         test_accuracy: ``{round: accuracy}``, round 0 being the initial model.
-        reconstructions: every :class:`~precode.fl.server.Reconstruction`, in order.
+        reconstructions: every :class:`~precode.fl.Reconstruction`, in order.
         scores: ``{round: [per-client scores]}`` (:func:`score`), sorted by client.
         seconds: wall-clock time of the whole run, Flower's start-up included.
         attack_seconds: the time spent in the server's attacks.
@@ -264,7 +264,7 @@ def client_updates(config: FederationConfig, server_round: int = 1,
                    weights: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """What every client of ``config`` sends back in ``server_round``, recomputed without Flower.
 
-    Each client runs :func:`~precode.fl.client.client_update` on its batch of that round, with its
+    Each client runs :func:`~precode.fl.client_update` on its batch of that round, with its
     defense and its own random stream, exactly as its ``ClientApp`` does; so the result equals the
     replies of a simulation that sent ``weights`` (default: the initial global model).
 
@@ -319,7 +319,7 @@ def attack_first_round(config: FederationConfig, *, group_size: int | None = Non
                        **attack_options) -> tuple[CuriousServer, list[dict[str, Any]]]:
     """Round 1 of ``config`` without Flower: the same clients, the same curious server, no Ray.
 
-    Every client runs :func:`~precode.fl.client.client_update` on its round-1 batch from the
+    Every client runs :func:`~precode.fl.client_update` on its round-1 batch from the
     initial global model, exactly as its ``ClientApp`` would (:func:`client_updates`); the server
     attacks the updates with ``config.attack`` in one batched call. Used to measure many victims at
     once (chapter 10 attacks 32 and more this way, next to the simulations), never as a replacement
@@ -331,7 +331,7 @@ def attack_first_round(config: FederationConfig, *, group_size: int | None = Non
             run of ``K`` consecutive clients' updates instead (what secure aggregation among ``K``
             clients reveals, without SecAgg+'s quantisation).
         labels_given: hand the attacker the true labels (the aggregate case; see
-            :data:`~precode.fl.server.THREAT_MODEL`).
+            :data:`~precode.fl.THREAT_MODEL`).
         attacker_local_steps: the ``E`` the server's replica assumes (default: the clients' own;
             1 for a naive attacker that treats an update as one gradient).
         updates: ``(sent, received)`` from :func:`client_updates`, to reuse them.

@@ -5,11 +5,11 @@ Flower 1.x's Message API (``flwr >= 1.42``, Python 3.11 or newer):
 * :func:`make_client_app`: a ``ClientApp`` whose ``@app.train()`` function reads the global
   weights and the round's configuration (``local-steps``, ``lr``, ``batch-size``) from the
   message, loads the client's own batch for the round (its ``partition-id``), runs
-  :func:`precode.fl.client.client_update` (``E`` plain SGD steps, under the client's defense)
+  :func:`precode.fl.client_update` (``E`` plain SGD steps, under the client's defense)
   and replies with its new weights and ``num-examples``;
 * :class:`CuriousFedAvg`: a subclass of ``flwr.serverapp.strategy.FedAvg`` that remembers the
   weights it sends in ``configure_train`` and, in ``aggregate_train``, hands every reply to a
-  :class:`~precode.fl.server.CuriousServer` before aggregating exactly as ``FedAvg`` does;
+  :class:`~precode.fl.CuriousServer` before aggregating exactly as ``FedAvg`` does;
 * :func:`make_server_app`: a ``ServerApp`` that runs the strategy for ``rounds`` rounds and
   tests the global model on the server after every round (``evaluate_fn``).
 
@@ -18,7 +18,7 @@ on the server) runs, in flwr 1.42, only through Flower's compatibility layer: th
 *legacy* strategy (``flwr.server.strategy.FedAvg``'s ``configure_fit``/``aggregate_fit``) inside a
 ``LegacyContext``, and the mod wraps a legacy ``NumPyClient``. :func:`make_secagg_client_app`,
 :class:`CuriousSecAggFedAvg` and :func:`make_secagg_server_app` are those counterparts; the
-client runs the same :func:`~precode.fl.client.client_update`, and the curious strategy sees, as
+client runs the same :func:`~precode.fl.client_update`, and the curious strategy sees, as
 SecAgg+ intends, only the round's aggregate.
 
 The ``flwr`` imports live in this module (and :mod:`precode.fl.simulation`) only.
@@ -127,7 +127,7 @@ class CuriousFedAvg(FedAvg):
     run, reproducible).
 
     Args:
-        server: the :class:`~precode.fl.server.CuriousServer` that attacks, or ``None`` to only
+        server: the :class:`~precode.fl.CuriousServer` that attacks, or ``None`` to only
             aggregate (an honest server).
         **kwargs: ``FedAvg``'s arguments.
     """

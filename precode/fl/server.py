@@ -1,6 +1,6 @@
 """The honest-but-curious server: it aggregates faithfully and reconstructs what it received.
 
-The server of chapter 10 runs FedAvg exactly as Flower's strategy does (:mod:`precode.fl.flower`),
+The server of chapter 10 runs FedAvg exactly as Flower's strategy does (``precode.fl.flower``),
 and in addition, every round, attacks each update it received (or, behind secure aggregation,
 the one aggregate it can see). :class:`CuriousServer` is that curiosity in plain PyTorch, so the
 Flower strategy, the tests and the chapter share it:
@@ -12,7 +12,7 @@ Flower strategy, the tests and the chapter share it:
 
 What it knows is :data:`THREAT_MODEL`. Its randomness (Inverting Gradients' starting point and
 the noise its replica of a PRECODE client draws) comes from the ``attacker`` stream of
-:mod:`precode.fl.streams`, never from a client's.
+``precode.fl.streams``, never from a client's.
 
 Used in chapter 10 (``book/10_federated.ipynb``) and by ``python -m precode federate``.
 """
@@ -83,7 +83,7 @@ class CuriousServer:
     Args:
         model: the global model's architecture (its weights are replaced by what was sent).
         input_shape: ``(C, H, W)`` of the clients' images.
-        attack: ``"analytic"`` or ``"ig"`` (:func:`precode.attacks.updates.reconstruct_from_updates`).
+        attack: ``"analytic"`` or ``"ig"`` (``precode.attacks.updates.reconstruct_from_updates``).
         batch_size: ``B``, images per client (the server's configuration).
         local_steps: ``E``, the clients' local SGD steps (the server's configuration).
         lr: the clients' learning rate (the server's configuration).

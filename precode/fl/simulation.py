@@ -1,7 +1,7 @@
 """Run one federated experiment in Flower's simulation engine and score what the server recovered.
 
 :func:`run_federation` builds the global model, the curious server and the Flower apps of
-:mod:`precode.fl.flower` from a :class:`~precode.fl.experiment.FederationConfig`, runs them with
+``precode.fl.flower`` from a :class:`~precode.fl.experiment.FederationConfig`, runs them with
 ``flwr.simulation.run_simulation`` (Ray, one CPU per virtual client) and returns a
 :class:`~precode.fl.experiment.FederationReport`.
 
