@@ -43,11 +43,14 @@ __all__ = [
     "strip_plot", "mean_ci_plot", "rate_plot", "loss_curves", "median_curve", "training_curves", "bar_values",
     "value_grid", "image_grid", "show_image", "SSIM_BOUNDS", "DefenseStyle", "DEFENSE_STYLES", "defense_training",
     "privacy_utility", "clip_interval", "use_book_style", "BOOK_STYLE", "FAMILY_COLOURS", "OKABE_ITO",
-    "MIN_FONT_SIZE",
+    "MIN_FONT_SIZE", "PAGE_INCHES",
 ]
 
 MIN_FONT_SIZE = 9
 """The smallest text, in points, a figure of the book shows at the page's width."""
+
+PAGE_INCHES = 7.0
+"""The width of the page's text column in inches (at 100 dpi): a figure no wider is shown at its size."""
 
 OKABE_ITO = {
     "blue": "#0072B2", "orange": "#E69F00", "bluish green": "#009E73", "vermillion": "#D55E00",
@@ -73,7 +76,7 @@ grid). Variants of one family differ by marker. Attacks and architectures use th
 
 BOOK_STYLE = {
     # the HTML text column is about 7 inches at 100 dpi: a figure that wide is shown at its size
-    "figure.figsize": (7.0, 4.0), "figure.dpi": 100, "savefig.dpi": 100,
+    "figure.figsize": (PAGE_INCHES, 4.0), "figure.dpi": 100, "savefig.dpi": 100,
     "font.size": 10, "axes.labelsize": 10, "axes.titlesize": 10, "figure.titlesize": 11,
     "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9, "legend.title_fontsize": 9,
     "axes.prop_cycle": mpl.cycler(color=list(OKABE_ITO.values())),

@@ -55,7 +55,7 @@ import numpy as np
 from ..attacks.dlg import dlg_budget
 from ..files import atomic_write
 from ..metrics import mean_ci95, wilson_interval
-from ..plotting import FAMILY_COLOURS, MIN_FONT_SIZE, SSIM_BOUNDS, clip_interval
+from ..plotting import FAMILY_COLOURS, MIN_FONT_SIZE, PAGE_INCHES, SSIM_BOUNDS, clip_interval
 from .grid import split_defense
 from .schema import SUMMARY_FIELDS
 from .store import read_csv
@@ -312,10 +312,10 @@ def plot_privacy_utility(summary: list[dict[str, Any]], attack: str = "ig", metr
     plt = _plt()
     summary = [r for r in summary if _weights(r) == "initial" and (r.get("labels") or "given") == "given"]
     settings = _settings([r for r in summary if r["attack"] == attack])
-    fig, axes = plt.subplots(1, max(1, len(settings)), figsize=(4.5 * max(1, len(settings)), 4.3), squeeze=False,
-                             sharey=True)
+    n = max(1, len(settings))  # one panel per model, stacked: the page is 7 inches wide
+    fig, axes = plt.subplots(n, 1, figsize=(PAGE_INCHES, 3.6 * n + 0.5), squeeze=False)
     handles = {}
-    for ax, (model, data) in zip(axes[0], settings):
+    for ax, (model, data) in zip(axes[:, 0], settings):
         rows = [r for r in summary if (r["model"], r["data"], r["attack"]) == (model, data, attack)]
         for r in rows:
             if r["test_accuracy"] is None or r[metric] is None:  # None: every victim diverged
@@ -339,12 +339,12 @@ def plot_privacy_utility(summary: list[dict[str, Any]], attack: str = "ig", metr
         ax.set_ylim(-0.05, 1.05)
         ax.tick_params(labelsize=9)
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel(f"{ATTACK_TITLES.get(attack, attack)}: " + (
-        "success rate" if metric == "attack_success_rate" else "mean SSIM"), fontsize=10)
+        ax.set_ylabel(f"{ATTACK_TITLES.get(attack, attack)}: " + (
+            "success rate" if metric == "attack_success_rate" else "mean SSIM"), fontsize=10)
     if handles:
         fig.legend(list(handles.values()), [FAMILY_NAMES.get(f, f) for f in handles], loc="lower center",
-                   ncol=len(handles), fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+                   ncol=min(4, len(handles)), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.9 / (3.6 * n + 0.5), 1, 1))
     return fig
 
 
@@ -357,9 +357,9 @@ def plot_ssim_distributions(results: list[dict[str, Any]], summary: list[dict[st
     plt = _plt()
     panels = list(dict.fromkeys((r["model"], r["data"], r["attack"]) for r in summary))
     defenses = list(dict.fromkeys((r["defense"], _weights(r)) for r in summary))
-    cols = min(3, len(panels))
+    cols = min(2, len(panels))  # two panels side by side fill the page's 7 inches
     rows_n = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(5.6 * cols, 3.4 * rows_n), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(PAGE_INCHES, 3.6 * rows_n + 0.4), squeeze=False, sharey=True)
     rng = np.random.default_rng(0)
     for ax, (model, data, attack) in zip(axes.flat, panels):
         for x, (defense, weights) in enumerate(defenses):
@@ -384,7 +384,7 @@ def plot_ssim_distributions(results: list[dict[str, Any]], summary: list[dict[st
         ax.set_ylabel("SSIM per victim")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle(f"SSIM distributions (grey: victims; markers: mean and 95% CI; red: success threshold {threshold:g})",
+    fig.suptitle(f"SSIM per victim (grey), mean and 95% CI (markers);\nred: success threshold {threshold:g}",
                  fontsize=10)
     fig.tight_layout()
     return fig
@@ -400,8 +400,9 @@ def plot_success_vs_threshold(results: list[dict[str, Any]], attack: str = "ig")
     results = [r for r in results if _weights(r) == "initial"]
     settings = list(dict.fromkeys((r["model"], r["data"]) for r in results if r["attack"] == attack))
     thresholds = np.linspace(0, 1, 101)
-    fig, axes = plt.subplots(1, max(1, len(settings)), figsize=(5.2 * max(1, len(settings)), 3.6), squeeze=False)
-    for ax, (model, data) in zip(axes[0], settings):
+    n = max(1, len(settings))  # one panel per model, stacked: the page is 7 inches wide
+    fig, axes = plt.subplots(n, 1, figsize=(PAGE_INCHES, 3.4 * n), squeeze=False)
+    for ax, (model, data) in zip(axes[:, 0], settings):
         defenses = list(dict.fromkeys(r["defense"] for r in results if (r["model"], r["data"]) == (model, data)))
         for defense in defenses:
             values = np.array([r["ssim"] for r in results  # a diverged victim (no SSIM, NaN) is a failure
@@ -418,7 +419,7 @@ def plot_success_vs_threshold(results: list[dict[str, Any]], attack: str = "ig")
         ax.set_xlabel("SSIM threshold")
         ax.set_ylabel("attack success rate")
         ax.set_title(f"{ATTACK_TITLES.get(attack, attack)}, {model} on {data}", fontsize=10)
-        ax.legend(ncol=2, loc="upper right")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -430,8 +431,9 @@ def plot_convergence(training: list[dict[str, Any]]):
     """
     plt = _plt()
     models = list(dict.fromkeys((r["model"], r["train_data"]) for r in training))
-    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5.2 * max(1, len(models)), 3.8), squeeze=False)
-    for ax, (model, data) in zip(axes[0], models):
+    n = max(1, len(models))  # one panel per model, stacked: the page is 7 inches wide
+    fig, axes = plt.subplots(n, 1, figsize=(PAGE_INCHES, 3.2 * n), squeeze=False)
+    for ax, (model, data) in zip(axes[:, 0], models):
         defenses = list(dict.fromkeys(r["defense"] for r in training if (r["model"], r["train_data"]) == (model, data)))
         for defense in defenses:
             hist = [r for r in training if (r["model"], r["train_data"], r["defense"]) == (model, data, defense)]
@@ -447,7 +449,7 @@ def plot_convergence(training: list[dict[str, Any]]):
         ax.set_ylabel("test accuracy")
         ax.set_ylim(0, 1)
         ax.set_title(f"{model} trained on {data}", fontsize=10)
-        ax.legend(ncol=2)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
