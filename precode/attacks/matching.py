@@ -41,7 +41,7 @@ from ..errors import InputError
 from ..training import loss_fn
 from .base import preserved_bottleneck_state
 
-__all__ = ["GradientMatcher", "DISTANCES", "select_layers", "distance_at"]
+__all__ = ["GradientMatcher", "DISTANCES", "select_layers", "distance_at", "at_or_below"]
 
 DISTANCES = ("cosine", "l2")
 
@@ -326,3 +326,11 @@ def _factorize(weight_grads: torch.Tensor, rank_bound: int, tolerance: float = 1
     if bool((residual / scale <= tolerance).all()):
         return q, vt
     return None
+
+
+def at_or_below(distance: float, truth: float) -> bool:
+    """Whether an attack's final matching distance is at or below the true images' (``truth``, from
+    :func:`distance_at`), with the slack of float32 rounding (a relative and an absolute 1e-6: a cosine
+    distance at the true image of an undefended client is 0 up to about 1e-7). Where it is, the
+    objective no longer singles out the victim: the attack did not fail to optimise it."""
+    return distance <= truth + 1e-6 * abs(truth) + 1e-6

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from ..attacks import ATTACK_NAMES, first_linear_layer, resolved_budget
+from ..attacks.matching import at_or_below
 from ..bottleneck import add_precode
 from ..data import load_data
 from ..defenses import parse_defense
@@ -163,11 +164,12 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def _below(ended: list[float | None], truth: list[float | None]) -> float | None:
-    """The fraction of clients whose attack ended at or below the true images' distance (within 1e-6)."""
+    """The fraction of clients whose attack ended at or below the true images' distance (with the grid's
+    rounding slack: :func:`precode.attacks.matching.at_or_below`)."""
     pairs = [(e, t) for e, t in zip(ended, truth) if e is not None and t is not None]
     if not pairs or len(pairs) != len(truth):
         return None
-    return sum(e <= t + 1e-6 for e, t in pairs) / len(pairs)
+    return sum(at_or_below(e, t) for e, t in pairs) / len(pairs)
 
 
 def _save_figure(path: str, originals: torch.Tensor, recon: torch.Tensor, title: str) -> None:

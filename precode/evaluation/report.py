@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from ..attacks.dlg import dlg_budget
+from ..attacks.matching import at_or_below
 from ..files import atomic_write
 from ..metrics import mean_ci95, wilson_interval
 from ..plotting import FAMILY_COLOURS, MIN_FONT_SIZE, PAGE_INCHES, SSIM_BOUNDS, clip_interval
@@ -145,13 +146,6 @@ def evaluation_budget(grid, attack: str) -> int:
     if attack in ("dlg", "idlg"):
         return dlg_budget(iterations)
     return int(iterations) * int(restarts)
-
-
-def at_or_below(distance: float, truth: float) -> bool:
-    """Whether an attack's final matching distance is at or below the true image's, with the slack of
-    float32 rounding (a relative and an absolute 1e-6: a cosine distance at the true image of an
-    undefended client is 0 up to about 1e-7)."""
-    return distance <= truth + 1e-6 * abs(truth) + 1e-6
 
 
 def family(defense: str) -> str:
