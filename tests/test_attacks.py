@@ -294,6 +294,31 @@ def test_batched_lbfgs_follows_torch_lbfgs_on_each_problem():
         assert int(spent[p]) == opt.state[opt._params[0]]["func_evals"] - 2
 
 
+def test_batched_lbfgs_serves_every_problem_with_every_call():
+    # Four problems from deterministic to very noisy: their line searches end after different numbers of
+    # evaluations, and the stalled ones start again. Every batched call still serves every problem that
+    # has budget left, so a budget of 100 evaluations takes about 100 calls (the synchronous version,
+    # where a problem waited for the slowest one's step, took 290).
+    noise = torch.Generator().manual_seed(1)
+    scale = torch.tensor([0.0, 1e-3, 1e-1, 1.0], dtype=torch.float64)
+    calls = []
+
+    def noisy_quadratic(z):
+        calls.append(1)
+        eps = torch.randn(z.shape, generator=noise, dtype=z.dtype)
+        return ((z - 1) ** 2).sum(1) + scale * (eps * z).sum(1)
+
+    def fresh(k):
+        return torch.randn(4, 5, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
+
+    x0 = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    _, losses, history, spent = batched_lbfgs(noisy_quadratic, x0, iterations=4, restart=fresh, budget=100)
+    assert ((spent >= 100) & (spent <= 101)).all(), spent
+    assert len(calls) <= 102, len(calls)
+    assert history.shape[1] == 4 and torch.equal(history[-1], losses.cpu())
+    assert losses[0] < 1e-12  # the deterministic problem is solved
+
+
 # -- the optimisation attacks --------------------------------------------------------------------
 
 
