@@ -271,7 +271,7 @@ def batched_lbfgs(
             best_x, best_f = torch.where(better[:, None], x, best_x), torch.where(better, f, best_f)
             ending |= begin(fresh)
         if bool(searching.any()):
-            over = search.step(searching, f_eval, g_eval, d)
+            over = search.step(searching, f_eval, g_eval, d, f, g, gtd)
             if bool(over.any()):
                 t = torch.where(over, search.out_t, t)
                 x = torch.where(over[:, None], x + t[:, None] * d, x)
@@ -335,7 +335,6 @@ class _LineSearch:
         count = lambda: torch.zeros(p_count, dtype=torch.long, device=device)  # noqa: E731
         self.c1, self.c2, self.tolerance_change = c1, c2, tolerance_change
         self.t, self.d_norm, self.max_ls = scalar(), scalar(), count()
-        self.f0, self.g0, self.gtd0 = scalar(), vector(), scalar()  # where the search starts
         self.f_new, self.g_new, self.gtd_new = scalar(), vector(), scalar()  # the newest evaluation
         self.t_prev, self.f_prev, self.g_prev, self.gtd_prev = scalar(), scalar(), vector(), scalar()
         # the bracket: slots a and b, "low" is the one with the lower loss
@@ -352,8 +351,6 @@ class _LineSearch:
         self.t = torch.where(mask, t, self.t)
         self.d_norm = torch.where(mask, d.abs().amax(1), self.d_norm)
         self.max_ls = torch.where(mask, max_ls, self.max_ls)
-        self.f0, self.g0, self.gtd0 = (torch.where(mask, f, self.f0), torch.where(col, g, self.g0),
-                                       torch.where(mask, gtd, self.gtd0))
         self.t_prev = torch.where(mask, 0.0, self.t_prev)
         self.f_prev, self.g_prev = torch.where(mask, f, self.f_prev), torch.where(col, g, self.g_prev)
         self.gtd_prev = torch.where(mask, gtd, self.gtd_prev)
@@ -365,11 +362,13 @@ class _LineSearch:
         self.out_t, self.out_f = torch.where(mask, t, self.out_t), torch.where(mask, f, self.out_f)
         self.out_g = torch.where(col, g, self.out_g)
 
-    def step(self, mask: Tensor, f_eval: Tensor, g_eval: Tensor, d: Tensor) -> Tensor:
-        """Take in the evaluation at ``x + t d`` of the searching problems ``mask``; returns those done."""
+    def step(self, mask: Tensor, f_eval: Tensor, g_eval: Tensor, d: Tensor, f: Tensor, g: Tensor,
+             gtd: Tensor) -> Tensor:
+        """Take in the evaluation at ``x + t d`` of the searching problems ``mask``, whose searches
+        started from the loss ``f``, gradient ``g`` and slope ``gtd`` (the caller's, unchanged while
+        a problem searches); returns the problems whose search is over."""
         col = lambda v: v[:, None]  # noqa: E731
         c1, c2 = self.c1, self.c2
-        f, g, gtd = self.f0, self.g0, self.gtd0
         f_new = self.f_new = torch.where(mask, f_eval, self.f_new)
         g_new = self.g_new = torch.where(col(mask), g_eval, self.g_new)
         gtd_new = self.gtd_new = torch.where(mask, (g_new * d).sum(1), self.gtd_new)
